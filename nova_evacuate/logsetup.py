@@ -31,7 +31,10 @@ class _OsloOnFirstRecord(logging.Handler):
         with self._lock_setup:
             root = logging.getLogger()
             if self in root.handlers:
-                root.removeHandler(self)
+                # A new list, not removeHandler(): Logger.callHandlers is still
+                # iterating the old one, and must not walk into oslo's handlers
+                # too (the first record would be emitted twice).
+                root.handlers = [h for h in root.handlers if h is not self]
                 try:
                     self._setup()
                 except Exception as exc:  # logging must never take the agent down

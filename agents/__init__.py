@@ -1,0 +1,1 @@
+"""OCF resource agents of openstack-instance-ha (provider ``openstack-ha``)."""

@@ -1,0 +1,253 @@
+"""ocf:openstack-ha:ComputeLiveness: is this compute node really able to serve?
+
+Cloned onto every pacemaker_remote compute node. Its monitor runs the checks the
+operator lists (see :mod:`agents.checks`) and publishes the outcome as a node
+attribute, ``ok`` | ``degraded:<check>`` | ``failed:<check>``, visible in
+``crm_mon -A`` and usable in location rules. A failed critical check fails the
+monitor, so Pacemaker restarts the resource or fences the node, as the
+operation's ``on-fail`` says.
+
+``start`` waits while this node's evacuation is unfinished (the ``evacuate`` node
+attribute is set and not ``no``): a host that is still being evacuated must not
+look ready for workload. It gives up, failing, shortly before its timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+from agents import checks as liveness_checks
+from agents import ocf, pacemaker
+from agents.ocf import Action, Agent, Context, OCFError, OCFExit, Parameter
+
+LOG = logging.getLogger(__name__)
+
+EVACUATION_POLL_SECONDS = 1.0
+# Leave this much of start's timeout to report the failure before Pacemaker kills us.
+START_MARGIN_SECONDS = 2.0
+
+
+def _positive(text: str) -> int:
+    value = ocf.parse_integer(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    return value
+
+
+def _attribute_name(text: str) -> str:
+    name = text.strip()
+    if not name or any(c.isspace() or c in "\"'=" for c in name):
+        raise ValueError(f"'{text}' is not a usable node attribute name")
+    return name
+
+
+PARAMETERS = (
+    Parameter(
+        "checks",
+        shortdesc="Checks that define 'alive' on this node, in order",
+        longdesc=(
+            "Entries separated by ';' or new lines, each '[critical|degraded] KIND:ARGUMENT' "
+            "(critical when not said). Kinds: process:NAME (a process by name, also when run "
+            "by an interpreter), cmdline:REGEX (a process whose command line matches), "
+            "unit:NAME (a systemd unit is active), socket:PATH (a unix socket accepts a "
+            "connection), tcp:HOST:PORT (a TCP endpoint accepts a connection), "
+            "net:NAME=ADDRESS (ADDRESS on network NAME answers an ICMP echo), cmd:COMMAND "
+            "(a command exits 0; run without a shell, so use a script for pipes or ';'). "
+            "A failed critical check fails the monitor; a failed degraded check is only "
+            "published. Checks stop at the first critical failure."
+        ),
+        default=liveness_checks.DEFAULT_CHECKS,
+        parse=liveness_checks.parse_checks,
+    ),
+    Parameter(
+        "check_timeout",
+        shortdesc="Seconds each check may take",
+        longdesc=(
+            "A check that has no answer within this many seconds has failed. All checks "
+            "together are also bounded by the monitor operation's timeout."
+        ),
+        content_type="integer",
+        default="5",
+        parse=_positive,
+    ),
+    Parameter(
+        "attribute",
+        shortdesc="Node attribute that receives the outcome",
+        longdesc=(
+            "Transient node attribute set to 'ok', 'degraded:<check>' or 'failed:<check>' "
+            "after every start and monitor, and removed on stop. Use it in location rules "
+            "or see it with 'crm_mon -A'."
+        ),
+        default="openstack-ha-liveness",
+        parse=_attribute_name,
+    ),
+    Parameter(
+        "evacuate_attribute",
+        shortdesc="Node attribute that marks an unfinished evacuation",
+        longdesc=(
+            "Start does not succeed while this node attribute is set to anything but 'no' "
+            "on this node: the node's instances are still being evacuated elsewhere. The "
+            "fence agent and the evacuation engine keep it (yes / node@epoch / no)."
+        ),
+        default="evacuate",
+        parse=_attribute_name,
+    ),
+)
+
+
+def _state_file(ctx: Context) -> str:
+    rsc_tmp = ctx.environ.get("HA_RSCTMP") or "/run/resource-agents"
+    instance = (ctx.resource or "ComputeLiveness").replace("/", "_")
+    return os.path.join(rsc_tmp, f"ComputeLiveness-{instance}.state")
+
+
+def _node(ctx: Context) -> str:
+    node = ctx.node_from_pacemaker
+    if node:
+        return node
+    try:
+        return pacemaker.local_node_name(timeout=min(10, max(ctx.remaining(), 1)))
+    except pacemaker.PacemakerError as exc:
+        raise OCFError(OCFExit.ERR_GENERIC, f"cannot tell this node's name: {exc}") from None
+
+
+def _read_state(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
+
+
+def _write_state(path: str, published: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(published + "\n")
+    os.replace(tmp, path)
+
+
+def _assess(ctx: Context) -> liveness_checks.Verdict:
+    prober = liveness_checks.Prober(timeout=ctx.params["check_timeout"])
+    # keep a second for publishing the attribute after the checks
+    deadline = time.monotonic() + max(ctx.remaining() - 1.0, 0.1)
+    results = prober.run(ctx.params["checks"], deadline)
+    return liveness_checks.verdict(results)
+
+
+def _publish(ctx: Context, verdict: liveness_checks.Verdict, state: str) -> None:
+    for result in verdict.failing:
+        level = "critical" if result.check.critical else "degraded"
+        LOG.warning("%s check %s failed: %s", level, result.check.label, result.detail)
+    previous = _read_state(state)
+    # A probe follows a reconnect of the node, which clears its transient
+    # attributes, so it always publishes; otherwise only changes are written.
+    if previous != verdict.attribute or ctx.is_probe or ctx.action == "start":
+        node = _node(ctx)
+        try:
+            pacemaker.set_node_attribute(
+                ctx.params["attribute"], verdict.attribute, node,
+                timeout=max(min(10, ctx.remaining()), 1),
+            )
+        except pacemaker.PacemakerError as exc:
+            raise OCFError(OCFExit.ERR_GENERIC, f"cannot publish liveness: {exc}") from None
+        if previous is not None and previous != verdict.attribute:
+            LOG.info("liveness of %s changed: %s -> %s", node, previous, verdict.attribute)
+    _write_state(state, verdict.attribute)
+
+
+def _result(verdict: liveness_checks.Verdict) -> OCFExit:
+    if verdict.alive:
+        return OCFExit.SUCCESS
+    first = next(r for r in verdict.failing if r.check.critical)
+    raise OCFError(OCFExit.ERR_GENERIC, f"critical check {first.check.label} failed: {first.detail}")
+
+
+def start(ctx: Context) -> OCFExit:
+    node = _node(ctx)
+    _wait_for_evacuation(ctx, node)
+    verdict = _assess(ctx)
+    _publish(ctx, verdict, _state_file(ctx))
+    return _result(verdict)
+
+
+def _wait_for_evacuation(ctx: Context, node: str) -> None:
+    name = ctx.params["evacuate_attribute"]
+    logged = False
+    while True:
+        try:
+            value = pacemaker.query_node_attribute(name, node, timeout=min(10, ctx.remaining()))
+        except pacemaker.PacemakerError as exc:
+            value = f"unknown ({exc})"  # cannot tell: treat as unfinished
+        if value is None or value == "no":
+            return
+        if not logged:
+            LOG.info("waiting: evacuation of %s is unfinished (%s=%s)", node, name, value)
+            logged = True
+        if ctx.remaining() < START_MARGIN_SECONDS + EVACUATION_POLL_SECONDS:
+            raise OCFError(
+                OCFExit.ERR_GENERIC,
+                f"evacuation of {node} is unfinished ({name}={value}); not starting",
+            )
+        time.sleep(EVACUATION_POLL_SECONDS)
+
+
+def stop(ctx: Context) -> OCFExit:
+    state = _state_file(ctx)
+    if os.path.exists(state):
+        node = _node(ctx)
+        try:
+            pacemaker.delete_node_attribute(
+                ctx.params["attribute"], node, timeout=max(min(10, ctx.remaining()), 1)
+            )
+        except pacemaker.PacemakerError as exc:
+            # The attribute is advisory; a failed stop would get the node fenced.
+            LOG.warning("could not remove attribute %s: %s", ctx.params["attribute"], exc)
+        os.unlink(state)
+    return OCFExit.SUCCESS
+
+
+def monitor(ctx: Context) -> OCFExit:
+    state = _state_file(ctx)
+    if _read_state(state) is None:
+        return OCFExit.NOT_RUNNING
+    verdict = _assess(ctx)
+    _publish(ctx, verdict, state)
+    return _result(verdict)
+
+
+def validate_all(ctx: Context) -> OCFExit:
+    # Parameters were parsed and checked by ocf.run before we get here.
+    return OCFExit.SUCCESS
+
+
+AGENT = Agent(
+    name="ComputeLiveness",
+    version="1.0",
+    shortdesc="Tells Pacemaker whether an OpenStack compute node can serve instances",
+    longdesc=(
+        "Runs on pacemaker_remote compute nodes (as a clone) and checks what 'alive' means "
+        "for this node: nova-compute, libvirt, Open vSwitch, the networks the operator names. "
+        "The outcome is published as a node attribute; a failed critical check fails the "
+        "monitor so that Pacemaker recovers or fences the node as on-fail says. Start waits "
+        "while the node's evacuation is unfinished, so no workload returns too early."
+    ),
+    parameters=PARAMETERS,
+    actions=(
+        Action("start", timeout=120, handler=start),
+        Action("stop", timeout=20, handler=stop),
+        Action("monitor", timeout=30, interval=10, depth=0, handler=monitor),
+        Action("validate-all", timeout=10, handler=validate_all),
+    ),
+)
+
+
+def main() -> None:
+    sys.exit(ocf.run(AGENT, sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

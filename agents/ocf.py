@@ -1,0 +1,337 @@
+"""The OCF resource agent protocol: one declaration drives meta-data and dispatch.
+
+An agent declares its parameters and actions once (:class:`Agent`); :func:`run`
+reads the action from argv and the ``OCF_RESKEY_*`` parameters from the
+environment, validates them against the declaration, calls the action's handler
+with a :class:`Context`, and turns the outcome into an OCF exit code. Failure
+semantics live here, in one place:
+
+* a handler returning ``None`` means ``OCF_SUCCESS``;
+* :class:`OCFError` becomes its exit code plus an ``ocf-exit-reason:`` line, which
+  ``pcs status`` shows the operator;
+* any other exception becomes ``OCF_ERR_GENERIC`` with one line naming it (the
+  traceback only at debug level: agents never print tracebacks);
+* bad or missing parameters give ``OCF_ERR_CONFIGURED`` for start, validate-all and
+  recurring monitors. A probe answers ``OCF_NOT_RUNNING`` instead (a resource whose
+  configuration cannot be read is not running here), and stop is never refused for
+  configuration (a failed stop gets the node fenced).
+
+Reference: the OCF Resource Agent API (resource-agents ``doc/dev-guides/ra-dev-guide.asc``)
+and ``ra-api-1.dtd``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import os
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+LOG = logging.getLogger(__name__)
+
+
+@enum.unique
+class OCFExit(enum.IntEnum):
+    """OCF exit codes; must match resource-agents ``ocf-returncodes`` and the RA API."""
+
+    SUCCESS = 0
+    ERR_GENERIC = 1
+    ERR_ARGS = 2
+    ERR_UNIMPLEMENTED = 3
+    ERR_PERM = 4
+    ERR_INSTALLED = 5
+    ERR_CONFIGURED = 6
+    NOT_RUNNING = 7
+    RUNNING_PROMOTED = 8
+    FAILED_PROMOTED = 9
+
+
+class OCFError(Exception):
+    """A handler's failure with the exit code and the one line the operator sees."""
+
+    def __init__(self, code: OCFExit, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+_TRUE = frozenset({"1", "yes", "true", "on", "y"})
+_FALSE = frozenset({"0", "no", "false", "off", "n"})
+
+
+def parse_boolean(text: str) -> bool:
+    """OCF booleans, as ``ocf_is_true`` reads them; anything else is an error."""
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"expected a boolean (true/false, yes/no, 1/0), got {text!r}")
+
+
+def parse_integer(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected an integer, got {text!r}") from None
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "string": str,
+    "integer": parse_integer,
+    "boolean": parse_boolean,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameter:
+    """One ``OCF_RESKEY_<name>`` parameter.
+
+    ``parse`` turns the raw string into the value handlers receive and raises
+    ``ValueError`` with a readable message when the text is wrong; it defaults to
+    the parser of ``content_type``. ``default`` is the raw string, as in meta-data.
+    """
+
+    name: str
+    shortdesc: str
+    longdesc: str
+    content_type: str = "string"
+    default: str | None = None
+    required: bool = False
+    unique: bool = False
+    parse: Callable[[str], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.content_type not in _PARSERS:
+            raise ValueError(f"parameter {self.name}: unknown content type {self.content_type}")
+
+    def value_from(self, raw: str) -> Any:
+        parser = self.parse or _PARSERS[self.content_type]
+        return parser(raw)
+
+
+Handler = Callable[["Context"], "OCFExit | None"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """One action with the timeout (and interval) advertised in meta-data."""
+
+    name: str
+    timeout: int
+    handler: Handler | None = None
+    interval: int | None = None
+    depth: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What a handler knows about this invocation."""
+
+    action: str
+    params: Mapping[str, Any]
+    config_errors: Sequence[str]
+    interval_ms: int
+    timeout_s: float
+    started_at: float
+    environ: Mapping[str, str]
+
+    @property
+    def is_probe(self) -> bool:
+        """A probe is a monitor with interval 0 (Pacemaker asks "is it running here?")."""
+        return self.action == "monitor" and self.interval_ms == 0
+
+    @property
+    def resource(self) -> str:
+        return self.environ.get("OCF_RESOURCE_INSTANCE", "")
+
+    @property
+    def node_from_pacemaker(self) -> str | None:
+        """The node Pacemaker runs us on; absent when run by hand (crm_resource --force-*)."""
+        return self.environ.get("OCF_RESKEY_CRM_meta_on_node") or None
+
+    def remaining(self) -> float:
+        """Seconds left before Pacemaker's timeout for this action."""
+        return self.timeout_s - (time.monotonic() - self.started_at)
+
+
+@dataclasses.dataclass(frozen=True)
+class Agent:
+    """The whole interface of an OCF agent, as data."""
+
+    name: str
+    version: str
+    shortdesc: str
+    longdesc: str
+    parameters: Sequence[Parameter]
+    actions: Sequence[Action]
+
+    def action(self, name: str) -> Action | None:
+        return next((a for a in self.actions if a.name == name), None)
+
+    def metadata_xml(self) -> str:
+        return ET.tostring(self.metadata_element(), encoding="unicode", xml_declaration=False)
+
+    def metadata_element(self) -> ET.Element:
+        """The ``<resource-agent>`` element, in the order ``ra-api-1.dtd`` requires."""
+        root = ET.Element("resource-agent", name=self.name, version=self.version)
+        ET.SubElement(root, "version").text = "1.0"  # the OCF API version we speak
+        ET.SubElement(root, "longdesc", lang="en").text = self.longdesc
+        ET.SubElement(root, "shortdesc", lang="en").text = self.shortdesc
+        params = ET.SubElement(root, "parameters")
+        for p in self.parameters:
+            el = ET.SubElement(
+                params,
+                "parameter",
+                name=p.name,
+                unique="1" if p.unique else "0",
+                required="1" if p.required else "0",
+            )
+            ET.SubElement(el, "longdesc", lang="en").text = p.longdesc
+            ET.SubElement(el, "shortdesc", lang="en").text = p.shortdesc
+            content = ET.SubElement(el, "content", type=p.content_type)
+            if p.default is not None:
+                content.set("default", p.default)
+        actions = ET.SubElement(root, "actions")
+        for a in [*self.actions, *_BUILTIN_ACTIONS]:
+            el = ET.SubElement(actions, "action", name=a.name, timeout=f"{a.timeout}s")
+            if a.interval is not None:
+                el.set("interval", f"{a.interval}s")
+            if a.depth is not None:
+                el.set("depth", str(a.depth))
+        ET.indent(root)
+        return root
+
+    def usage(self) -> str:
+        names = "|".join(a.name for a in [*self.actions, *_BUILTIN_ACTIONS])
+        return f"usage: {self.name} {{{names}}}"
+
+
+# meta-data and usage are answered by run() itself, for every agent.
+_BUILTIN_ACTIONS = (Action("meta-data", timeout=5), Action("usage", timeout=5))
+
+
+def read_parameters(
+    agent: Agent, environ: Mapping[str, str]
+) -> tuple[dict[str, Any], list[str]]:
+    """Typed parameter values from ``OCF_RESKEY_*``, and one message per bad one.
+
+    Defaults fill in what is unset. A bad value is left out of the result (the
+    handler sees the default, if any) and reported; secrets are never declared
+    as OCF parameters, so messages may quote values.
+    """
+    values: dict[str, Any] = {}
+    errors: list[str] = []
+    for p in agent.parameters:
+        raw = environ.get(f"OCF_RESKEY_{p.name}")
+        if raw is None or raw == "":
+            if p.required:
+                errors.append(f"required parameter '{p.name}' is not set")
+            raw = p.default
+            if raw is None:
+                values[p.name] = None
+                continue
+        try:
+            values[p.name] = p.value_from(raw)
+        except ValueError as exc:
+            errors.append(f"parameter '{p.name}': {exc}")
+            values[p.name] = p.value_from(p.default) if p.default is not None else None
+    return values, errors
+
+
+def _meta_int(environ: Mapping[str, str], name: str, fallback: int) -> int:
+    try:
+        return int(environ.get(f"OCF_RESKEY_CRM_meta_{name}", fallback))
+    except ValueError:
+        return fallback
+
+
+def exit_reason(reason: str) -> None:
+    """The ``ocf-exit-reason:`` line Pacemaker shows in ``pcs status``."""
+    print(f"ocf-exit-reason:{reason}", file=sys.stderr, flush=True)
+
+
+def setup_agent_logging(agent: Agent, environ: Mapping[str, str]) -> None:
+    from nova_evacuate.logsetup import setup_logging
+
+    instance = environ.get("OCF_RESOURCE_INSTANCE") or "-"
+    setup_logging(
+        agent.name,
+        debug=_is_debug(environ.get("HA_debug", "0")),
+        use_syslog=environ.get("HA_LOGFACILITY", "daemon").lower() not in ("", "none"),
+        syslog_facility=environ.get("HA_LOGFACILITY", "daemon") or "daemon",
+        prefix=f"{agent.name}({instance})",
+    )
+
+
+def _is_debug(text: str) -> bool:
+    try:
+        return parse_boolean(text)
+    except ValueError:
+        return False
+
+
+def run(
+    agent: Agent,
+    argv: Sequence[str],
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """Run one OCF action and return its exit code. Never raises."""
+    env = dict(os.environ if environ is None else environ)
+    if len(argv) != 1:
+        print(agent.usage(), file=sys.stderr)
+        return OCFExit.ERR_ARGS
+    action_name = argv[0]
+    if action_name == "meta-data":
+        print('<?xml version="1.0"?>')
+        print('<!DOCTYPE resource-agent SYSTEM "ra-api-1.dtd">')
+        print(agent.metadata_xml())
+        return OCFExit.SUCCESS
+    if action_name in ("usage", "help"):
+        print(agent.usage())
+        return OCFExit.SUCCESS
+
+    setup_agent_logging(agent, env)
+    action = agent.action(action_name)
+    if action is None or action.handler is None:
+        LOG.error("unknown action '%s'; %s", action_name, agent.usage())
+        return OCFExit.ERR_UNIMPLEMENTED
+
+    params, errors = read_parameters(agent, env)
+    ctx = Context(
+        action=action_name,
+        params=params,
+        config_errors=tuple(errors),
+        interval_ms=_meta_int(env, "interval", 0),
+        timeout_s=_meta_int(env, "timeout", action.timeout * 1000) / 1000.0,
+        started_at=time.monotonic(),
+        environ=env,
+    )
+    if errors and action_name != "stop":
+        for message in errors:
+            LOG.error("%s", message)
+        if ctx.is_probe:
+            # A probe must not be fatal: the resource cannot be running with a
+            # configuration we cannot read.
+            return OCFExit.NOT_RUNNING
+        exit_reason(errors[0])
+        return OCFExit.ERR_CONFIGURED
+
+    try:
+        result = action.handler(ctx)
+    except OCFError as exc:
+        LOG.error("%s failed: %s", action_name, exc.reason)
+        exit_reason(exc.reason)
+        return exc.code
+    except Exception as exc:
+        LOG.debug("%s raised", action_name, exc_info=True)
+        reason = f"{action_name}: unexpected error: {type(exc).__name__}: {exc}"
+        LOG.error("%s", reason)
+        exit_reason(reason)
+        return OCFExit.ERR_GENERIC
+    return OCFExit.SUCCESS if result is None else OCFExit(result)

@@ -1,0 +1,80 @@
+"""Pacemaker's command-line tools, behind one small adapter.
+
+Agents read and write transient node attributes through ``attrd_updater`` (it
+works on pacemaker_remote nodes too, proxied by pacemaker-remoted) and learn
+their node name from ``crm_node -n`` when Pacemaker did not pass it.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Sequence
+
+# crm_exit_t CRM_EX_NOSUCH: what attrd_updater -Q returns for an attribute never set
+_EXIT_NO_SUCH = 105
+_QUERY_LINE = re.compile(r'name="(?P<name>[^"]*)"\s+host="(?P<host>[^"]*)"\s+value="(?P<value>[^"]*)"')
+
+
+class PacemakerError(Exception):
+    """A Pacemaker tool failed; the message is one line for the operator."""
+
+
+def _exec(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=max(timeout, 0.5),
+            check=False,
+        )
+    except FileNotFoundError:
+        raise PacemakerError(f"{argv[0]} not found: is pacemaker-cli-utils installed?") from None
+    except subprocess.TimeoutExpired:
+        raise PacemakerError(f"{argv[0]} gave no answer within {timeout:.0f}s") from None
+
+
+def _failure(done: subprocess.CompletedProcess[str]) -> PacemakerError:
+    text = (done.stderr or done.stdout).strip().splitlines()
+    return PacemakerError(f"{done.args[0]} exited {done.returncode}: {text[-1] if text else ''}")
+
+
+def local_node_name(timeout: float = 10) -> str:
+    """This node's name as the cluster knows it (``crm_node -n``)."""
+    done = _exec(["crm_node", "-n"], timeout)
+    name = done.stdout.strip()
+    if done.returncode != 0 or not name:
+        raise _failure(done)
+    return name
+
+
+def set_node_attribute(name: str, value: str, node: str, timeout: float = 10) -> None:
+    done = _exec(["attrd_updater", "-n", name, "-U", value, "-N", node], timeout)
+    if done.returncode != 0:
+        raise _failure(done)
+
+
+def delete_node_attribute(name: str, node: str, timeout: float = 10) -> None:
+    done = _exec(["attrd_updater", "-n", name, "-D", "-N", node], timeout)
+    if done.returncode not in (0, _EXIT_NO_SUCH):
+        raise _failure(done)
+
+
+def query_node_attribute(name: str, node: str, timeout: float = 10) -> str | None:
+    """The attribute's value on ``node``; None when it is not set at all.
+
+    Any other failure raises: a caller deciding on safety must not read
+    "attrd did not answer" as "not set".
+    """
+    done = _exec(["attrd_updater", "-Q", "-n", name, "-N", node], timeout)
+    if done.returncode == _EXIT_NO_SUCH:
+        return None
+    if done.returncode != 0:
+        raise _failure(done)
+    for line in done.stdout.splitlines():
+        match = _QUERY_LINE.search(line)
+        if match and match["host"] == node:
+            return match["value"] or None
+    return None

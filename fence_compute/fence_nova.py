@@ -1,0 +1,448 @@
+"""``fence_nova``: the fence agent of instance HA, its declared interface.
+
+``FENCE_NOVA`` declares every parameter and action (the metadata Pacemaker and
+pcs read).  It keeps the name, aliases and meaning of every parameter of
+fence-agents' ``fence_compute``, so an existing ``pcs stonith`` configuration
+moves over unchanged, and adds the cloud (clouds.yaml) and power-driver (BMC)
+parameters.  :func:`check_config` is the cross-option validation run for
+``validate-all`` and before every action.
+
+The fencing sequence itself is not in this release: every power or Nova action
+fails closed (exit 1) rather than report a fence that did not happen.
+
+Importing this module must stay cheap (no openstacksdk, keystoneauth1 or
+pyghmi): Pacemaker runs ``metadata`` and ``validate-all`` often.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import sys
+from dataclasses import dataclass, replace
+
+from fence_compute.protocol import (
+    STANDARD_OPTIONS,
+    ExitCode,
+    FenceAction,
+    FenceAgent,
+    Handler,
+    Option,
+    Options,
+    run,
+)
+
+LOG = logging.getLogger(__name__)
+
+_STD = STANDARD_OPTIONS
+
+# Keystone interface names fence_compute passed to novaclient, and the short
+# ones keystoneauth and openstacksdk use.
+_ENDPOINT_TYPES = ("publicURL", "internalURL", "adminURL", "public", "internal", "admin")
+
+
+class RecordOnly(enum.Enum):
+    """The meaning of fence_compute's ``record_only``.
+
+    fence_compute reads it as a string: ``2``/``disabled`` make the agent exit 0
+    without doing anything, any true value records the host as needing
+    evacuation without starting it, and false does the whole job.
+    """
+
+    NO = "no"
+    YES = "yes"
+    DISABLED = "disabled"
+
+    @classmethod
+    def parse(cls, value: str | None) -> RecordOnly:
+        word = (value or "").strip().lower()
+        if word in ("", "0", "no", "off", "false"):
+            return cls.NO
+        if word in ("1", "yes", "on", "true"):
+            return cls.YES
+        if word in ("2", "disabled"):
+            return cls.DISABLED
+        raise ValueError("must be a boolean (1/yes/on/true, 0/no/off/false) or 2/disabled")
+
+
+@dataclass(frozen=True)
+class BmcAddress:
+    """Where one host's BMC answers: ``address`` and, when given, ``port``."""
+
+    address: str
+    port: int | None = None
+
+
+def parse_bmc_map(text: str) -> dict[str, BmcAddress]:
+    """Parse ``host=address[:port][,host=address[:port]...]``.
+
+    An IPv6 address takes a port only in brackets (``[fd00::11]:623``).  A host
+    named twice (compared case-insensitively) is refused, naming it: which BMC
+    to power off must never be a guess.  Raises ValueError with a message that
+    names the entry.
+    """
+    result: dict[str, BmcAddress] = {}
+    seen: dict[str, str] = {}
+    entries = [e.strip() for e in text.split(",")]
+    for number, entry in enumerate(entries, 1):
+        if not entry:
+            continue  # a trailing or doubled comma
+        host, sep, target = (part.strip() for part in entry.partition("="))
+        if not sep or not host or not target:
+            raise ValueError(f"entry {number} ({entry!r}) is not host=address[:port]")
+        if any(c.isspace() for c in host + target):
+            raise ValueError(f"entry {number} ({entry!r}) contains white space")
+        address, port = _split_address(target, number, entry)
+        key = host.lower()
+        if key in seen:
+            raise ValueError(f"host {host!r} is mapped twice (entries {seen[key]} and {number})")
+        seen[key] = str(number)
+        result[host] = BmcAddress(address, port)
+    if not result:
+        raise ValueError("no host=address entry")
+    return result
+
+
+def _split_address(target: str, number: int, entry: str) -> tuple[str, int | None]:
+    port_text = None
+    if target.startswith("["):
+        address, bracket, rest = target[1:].partition("]")
+        if not bracket or not address or (rest and not rest.startswith(":")):
+            raise ValueError(f"entry {number} ({entry!r}) has a malformed [IPv6] address")
+        port_text = rest[1:] if rest else None
+    elif target.count(":") == 1:
+        address, _, port_text = target.partition(":")
+    else:
+        address = target  # a name, an IPv4 address, or a bare IPv6 address without port
+    if not address:
+        raise ValueError(f"entry {number} ({entry!r}) has no address")
+    if port_text is None:
+        return address, None
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"entry {number} ({entry!r}) has a port outside 1-65535")
+    return address, int(port_text)
+
+
+def check_config(options: Options) -> list[str]:
+    """Cross-option rules; one line per problem, naming options, never secrets."""
+    errors: list[str] = []
+
+    try:
+        RecordOnly.parse(options.text("record_only"))
+    except ValueError as exc:
+        errors.append(f"option 'record_only' {exc} (got {options.text('record_only')!r})")
+
+    endpoint = options.text("endpoint_type") or ""
+    if endpoint.lower() not in {e.lower() for e in _ENDPOINT_TYPES}:
+        errors.append(
+            f"option 'endpoint_type' must be one of {', '.join(_ENDPOINT_TYPES)} (got {endpoint!r})"
+        )
+
+    domain, compute_domain = options.text("domain"), options.text("compute_domain")
+    if domain and compute_domain and domain != compute_domain:
+        errors.append(
+            "options 'domain' and 'compute_domain' (its deprecated spelling) disagree;"
+            " set only 'domain'"
+        )
+
+    if not options.text("cloud"):
+        missing = [n for n in ("auth_url", "username") if not options.text(n)]
+        if options.secret("password") is None:
+            missing.append("a password (password, password_script or password_file)")
+        if missing:
+            errors.append(
+                "Nova credentials: give either 'cloud' (a clouds.yaml entry) or 'auth_url',"
+                " 'username' and a password; missing: " + ", ".join(missing)
+            )
+
+    bmc_map_text = options.text("bmc_map")
+    if bmc_map_text is not None:
+        try:
+            parse_bmc_map(bmc_map_text)
+        except ValueError as exc:
+            errors.append(f"option 'bmc_map': {exc}")
+
+    port = options.number("ipport")
+    if port is not None and not 1 <= port <= 65535:
+        errors.append(f"option 'ipport' must be between 1 and 65535 (got {port})")
+
+    if options.text("power_driver") == "ipmi":
+        has_ip, has_map = bool(options.text("ip")), bool(bmc_map_text)
+        if not has_ip and not has_map:
+            errors.append(
+                "power_driver=ipmi needs the BMC address: 'ip' (one device per host) or"
+                " 'bmc_map' (host=address[:port],...)"
+            )
+        elif has_ip and has_map:
+            errors.append("give either 'ip' or 'bmc_map', not both: which BMC to use is ambiguous")
+        if options.secret("bmc_password") is None:
+            errors.append(
+                "power_driver=ipmi needs a BMC password: 'bmc_password_script',"
+                " 'bmc_password_file' or 'bmc_password'"
+            )
+    return errors
+
+
+_OPTIONS = (
+    # Nova / Keystone: fence_compute's names, plus cloud.
+    Option(
+        "cloud",
+        "Name of the clouds.yaml entry with the Nova credentials",
+        getopt="--cloud=[name]",
+        longdesc=(
+            "Entry in clouds.yaml (searched as openstacksdk does: OS_CLIENT_CONFIG_FILE,"
+            " ./clouds.yaml, ~/.config/openstack, /etc/openstack) holding the Keystone"
+            " credentials of an account allowed to force down and disable compute services."
+            " Either cloud, or auth_url with username and a password, is required."
+        ),
+    ),
+    Option(
+        "auth_url",
+        "Keystone Admin Auth URL",
+        getopt="-k, --auth-url=[url]",
+        longdesc="Keystone identity endpoint, used when no cloud is given.",
+    ),
+    replace(
+        _STD["username"],
+        shortdesc="Login name",
+        longdesc="Keystone user name, used with auth_url.",
+    ),
+    replace(
+        _STD["password"],
+        shortdesc="Login password or passphrase",
+        longdesc=(
+            "Keystone password of username. Prefer password_script or password_file:"
+            " a password given here is stored in the CIB and visible on a command line."
+        ),
+    ),
+    Option(
+        "tenant_name",
+        "Keystone Admin Tenant or v3 Project",
+        getopt="-t, --tenant-name=[name]",
+        longdesc="Keystone v2 tenant or v3 project to scope the token to.",
+    ),
+    Option(
+        "user_domain",
+        "Keystone v3 User Domain",
+        default="Default",
+        getopt="-u, --user-domain=[name]",
+        deprecated_names=("user-domain",),
+    ),
+    Option(
+        "project_domain",
+        "Keystone v3 Project Domain",
+        default="Default",
+        getopt="-P, --project-domain=[name]",
+        deprecated_names=("project-domain",),
+    ),
+    Option("region_name", "Region Name", getopt="--region-name=[region]"),
+    Option(
+        "endpoint_type",
+        "Nova Endpoint type",
+        default="internalURL",
+        getopt="-e, --endpoint-type=[endpoint]",
+        longdesc="Which Nova endpoint to use: publicURL, internalURL or adminURL.",
+    ),
+    Option(
+        "insecure",
+        "Allow Insecure TLS Requests",
+        "boolean",
+        getopt="--insecure",
+        longdesc="Do not verify the TLS certificates of Keystone and Nova.",
+    ),
+    # The target and how its name maps to Nova.
+    replace(
+        _STD["plug"],
+        shortdesc="Physical plug number on device, UUID or identification of machine",
+        longdesc=(
+            "The host to fence: its Pacemaker node name, which is also its Nova compute host"
+            " name (after applying domain). Pacemaker passes it as port=."
+        ),
+    ),
+    Option(
+        "domain",
+        "DNS domain in which hosts live",
+        getopt="-d, --domain=[string]",
+        longdesc=(
+            "Appended to the node name to form the Nova host name, useful when the cluster"
+            " uses short names and Nova uses FQDNs."
+        ),
+    ),
+    Option(
+        "compute_domain",
+        "Replaced by domain",
+        getopt="--compute-domain=[string]",
+        deprecated_names=("compute-domain",),
+        longdesc="Deprecated spelling of domain, used when domain is not set.",
+    ),
+    # What fencing does in Nova.
+    Option(
+        "record_only",
+        "Only record the target as needing evacuation",
+        default="False",
+        getopt="-r, --record-only=[value]",
+        longdesc=(
+            "True: mark the host down and record that it needs evacuation, but do not start"
+            " the evacuation. 2 or disabled: do nothing and succeed (fence_compute's meaning)."
+        ),
+    ),
+    Option(
+        "instance_filtering",
+        "Allow instances to be evacuated",
+        "boolean",
+        default=True,
+        getopt="--instance-filtering",
+        longdesc=(
+            "Evacuate only instances whose image or flavor is tagged evacuable=true, or all"
+            " instances when no image or flavor is tagged."
+        ),
+    ),
+    Option(
+        "no_shared_storage",
+        "Disable functionality for dealing with shared storage",
+        "boolean",
+        default=False,
+        getopt="--no-shared-storage",
+        longdesc="Instances' disks are not on shared storage: evacuation rebuilds them.",
+    ),
+    Option(
+        "leave_disabled",
+        "Leave the nova-compute service disabled after unfencing",
+        "boolean",
+        default=False,
+        getopt="--leave-disabled",
+        longdesc=(
+            "On unfencing (on), clear the forced-down state but keep the service disabled,"
+            " so an operator re-enables the host by hand."
+        ),
+    ),
+    # How the host's power is cut.
+    Option(
+        "power_driver",
+        "How to power the host off",
+        default="ipmi",
+        getopt="--power-driver=[driver]",
+        choices=("ipmi", "none"),
+        longdesc=(
+            "ipmi: power off through the host's BMC (IPMI 2.0) and poll until it reports off."
+            " none: do not touch power; only for a topology level where another device"
+            " (fence_ipmilan, say) powers the host off."
+        ),
+    ),
+    replace(
+        _STD["ip"],
+        shortdesc="IP address or hostname of the BMC",
+        longdesc="BMC address when the device fences one host; for many hosts use bmc_map.",
+    ),
+    replace(
+        _STD["ipport"],
+        default=623,
+        getopt="--ipport=[port]",
+        shortdesc="UDP port of the BMC",
+    ),
+    Option(
+        "bmc_username",
+        "BMC user name",
+        getopt="--bmc-username=[name]",
+        longdesc="IPMI user with the privilege to change chassis power.",
+    ),
+    Option(
+        "bmc_password",
+        "BMC password",
+        getopt="--bmc-password=[password]",
+        secret=True,
+        longdesc="Prefer bmc_password_script or bmc_password_file.",
+    ),
+    Option(
+        "lanplus",
+        "Use IPMI 2.0 (lanplus)",
+        "boolean",
+        default=True,
+        getopt="--lanplus",
+    ),
+    Option(
+        "cipher",
+        "IPMI cipher suite",
+        "integer",
+        default=3,
+        getopt="--cipher=[suite]",
+        longdesc="Cipher suite id, as ipmitool -C.",
+    ),
+    Option(
+        "bmc_map",
+        "BMC address of each host: host=address[:port][,host=...]",
+        getopt="--bmc-map=[map]",
+        longdesc=(
+            "For one device fencing many hosts: each host's BMC address and optional port."
+            " IPv6 addresses take a port in brackets ([fd00::11]:623). Each host may appear"
+            " once."
+        ),
+    ),
+    # fence-agents' standard options, as fence_compute lists them.
+    _STD["delay"],
+    _STD["login_timeout"],
+    _STD["power_timeout"],
+    _STD["power_wait"],
+    replace(_STD["shell_timeout"], default=180),
+    _STD["stonith_status_sleep"],
+    _STD["retry_on"],
+    _STD["disable_timeout"],
+    _STD["separator"],
+    _STD["plug_separator"],
+    _STD["quiet"],
+    _STD["verbose"],
+    _STD["verbose_level"],
+    _STD["debug_file"],
+)
+
+FENCE_NOVA = FenceAgent(
+    name="fence_nova",
+    shortdesc="Fence agent for OpenStack compute hosts: power off, mark down in Nova, evacuate",
+    longdesc=(
+        "Fences an OpenStack compute host for instance high availability: powers it off"
+        " through its BMC and verifies that it is off, forces its nova-compute service down"
+        " and disables it, and records that its instances need evacuation; it succeeds only"
+        " when all of this is confirmed. As an unfencing device (on), it waits until the"
+        " host's evacuation has finished before clearing the forced-down state and"
+        " re-enabling the service. It accepts every parameter of fence_compute."
+    ),
+    options=_OPTIONS,
+    actions=(
+        FenceAction("on", automatic=True),
+        FenceAction("off"),
+        FenceAction("reboot"),
+        FenceAction("status"),
+        FenceAction("monitor"),
+        FenceAction("list"),
+        FenceAction("list-status"),
+        FenceAction("metadata"),
+        FenceAction("validate-all"),
+    ),
+    default_action="off",
+    check=check_config,
+)
+AGENT = FENCE_NOVA  # the name agents.catalog looks for
+
+
+def _not_implemented(options: Options) -> int:
+    # Fail closed: exit 0 from a fence agent tells Pacemaker the node is safely
+    # off; until the fencing sequence exists, no action may say that.
+    LOG.error(
+        "fence_nova: action '%s' is not implemented in this release; refusing to report success",
+        options.action,
+    )
+    return ExitCode.FAILURE
+
+
+HANDLERS: dict[str, Handler] = {
+    action: _not_implemented
+    for action in ("off", "on", "reboot", "status", "list", "list-status", "monitor")
+}
+
+
+def main() -> None:
+    sys.exit(run(FENCE_NOVA, HANDLERS, sys.argv[1:], sys.stdin))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1002 @@
+"""A real Pacemaker cluster on one machine: one controller and pacemaker_remote compute nodes.
+
+The controller ``ctl1`` is corosync (knet on 127.0.0.1) plus pacemakerd, run in the host's
+namespaces. Each compute node is a ``pacemaker-remoted`` in its own network namespace
+(``ohalab-<name>``, reached over a veth pair), its own mount namespace (private
+``/var/lib/pacemaker``, ``/run/resource-agents`` and ``/var/log/pacemaker``) and its own UTS
+namespace (hostname = node name). A compute node "crashes" the way a real one does: every process
+in its network namespace is SIGKILLed at once (:meth:`PacemakerLab.power_off`), and "boots" by
+starting remoted there again (:meth:`PacemakerLab.power_on`).
+
+This is the recipe of ``research/pacemaker-lab.md`` (pitfalls P1-P13 there), as code. Only one such
+lab can run per machine: the CIB location is hard-coded by Pacemaker and corosync runs once.
+
+Command line::
+
+    python -m lab.pacemaker up --computes compute1,compute2 [--state-dir DIR]
+    python -m lab.pacemaker status [--state-dir DIR]
+    python -m lab.pacemaker down [--state-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import fcntl
+import grp
+import json
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+LOG = logging.getLogger(__name__)
+
+CONTROLLER = "ctl1"
+NETNS_PREFIX = "ohalab-"
+REMOTE_PORT = 3121
+FENCE_AGENT_PATH = Path("/usr/sbin/fence_labpower")
+
+# Pacemaker hard-codes these; the lab shares the host's copies with the controller.
+PCMK_VAR_LIB = Path("/var/lib/pacemaker")
+PCMK_LOG_DIR = Path("/var/log/pacemaker")
+RA_TMP_DIR = Path("/run/resource-agents")
+PCMK_AUTHKEY = Path("/etc/pacemaker/authkey")
+
+# A machine-wide pointer to the running lab, so that a second lab (another state dir) is refused
+# with a clear message instead of fighting over corosync and the CIB.
+REGISTRY = Path("/run/openstack-ha-lab/pacemaker.json")
+
+# pacemaker-remote conflicts with the pacemaker package, so it is unpacked, never installed.
+DEFAULT_CACHE_DIR = Path(os.environ.get("OPENSTACK_HA_LAB_CACHE", "/var/cache/openstack-ha-lab"))
+
+# Daemons get a clean, predictable environment (as an init system would give them), not the
+# caller's: pytest or a developer shell must not leak into the cluster.
+_DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class LabError(RuntimeError):
+    """The lab could not do what was asked; the message is one line and names the log to read."""
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("OPENSTACK_HA_LAB", "/tmp/openstack-ha-lab")) / "pacemaker"
+
+
+# --------------------------------------------------------------------------------------------
+# Processes, read straight from /proc (cheaper than forking ps/ip once per poll)
+
+
+def _proc_state(pid: int) -> str | None:
+    """One-letter state from /proc/PID/stat, or None if there is no such process."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm (field 2) is in parentheses and may itself contain spaces or parentheses.
+    return data[data.rindex(")") + 2]
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True if PID runs. A zombie counts as dead (pitfall P1): PID 1 here is not an init system
+    and reaps orphans only every few seconds, so ``kill -0`` would keep answering yes."""
+    if not pid or pid <= 0:
+        return False
+    state = _proc_state(pid)
+    return state is not None and state not in ("Z", "X")
+
+
+def _all_pids() -> Iterator[int]:
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            yield int(entry.name)
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _pids_named(comm: str) -> list[int]:
+    """Live processes whose kernel name (15 characters at most) is exactly ``comm``."""
+    return [pid for pid in _all_pids() if _comm(pid) == comm[:15] and pid_alive(pid)]
+
+
+def _descendants(root: int) -> list[int]:
+    """Every live process below ``root``, read before signalling: once the parent is gone its
+    children are reparented and can no longer be told apart from anybody else's."""
+    children: dict[int, list[int]] = {}
+    for pid in _all_pids():
+        try:
+            data = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(data[data.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(pid)
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return [pid for pid in found if pid_alive(pid)]
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _wait_dead(pids: Sequence[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while any(pid_alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _netns_pids(netns: str) -> list[int]:
+    """Pids whose network namespace is /run/netns/NETNS: what ``ip netns pids`` prints, without
+    forking ``ip`` on every poll. Zombies have left their namespaces and are not listed."""
+    try:
+        target = os.stat(f"/run/netns/{netns}")
+    except FileNotFoundError:
+        return []
+    found = []
+    for pid in _all_pids():
+        try:
+            ns = os.stat(f"/proc/{pid}/ns/net")
+        except OSError:
+            continue
+        if (ns.st_dev, ns.st_ino) == (target.st_dev, target.st_ino):
+            found.append(pid)
+    return found
+
+
+def _listening(pid: int, port: int) -> bool:
+    """True if a TCP socket listens on PORT in PID's network namespace. /proc/PID/net/* shows
+    that namespace's sockets, so no process has to enter it and nothing connects to remoted
+    (a bare TCP probe would make it log a failed TLS handshake)."""
+    for table in ("tcp6", "tcp"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# Entering a node's namespaces before exec'ing remoted. Python 3.11 has no os.setns/os.unshare,
+# so libc is called through ctypes. Doing this in the child (preexec_fn) replaces a chain of
+# `ip netns exec ... unshare ... sh -c "hostname; mount ...; exec ..."`, and keeps quoting and
+# a shell out of the way.
+
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWUTS = 0x04000000
+_CLONE_NEWNET = 0x40000000
+_MS_BIND = 4096
+_MS_REC = 16384
+_MS_PRIVATE = 1 << 18
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.mount.argtypes = [
+    ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p,
+]
+
+
+def _libc_check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _node_preexec(
+    netns: str, hostname: str, binds: Sequence[tuple[Path, Path]]
+) -> Callable[[], None]:
+    netns_path = f"/run/netns/{netns}".encode()
+    bind_args = [(bytes(src), bytes(dst)) for src, dst in binds]
+
+    def enter() -> None:
+        fd = os.open(netns_path, os.O_RDONLY)
+        _libc_check(_libc.setns(fd, _CLONE_NEWNET), "setns")
+        os.close(fd)
+        _libc_check(_libc.unshare(_CLONE_NEWNS | _CLONE_NEWUTS), "unshare")
+        # Private propagation first, or the bind mounts below would leak into the host's view.
+        _libc_check(_libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "mount /")
+        for src, dst in bind_args:
+            _libc_check(_libc.mount(src, dst, None, _MS_BIND, None), "bind mount")
+        socket.sethostname(hostname)
+
+    return enter
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    timeout: float = 60,
+    env: Mapping[str, str] | None = None,
+    what: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    try:
+        proc = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
+    except FileNotFoundError as exc:
+        raise LabError(f"{argv[0]}: command not found") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"{' '.join(argv)}: no answer after {timeout}s") from exc
+    if check and proc.returncode != 0:
+        detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        raise LabError(
+            f"{what or ' '.join(argv)} failed (rc={proc.returncode}): "
+            f"{detail[-1] if detail else 'no output'}"
+        )
+    return proc
+
+
+def _write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
+    """Readers (the fence agent, run by Pacemaker at any moment) never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _ids(user: str = "hacluster", group: str = "haclient") -> tuple[int, int]:
+    try:
+        return pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
+    except KeyError as exc:
+        raise LabError(
+            f"user {user} or group {group} is missing: install the pacemaker package"
+        ) from exc
+
+
+def ensure_remoted(cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
+    """Path of a pacemaker-remoted binary, unpacked from the distribution's package on first use.
+
+    The package conflicts with ``pacemaker``, so it is downloaded and unpacked, never installed;
+    all the libraries it needs come with pacemaker already.
+    """
+    root = cache_dir / "pacemaker-remote"
+    binary = root / "usr/sbin/pacemaker-remoted"
+    if os.access(binary, os.X_OK):
+        return binary
+    debs = cache_dir / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    # apt-get download writes into the current directory only.
+    proc = subprocess.run(
+        ["apt-get", "download", "pacemaker-remote"],
+        cwd=debs, capture_output=True, text=True, timeout=300, check=False,
+    )
+    found = sorted(debs.glob("pacemaker-remote_*.deb"))
+    if proc.returncode != 0 or not found:
+        raise LabError(f"apt-get download pacemaker-remote failed: {proc.stderr.strip()[-200:]}")
+    unpack = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".unpack-"))
+    _run(["dpkg", "-x", str(found[-1]), str(unpack)])
+    if root.exists():
+        shutil.rmtree(root)
+    unpack.rename(root)  # atomic: a half-unpacked tree is never taken for a good one
+    if not os.access(binary, os.X_OK):
+        raise LabError(f"{found[-1]} holds no usr/sbin/pacemaker-remoted")
+    return binary
+
+
+def _read_registry() -> dict[str, Any]:
+    try:
+        data = json.loads(REGISTRY.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _daemon_env(**extra: str) -> dict[str, str]:
+    env = {"PATH": _DAEMON_PATH, "LC_ALL": "C.UTF-8", "HOME": "/root"}
+    env.update(extra)
+    return env
+
+
+def _world_executable(path: Path) -> bool:
+    """True if any user may run PATH: every directory above it searchable, the file executable
+    by others."""
+    real = path.resolve()
+    if not real.is_file() or not real.stat().st_mode & stat.S_IXOTH:
+        return False
+    return all(parent.stat().st_mode & stat.S_IXOTH for parent in real.parents)
+
+
+def _agent_interpreter() -> str:
+    """The interpreter for the installed fence agent: this one (sys.executable), unless user
+    hacluster cannot run it. pacemaker-controld runs every fence agent's ``metadata`` as
+    hacluster, and an interpreter under /root (pyenv) fails there with "Permission denied": then
+    the system python3 is used. The agent needs nothing beyond the standard library and ``lab``.
+    """
+    if _world_executable(Path(sys.executable)):
+        return sys.executable
+    system = shutil.which("python3", path=_DAEMON_PATH)
+    if system is None or not _world_executable(Path(system)):
+        raise LabError(f"no python3 that user hacluster may run ({sys.executable} is not)")
+    return system
+
+
+class PacemakerLab:
+    """One Pacemaker cluster: controller ``ctl1`` plus remote compute nodes, all state under
+    ``state_dir`` (besides the paths Pacemaker hard-codes, which :meth:`down` wipes).
+
+    Several instances may point at the same state dir (the test process, the fence agent that
+    Pacemaker runs, a ``python -m lab.pacemaker down`` from a shell): everything they share is
+    in ``state.json`` and in the kernel (pids, namespaces), never only in memory.
+    """
+
+    def __init__(self, state_dir: Path, *, cache_dir: Path = DEFAULT_CACHE_DIR) -> None:
+        self.state_dir = Path(state_dir).absolute()
+        self.cache_dir = Path(cache_dir)
+        self.etc_dir = self.state_dir / "etc"
+        self.log_dir = self.state_dir / "log"
+        self.run_dir = self.state_dir / "run"
+        self.nodes_dir = self.state_dir / "nodes"
+        self.state_file = self.state_dir / "state.json"
+        self.fence_log = self.state_dir / "fence_labpower.log"
+        self.corosync_conf = self.etc_dir / "corosync.conf"
+        self.pacemaker_log = self.log_dir / "pacemaker.log"
+        self.corosync_log = self.log_dir / "corosync.log"
+        # Popen objects of the daemons this instance started, so they are reaped (not left as
+        # zombies of a long-lived test process) once down() has stopped them.
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    # ---------------------------------------------------------------- state shared on disk
+
+    def _state(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.state_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _save_state(self, **changes: Any) -> None:
+        state = self._state()
+        state.update(changes)
+        _write_atomic(self.state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+    def _nodes(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self._state().get("nodes", {}).items()}
+
+    def computes(self) -> list[str]:
+        """Names of the lab's compute nodes, in the order up() was given them."""
+        return sorted(self._nodes(), key=self._nodes().__getitem__)
+
+    def _index(self, name: str) -> int:
+        try:
+            return self._nodes()[name]
+        except KeyError:
+            raise LabError(f"{name} is not a node of the lab in {self.state_dir}") from None
+
+    @staticmethod
+    def netns(name: str) -> str:
+        return f"{NETNS_PREFIX}{name}"
+
+    @staticmethod
+    def node_address(index: int) -> str:
+        return f"10.251.{index}.2"
+
+    def remoted_log(self, name: str) -> Path:
+        return self.log_dir / f"remoted-{name}.log"
+
+    def node_ra_dir(self, name: str) -> Path:
+        """The node's private /run/resource-agents, as seen from the host."""
+        return self.nodes_dir / name / "run-ra"
+
+    # ---------------------------------------------------------------- helpers for callers
+
+    def wait_until(
+        self, predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() >= deadline:
+                raise LabError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(interval)
+
+    def pcs(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return _run(["pcs", *args], check=check, timeout=120, what=f"pcs {' '.join(args)}")
+
+    def crm_mon_xml(self) -> ET.Element:
+        proc = _run(["crm_mon", "-1", "--output-as=xml"], check=False, timeout=30)
+        if proc.returncode != 0:
+            raise LabError(f"crm_mon failed (rc={proc.returncode}): is the cluster up? "
+                           f"(see {self.pacemaker_log})")
+        # Our own cluster's status, produced by Pacemaker's crm_mon: not untrusted input.
+        return ET.fromstring(proc.stdout)
+
+    def node_online(self, name: str) -> bool:
+        node = self.crm_mon_xml().find(f"./nodes/node[@name='{name}']")
+        return node is not None and node.get("online") == "true"
+
+    def remote_ready(self, name: str) -> bool:
+        """Remote node online AND its connection resource Started: crm_mon already calls a remote
+        node online while the connection is still starting (pitfall P6). False, not an error,
+        while the cluster does not answer."""
+        try:
+            mon = self.crm_mon_xml()
+        except LabError:
+            return False
+        node = mon.find(f"./nodes/node[@name='{name}']")
+        res = mon.find(f".//resources/resource[@id='{name}']")
+        return (
+            node is not None
+            and node.get("online") == "true"
+            and res is not None
+            and res.get("role") == "Started"
+            and res.get("failed") == "false"
+        )
+
+    def _controller_ready(self) -> bool:
+        try:
+            mon = self.crm_mon_xml()
+        except LabError:
+            return False
+        dc = mon.find("./summary/current_dc")
+        node = mon.find(f"./nodes/node[@name='{CONTROLLER}']")
+        return (
+            dc is not None
+            and dc.get("present") == "true"
+            and node is not None
+            and node.get("online") == "true"
+        )
+
+    # ---------------------------------------------------------------- compute nodes
+
+    def node_pids(self, name: str) -> list[int]:
+        return _netns_pids(self.netns(name))
+
+    def remoted_pid(self, name: str) -> int | None:
+        # The kernel truncates comm to 15 characters: "pacemaker-remot".
+        pids = [p for p in self.node_pids(name) if _comm(p) == "pacemaker-remoted"[:15]]
+        pids = [p for p in pids if pid_alive(p)]
+        return min(pids) if pids else None
+
+    def is_powered(self, name: str) -> bool:
+        return self.remoted_pid(name) is not None
+
+    @contextlib.contextmanager
+    def _node_lock(self, name: str) -> Iterator[None]:
+        """Serialises power actions on one node across processes: a topology level with two
+        devices sends 'on' twice (pitfall P5). Python opens the file close-on-exec, so remoted
+        never inherits the lock (the shell recipe had to close fd 9 by hand)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / f"{name}.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _ensure_node_network(self, name: str, index: int) -> None:
+        """Namespace plus veth pair; once created it is only ever reused, so the host side is
+        touched here and nowhere else (pitfall P4: a node cannot get back to the host netns)."""
+        ns = self.netns(name)
+        if Path(f"/run/netns/{ns}").exists():
+            return
+        host, peer = f"{NETNS_PREFIX}h{index}", f"{NETNS_PREFIX}n{index}"
+        if Path(f"/sys/class/net/{host}").exists():  # left over from a crashed run
+            _run(["ip", "link", "del", host], check=False)
+        for argv in (
+            ["ip", "netns", "add", ns],
+            ["ip", "link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns],
+            ["ip", "addr", "add", f"10.251.{index}.1/24", "dev", host],
+            ["ip", "link", "set", host, "up"],
+            ["ip", "-n", ns, "addr", "add", f"{self.node_address(index)}/24", "dev", peer],
+            ["ip", "-n", ns, "link", "set", "lo", "up"],
+            ["ip", "-n", ns, "link", "set", peer, "up"],
+        ):
+            _run(argv)
+
+    def _destroy_node_network(self, name: str) -> None:
+        """Kill what runs in the namespace, then delete it. Deleting a veth end from inside
+        removes both ends at once; left to the namespace's own teardown that happens later, in
+        a kernel work queue, and the next up() could find the host-side name still taken."""
+        ns = self.netns(name)
+        if not Path(f"/run/netns/{ns}").exists():
+            return
+        self._kill_netns(name)
+        links = _run(["ip", "-n", ns, "-o", "link", "show", "type", "veth"], check=False)
+        for line in links.stdout.splitlines():
+            # "2: ohalab-n1@if3: <...>": the name ends at '@'.
+            dev = line.split(":", 2)[1].strip().split("@", 1)[0]
+            _run(["ip", "-n", ns, "link", "del", dev], check=False)
+        _run(["ip", "netns", "del", ns], check=False)
+
+    def _kill_netns(self, name: str) -> None:
+        # Loop: a process may fork between listing and killing (remoted starting an agent).
+        deadline = time.monotonic() + 10
+        while pids := self.node_pids(name):
+            for pid in pids:
+                _signal(pid, signal.SIGKILL)
+            if time.monotonic() > deadline:
+                raise LabError(f"processes {pids} in netns {self.netns(name)} survive SIGKILL")
+            time.sleep(0.02)
+
+    def power_off(self, name: str) -> None:
+        """Hard power cut: every process of the node dies at once, nothing is stopped cleanly,
+        and the node's /run (resource agents' state) is lost, as with real power."""
+        self._index(name)
+        with self._node_lock(name):
+            self._kill_netns(name)
+            ra_dir = self.node_ra_dir(name)
+            if ra_dir.is_dir():
+                for entry in ra_dir.iterdir():
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+
+    def power_on(self, name: str) -> None:
+        """Boot the node: start pacemaker-remoted in its namespaces. Idempotent, and safe when two
+        callers race (pitfall P5)."""
+        index = self._index(name)
+        with self._node_lock(name):
+            if self.is_powered(name):
+                return
+            self._ensure_node_network(name, index)
+            self._start_remoted(name)
+
+    def _start_remoted(self, name: str) -> None:
+        remoted = self._state().get("remoted") or str(ensure_remoted(self.cache_dir))
+        node_dir = self.nodes_dir / name
+        binds = [
+            (node_dir / "var-lib-pacemaker", PCMK_VAR_LIB),
+            (self.node_ra_dir(name), RA_TMP_DIR),
+            (node_dir / "log", PCMK_LOG_DIR),
+        ]
+        for src, dst in binds:
+            if not src.is_dir() or not dst.is_dir():
+                raise LabError(f"cannot boot {name}: {src} or {dst} is not a directory")
+        log = self.remoted_log(name)
+        env = _daemon_env(PCMK_logfile=str(log), PCMK_logfacility="none",
+                          PCMK_remote_port=str(REMOTE_PORT))
+        with open(log.with_suffix(".stdout"), "ab") as out:
+            # `setsid --fork` detaches remoted from us: it is adopted by PID 1 and never becomes a
+            # zombie of the test process or of the fence agent that booted it.
+            proc = subprocess.run(
+                ["setsid", "--fork", remoted],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd="/", env=env,
+                preexec_fn=_node_preexec(self.netns(name), name, binds),
+                timeout=10, check=False,
+            )
+        if proc.returncode != 0:
+            raise LabError(f"could not start pacemaker-remoted for {name} (see {log})")
+
+        def listening() -> bool:
+            pid = self.remoted_pid(name)
+            return pid is not None and _listening(pid, REMOTE_PORT)
+
+        try:
+            self.wait_until(listening, 10, f"pacemaker-remoted of {name} to listen", 0.05)
+        except LabError as exc:
+            raise LabError(f"pacemaker-remoted of {name} is not listening (see {log})") from exc
+
+    def run_in_node(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60,
+        check: bool = False,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ARGV inside the node (its net, mount and UTS namespaces). ENV is added to this
+        process's environment. A powered-off node has no namespaces to enter: LabError."""
+        pid = self.remoted_pid(name)
+        if pid is None:
+            raise LabError(f"{name} is powered off: nothing to run {argv[0]} in")
+        full_env = None if env is None else {**os.environ, **env}
+        return _run(
+            ["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv],
+            check=check, timeout=timeout, env=full_env, what=f"{' '.join(argv)} on {name}",
+        )
+
+    # ---------------------------------------------------------------- up
+
+    def up(self, computes: Sequence[str] = ("compute1",), *, owned: bool = True) -> None:
+        """Start the cluster and its compute nodes, and return once every node is online.
+
+        ``owned``: the lab belongs to this process; once the process is gone, a later up() in
+        another state dir may tear it down as an orphan. The CLI passes False: its lab is
+        meant to outlive it, and must be taken down explicitly.
+        """
+        computes = list(computes)
+        if len(set(computes)) != len(computes) or not 0 < len(computes) < 250:
+            raise LabError(f"bad list of compute nodes: {computes}")
+        for name in computes:
+            if name == CONTROLLER or not name.replace("-", "").isalnum() or len(name) > 40:
+                raise LabError(f"bad compute node name: {name!r}")
+        self._check_tools()
+        self._clear_the_way(computes)
+        remoted = ensure_remoted(self.cache_dir)
+        t0 = time.monotonic()
+        self._prepare_host()
+        self._prepare_state_dir(computes)
+        self._save_state(
+            nodes={name: i for i, name in enumerate(computes, start=1)},
+            remoted=str(remoted),
+            owner=os.getpid() if owned else None,
+        )
+        REGISTRY.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(REGISTRY, json.dumps({"state_dir": str(self.state_dir),
+                                            "owner": os.getpid() if owned else None}))
+        try:
+            self._start_corosync()
+            self._start_pacemaker()
+            for i, name in enumerate(computes, start=1):
+                self._ensure_node_network(name, i)
+                self.power_on(name)
+            for i, name in enumerate(computes, start=1):
+                self.pcs(
+                    "resource", "create", name, "ocf:pacemaker:remote",
+                    f"server={self.node_address(i)}", "reconnect_interval=10s",
+                    "op", "monitor", "interval=5s", "timeout=5s",
+                    "--force",  # pcs wants `cluster node add-remote`, which needs pcsd (P7)
+                )
+            for name in computes:
+                try:
+                    self.wait_until(lambda n=name: self.remote_ready(n), 60,
+                                    f"remote node {name}")
+                except LabError as exc:
+                    raise LabError(
+                        f"remote node {name} did not come online (see {self.remoted_log(name)} "
+                        f"and {self.pacemaker_log})"
+                    ) from exc
+        except BaseException:
+            # Half a lab is worse than none: it blocks the next up(). The logs stay.
+            with contextlib.suppress(Exception):
+                self.down()
+            raise
+        LOG.info("pacemaker lab up in %.1fs: %s + %s", time.monotonic() - t0, CONTROLLER,
+                 ", ".join(computes))
+
+    def _check_tools(self) -> None:
+        if os.geteuid() != 0:
+            raise LabError("the Pacemaker lab needs root (namespaces, corosync, the CIB)")
+        for tool in ("corosync", "pacemakerd", "pcs", "crm_mon", "cibadmin", "crm_attribute",
+                     "corosync-quorumtool", "ip", "nsenter", "setsid", "apt-get", "dpkg"):
+            if shutil.which(tool, path=_DAEMON_PATH) is None:
+                raise LabError(f"{tool} not found: apt-get install pacemaker pacemaker-cli-utils "
+                               "corosync pcs iproute2 util-linux")
+
+    def _clear_the_way(self, computes: Sequence[str]) -> None:
+        """Tear down a previous lab of this state dir, or an orphaned one elsewhere; refuse to
+        fight a cluster that is somebody else's."""
+        if self._state():
+            self.down()
+        reg = _read_registry()
+        other_dir = reg.get("state_dir")
+        if other_dir and Path(other_dir) != self.state_dir:
+            other = PacemakerLab(Path(other_dir), cache_dir=self.cache_dir)
+            owner = reg.get("owner")
+            if not other.is_up():
+                other.down()
+            elif owner and not pid_alive(owner):
+                LOG.warning("tearing down the orphaned lab in %s (its owner %s is gone)",
+                            other_dir, owner)
+                other.down()
+            else:
+                raise LabError(
+                    f"another Pacemaker lab is up in {other_dir}; stop it first with: "
+                    f"python -m lab.pacemaker down --state-dir {other_dir}"
+                )
+        for comm in ("corosync", "pacemakerd", "pacemaker-based"):
+            if pids := _pids_named(comm):
+                raise LabError(f"{comm} (pid {pids[0]}) is running and is not this lab's: "
+                               "stop it first (only one cluster fits on a machine)")
+        for name in computes:  # namespaces left by a lab whose state dir is gone
+            self._destroy_node_network(name)
+
+    def _prepare_host(self) -> None:
+        """What the pacemaker package normally leaves in place (research 1.2), re-created
+        idempotently in case something removed it."""
+        uid, gid = _ids()
+        for sub in ("cib", "pengine", "blackbox", "cores"):
+            path = PCMK_VAR_LIB / sub
+            path.mkdir(parents=True, exist_ok=True)
+            os.chown(path, uid, gid)
+            path.chmod(0o750)
+        PCMK_LOG_DIR.mkdir(parents=True, exist_ok=True)
+        RA_TMP_DIR.mkdir(parents=True, exist_ok=True)
+        if not PCMK_AUTHKEY.exists():
+            # remoted and the cluster node authenticate each other with this one key.
+            _write_atomic(PCMK_AUTHKEY, os.urandom(4096), 0o640)
+            os.chown(PCMK_AUTHKEY, 0, gid)
+
+    def _prepare_state_dir(self, computes: Sequence[str]) -> None:
+        uid, gid = _ids()
+        if self.log_dir.exists():  # keep the previous run's logs, one generation
+            prev = self.state_dir / "log.prev"
+            shutil.rmtree(prev, ignore_errors=True)
+            self.log_dir.rename(prev)
+        shutil.rmtree(self.nodes_dir, ignore_errors=True)
+        for path in (self.etc_dir, self.log_dir, self.run_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        self.log_dir.chmod(0o755)
+        # pacemaker-based, -controld, -attrd and -schedulerd run as hacluster and open
+        # PCMK_logfile themselves: every directory above it must be searchable by others.
+        # pytest's tmp dirs are 0700; adding only the search bit lists nothing.
+        for parent in [self.log_dir, *self.log_dir.parents]:
+            mode = parent.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                parent.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+        for log in (self.pacemaker_log, *(self.remoted_log(n) for n in computes)):
+            log.touch()
+            os.chown(log, uid, gid)
+            log.chmod(0o660)
+        for name in computes:
+            node_dir = self.nodes_dir / name
+            for sub in ("var-lib-pacemaker/cores", "var-lib-pacemaker/cib", "run-ra", "log"):
+                (node_dir / sub).mkdir(parents=True, exist_ok=True)
+            for path in (node_dir / "var-lib-pacemaker", node_dir / "var-lib-pacemaker/cores",
+                         node_dir / "var-lib-pacemaker/cib", node_dir / "log"):
+                os.chown(path, uid, gid)
+
+    def _spawn(self, argv: Sequence[str], out: Path, env: Mapping[str, str]) -> int:
+        with open(out, "ab") as fh:
+            # A session of its own: a Ctrl-C in the test's terminal must not reach the cluster,
+            # which is stopped in order by down().
+            proc = subprocess.Popen(
+                list(argv), stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                cwd="/", env=dict(env), start_new_session=True,
+            )
+        self._children[proc.pid] = proc
+        return proc.pid
+
+    def _start_corosync(self) -> None:
+        key = self.etc_dir / "corosync-authkey"
+        _write_atomic(key, os.urandom(256), 0o400)
+        self.corosync_conf.write_text(
+            f"""# written by lab/pacemaker.py; /etc/corosync is left alone
+totem {{
+    version: 2
+    cluster_name: ohalab
+    transport: knet
+    crypto_cipher: aes256
+    crypto_hash: sha256
+    keyfile: {key}
+    # One node on loopback: a short token only shortens membership changes.
+    token: 1000
+}}
+nodelist {{
+    node {{
+        name: {CONTROLLER}
+        nodeid: 1
+        ring0_addr: 127.0.0.1
+    }}
+}}
+quorum {{
+    provider: corosync_votequorum
+}}
+logging {{
+    to_stderr: no
+    to_logfile: yes
+    logfile: {self.corosync_log}
+    to_syslog: no
+    timestamp: on
+}}
+"""
+        )
+        pid = self._spawn(["corosync", "-f", "-c", str(self.corosync_conf)],
+                          self.log_dir / "corosync.stdout", _daemon_env())
+        self._save_state(corosync_pid=pid)
+
+        def ready() -> bool:
+            if not pid_alive(pid):
+                raise LabError(f"corosync exited at start-up (see {self.corosync_log})")
+            return _run(["corosync-quorumtool", "-s"], check=False).returncode == 0
+
+        try:
+            self.wait_until(ready, 20, "corosync", 0.1)
+        except LabError as exc:
+            raise LabError(f"corosync did not become quorate (see {self.corosync_log})") from exc
+
+    def _start_pacemaker(self) -> None:
+        uid, gid = _ids()
+        seed = self.etc_dir / "seed-cib.xml"
+        seed.write_text(_run(["cibadmin", "--empty"]).stdout)
+        seed_env = {**os.environ, "CIB_file": str(seed)}
+        # Seeded before start: with the default dc-deadtime (20 s) the only node waits that long
+        # for a DC that does not exist (P8). Fencing starts off; tests turn it on when they need.
+        for name, value in (("dc-deadtime", "2s"), ("stonith-enabled", "false")):
+            _run(["crm_attribute", "--type", "crm_config", "--name", name, "--update", value],
+                 env=seed_env)
+        for sub in ("cib", "pengine"):
+            for entry in (PCMK_VAR_LIB / sub).iterdir():
+                entry.unlink()
+        cib = PCMK_VAR_LIB / "cib" / "cib.xml"
+        shutil.copyfile(seed, cib)  # no cib.xml.sig: pacemaker only logs a warning
+        os.chown(cib, uid, gid)
+        cib.chmod(0o600)
+        env = _daemon_env(PCMK_logfile=str(self.pacemaker_log), PCMK_logfacility="none")
+        pid = self._spawn(["pacemakerd"], self.log_dir / "pacemakerd.stdout", env)
+        self._save_state(pacemakerd_pid=pid)
+
+        def ready() -> bool:
+            if not pid_alive(pid):
+                raise LabError(f"pacemakerd exited at start-up (see {self.pacemaker_log})")
+            return self._controller_ready()
+
+        try:
+            self.wait_until(ready, 60, "pacemaker", 0.1)
+        except LabError as exc:
+            raise LabError(f"{CONTROLLER} did not come online (see {self.pacemaker_log})") from exc
+
+    # ---------------------------------------------------------------- down
+
+    def is_up(self) -> bool:
+        state = self._state()
+        return pid_alive(state.get("corosync_pid")) or pid_alive(state.get("pacemakerd_pid"))
+
+    def _stop_daemon(self, pid: int | None, comm: str, timeout: float) -> None:
+        # The pid comes from a file: make sure it is still that daemon, not a reused pid.
+        if not pid_alive(pid) or _comm(pid) != comm:
+            return
+        assert pid is not None
+        family = [pid, *_descendants(pid)]
+        _signal(pid, signal.SIGTERM)
+        if not _wait_dead(family, timeout):
+            LOG.warning("%s (pid %d) ignored SIGTERM for %ss; killing it", comm, pid, timeout)
+            for member in family:
+                _signal(member, signal.SIGKILL)
+            _wait_dead(family, 5)
+        child = self._children.pop(pid, None)
+        if child is not None:
+            child.wait()
+
+    def down(self) -> None:
+        """Stop everything this lab started and forget its cluster configuration. Safe to call
+        twice and when nothing is up."""
+        state = self._state()
+        # pacemakerd first: it stops every resource, remote connections included, in order;
+        # then corosync, which pacemaker needs until its last breath.
+        self._stop_daemon(state.get("pacemakerd_pid"), "pacemakerd", 60)
+        self._stop_daemon(state.get("corosync_pid"), "corosync", 30)
+        names = set(state.get("nodes", {}))
+        reg = _read_registry()
+        other_lab_running = (
+            reg.get("state_dir") not in (None, str(self.state_dir))
+            and PacemakerLab(Path(reg["state_dir"])).is_up()
+        )
+        if not other_lab_running:
+            # Nobody else's: also sweep namespaces of labs whose state was lost.
+            with contextlib.suppress(FileNotFoundError):
+                names |= {
+                    ns[len(NETNS_PREFIX):] for ns in os.listdir("/run/netns")
+                    if ns.startswith(NETNS_PREFIX)
+                }
+        for name in sorted(names):
+            self._destroy_node_network(name)
+        if not other_lab_running and not _pids_named("pacemaker-based"):
+            for sub in ("cib", "pengine"):
+                with contextlib.suppress(FileNotFoundError):
+                    for entry in (PCMK_VAR_LIB / sub).iterdir():
+                        entry.unlink()
+        if reg.get("state_dir") == str(self.state_dir):
+            REGISTRY.unlink(missing_ok=True)
+        self.state_file.unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------- status
+
+    def status(self) -> dict[str, Any]:
+        state = self._state()
+        nodes = {}
+        for name in self._nodes():
+            nodes[name] = {"powered": self.is_powered(name), "remoted_pid": self.remoted_pid(name)}
+        result: dict[str, Any] = {
+            "state_dir": str(self.state_dir),
+            "up": self.is_up(),
+            "corosync_pid": state.get("corosync_pid"),
+            "pacemakerd_pid": state.get("pacemakerd_pid"),
+            "nodes": nodes,
+        }
+        if result["up"]:
+            with contextlib.suppress(LabError):
+                mon = self.crm_mon_xml()
+                for node in mon.iterfind("./nodes/node"):
+                    online = node.get("online") == "true"
+                    if node.get("name") == CONTROLLER:
+                        result["controller"] = {"name": CONTROLLER, "online": online}
+                    elif node.get("name") in nodes:
+                        nodes[node.get("name", "")]["online"] = online
+        return result
+
+    # ---------------------------------------------------------------- fence agent
+
+    def install_fence_labpower(self) -> None:
+        """Install lab/fence_labpower where Pacemaker looks for fence agents. The copy runs
+        with this interpreter and finds the ``lab`` package in this checkout."""
+        src = (Path(__file__).with_name("fence_labpower")).read_text()
+        lines = src.splitlines(keepends=True)
+        lines[0] = f"#!{_agent_interpreter()}\n"
+        text = "".join(lines).replace(
+            "_INSTALLED_REPO_ROOT = None\n", f"_INSTALLED_REPO_ROOT = {str(_REPO_ROOT)!r}\n", 1
+        )
+        if FENCE_AGENT_PATH.exists() and FENCE_AGENT_PATH.read_text() == text:
+            return
+        _write_atomic(FENCE_AGENT_PATH, text, 0o755)
+
+    def remove_fence_labpower(self) -> None:
+        FENCE_AGENT_PATH.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.pacemaker", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("up", "start the cluster and its compute nodes"),
+                       ("down", "stop everything; without --state-dir, also whatever lab "
+                                "is registered as running"),
+                       ("status", "print the lab's processes and nodes as JSON")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--state-dir", type=Path, default=None,
+                         help=f"default: {default_state_dir()} ($OPENSTACK_HA_LAB/pacemaker)")
+        if name == "up":
+            cmd.add_argument("--computes", default="compute1",
+                             help="comma-separated node names (default: compute1)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    lab = PacemakerLab(args.state_dir or default_state_dir())
+    t0 = time.monotonic()
+    try:
+        if args.command == "up":
+            lab.up([c.strip() for c in args.computes.split(",") if c.strip()], owned=False)
+            print(f"up in {time.monotonic() - t0:.1f}s; state in {lab.state_dir}")
+        elif args.command == "down":
+            lab.down()
+            registered = _read_registry().get("state_dir")
+            if args.state_dir is None and registered:
+                PacemakerLab(Path(registered)).down()
+            print(f"down in {time.monotonic() - t0:.1f}s")
+        else:
+            info = lab.status()
+            print(json.dumps(info, indent=2))
+            return 0 if info["up"] else 3
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""``[evacuation]``: what is evacuated, in what order, and how fast."""
+
+from oslo_config import cfg
+
+GROUP = cfg.OptGroup(
+    "evacuation",
+    title="Evacuation",
+    help="Selection, ordering, concurrency and tracking of evacuated instances.",
+)
+
+OPTS = [
+    cfg.BoolOpt(
+        "instance_filtering",
+        default=True,
+        help="""
+Evacuate only instances tagged evacuable, when any are tagged.
+
+With fence_evacuate's semantics: an instance is selected when its image properties,
+flavor extra specs or host aggregate metadata carry ``evacuable=true``; when nothing
+at all is tagged, every instance is selected. False selects every instance.
+""",
+    ),
+    cfg.ListOpt(
+        "exclude_names",
+        default=[],
+        help="Regular expressions; an instance whose name matches one is never evacuated.",
+    ),
+    cfg.StrOpt(
+        "priority_key",
+        default="ha:priority",
+        help="""
+Server metadata key holding an integer priority.
+
+Higher priorities are evacuated in earlier phases; instances without the key have
+priority 0. Each phase starts when the previous one has finished.
+""",
+    ),
+    cfg.IntOpt(
+        "max_concurrency",
+        default=10,
+        min=1,
+        help="Evacuations in flight at once, over all target hosts.",
+    ),
+    cfg.IntOpt(
+        "per_host_concurrency",
+        default=4,
+        min=1,
+        help="""
+Evacuations in flight at once towards one target host.
+
+Related options:
+* ``max_concurrency``: the global bound, which also applies.
+""",
+    ),
+    cfg.FloatOpt(
+        "stagger",
+        default=0.0,
+        min=0.0,
+        help="Seconds between two evacuation requests; 0 sends them as fast as the bounds allow.",
+    ),
+    cfg.IntOpt(
+        "instance_timeout",
+        default=600,
+        min=10,
+        help="Seconds after which an evacuation still unfinished is reported as timed out.",
+    ),
+    cfg.FloatOpt(
+        "poll_interval",
+        default=2.0,
+        min=0.2,
+        help="Seconds between two reads of os-migrations while tracking evacuations.",
+    ),
+    cfg.IntOpt(
+        "migration_retries",
+        default=1,
+        min=0,
+        help="How often an instance whose evacuation migration failed is evacuated again.",
+    ),
+    cfg.IntOpt(
+        "api_retries",
+        default=3,
+        min=0,
+        help="How often a Nova API call that failed (5xx, connection error) is tried again.",
+    ),
+    cfg.ListOpt(
+        "reserved_hosts",
+        default=[],
+        help="Spare compute hosts, used first as evacuation targets.",
+    ),
+    cfg.StrOpt(
+        "reserved_aggregate",
+        help="Host aggregate whose hosts are spare hosts, used first as evacuation targets.",
+    ),
+    cfg.BoolOpt(
+        "leave_disabled",
+        default=False,
+        help="Leave a returning host's nova-compute service disabled for the operator to enable.",
+    ),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(GROUP)
+    conf.register_opts(OPTS, group=GROUP)
+
+
+def list_opts() -> dict:
+    return {GROUP: OPTS}

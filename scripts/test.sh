@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Run the whole test suite on Debian 12 as root: installs Debian packages, the
+# suite into a virtual environment, its agents into Pacemaker's directories, then
+# runs pytest (unit, functional, and the cluster tests, which start and stop a
+# real corosync + pacemaker + pacemaker_remote lab on loopback by themselves).
+# Extra arguments go to pytest.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+require_root
+install_system_packages
+install_python_env
+cd "$REPO"
+log "ruff"
+"$VENV/bin/ruff" check .
+log "pytest"
+# Without the lab, cluster tests fail instead of being skipped.
+OPENSTACK_HA_REQUIRE_LAB=1 "$VENV/bin/pytest" "$@"

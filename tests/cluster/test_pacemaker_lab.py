@@ -1,0 +1,210 @@
+"""The Pacemaker lab itself: a remote compute node that behaves like one, and its power switch.
+
+Every other cluster test stands on these properties, so they are checked against the real
+cluster, not assumed: the node joins, commands run inside it, node attributes travel through
+remoted, and the lab's fence device cuts and restores its power when Pacemaker asks.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab.pacemaker import FENCE_AGENT_PATH, LabError, PacemakerLab
+
+pytestmark = pytest.mark.cluster
+
+NODE = "compute1"
+
+
+def sh(*argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
+    return done
+
+
+def reconnect(lab: PacemakerLab, name: str = NODE) -> None:
+    """Boot the node and have Pacemaker reconnect now, not at the next reconnect_interval."""
+    lab.power_on(name)
+    sh("crm_resource", "--cleanup", "-r", name)
+    lab.wait_until(lambda: lab.remote_ready(name), 30, f"{name} back online")
+
+
+@pytest.fixture
+def lab(pacemaker_lab: PacemakerLab) -> Iterator[PacemakerLab]:
+    """The session's lab, checked sane before each test and put back online after it."""
+    assert pacemaker_lab.remote_ready(NODE), "a previous test left compute1 offline"
+    yield pacemaker_lab
+    if not pacemaker_lab.remote_ready(NODE):
+        reconnect(pacemaker_lab)
+
+
+@pytest.fixture(scope="module")
+def fence_agent(pacemaker_lab: PacemakerLab) -> Iterator[Path]:
+    pacemaker_lab.install_fence_labpower()
+    yield FENCE_AGENT_PATH
+    pacemaker_lab.remove_fence_labpower()
+
+
+def test_remote_node_is_online_with_its_connection_started(lab: PacemakerLab) -> None:
+    mon = lab.crm_mon_xml()
+    node = mon.find(f"./nodes/node[@name='{NODE}']")
+    assert node is not None and node.get("type") == "remote"
+    assert lab.node_online(NODE)
+    connection = mon.find(f".//resources/resource[@id='{NODE}']")
+    assert connection is not None
+    assert connection.get("resource_agent") == "ocf:pacemaker:remote"
+    assert connection.get("role") == "Started"
+
+
+def test_commands_run_inside_the_node(lab: PacemakerLab) -> None:
+    assert lab.run_in_node(NODE, ["uname", "-n"], check=True).stdout.strip() == NODE
+    assert lab.run_in_node(NODE, ["crm_node", "-n"], check=True).stdout.strip() == NODE
+    # The node's own network and its own /var/lib/pacemaker, not the host's.
+    addresses = lab.run_in_node(NODE, ["ip", "-o", "-4", "addr", "show"], check=True).stdout
+    assert "10.251.1.2/24" in addresses
+    mounts = lab.run_in_node(NODE, ["findmnt", "-n", "-o", "SOURCE", "/var/lib/pacemaker"]).stdout
+    assert f"nodes/{NODE}/var-lib-pacemaker" in mounts
+    pid = lab.remoted_pid(NODE)
+    assert pid is not None and pid in lab.node_pids(NODE)
+    env = lab.run_in_node(NODE, ["printenv", "LAB_PROBE"], env={"LAB_PROBE": "seen"}).stdout
+    assert env.strip() == "seen"
+
+
+def test_node_attribute_set_inside_is_seen_by_the_controller(lab: PacemakerLab) -> None:
+    done = lab.run_in_node(NODE, ["attrd_updater", "-n", "x", "-U", "1"])
+    assert done.returncode == 0, done.stderr
+    try:
+        # attrd applies updates asynchronously: poll instead of reading once.
+        lab.wait_until(
+            lambda: 'value="1"' in sh("attrd_updater", "-Q", "-n", "x", "-N", NODE,
+                                      check=False).stdout,
+            10, "attribute x=1 on compute1",
+        )
+    finally:
+        sh("attrd_updater", "-D", "-n", "x", "-N", NODE, check=False)
+
+
+def test_power_off_is_a_hard_cut_and_power_on_boots_once(lab: PacemakerLab) -> None:
+    marker = lab.node_ra_dir(NODE) / "survives-nothing"
+    marker.write_text("x")
+    # A process of the node besides remoted, as nova-compute would be: it dies with the power.
+    # (Its output goes elsewhere: run_in_node captures output and waits for the pipes to close.)
+    lab.run_in_node(NODE, ["sh", "-c", "setsid sleep 1000 </dev/null >/dev/null 2>&1 &"],
+                    check=True)
+    assert len(lab.node_pids(NODE)) >= 2
+    lab.power_off(NODE)
+    assert lab.node_pids(NODE) == []
+    assert not lab.is_powered(NODE)
+    assert not marker.exists()  # /run of the node is lost with the power
+    lab.power_off(NODE)  # already off: nothing to do, no error
+    with pytest.raises(LabError, match="powered off"):
+        lab.run_in_node(NODE, ["true"])
+    lab.wait_until(lambda: not lab.node_online(NODE), 15, "compute1 offline in crm_mon")
+
+    # Two "on" at once, as a fencing level with two devices sends them (pitfall P5).
+    errors: list[BaseException] = []
+
+    def boot() -> None:
+        try:
+            lab.power_on(NODE)
+        except BaseException as exc:  # surfaced by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=boot) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    remoted = [p for p in lab.node_pids(NODE) if Path(f"/proc/{p}/comm").read_text().strip()
+               == "pacemaker-remot"]
+    assert remoted == [lab.remoted_pid(NODE)]
+    reconnect(lab)
+
+
+def test_fence_agent_metadata_is_what_pacemaker_reads(fence_agent: Path) -> None:
+    metadata = sh("stonith_admin", "--metadata", "-a", "fence_labpower").stdout
+    meta = ET.fromstring(metadata)
+    assert meta.get("name") == "fence_labpower"
+    params = {p.get("name") for p in meta.iter("parameter")}
+    assert {"port", "plug", "nodename", "state_dir", "action"} <= params
+    actions = {a.get("name") for a in meta.iter("action")}
+    assert {"on", "off", "reboot", "status", "monitor", "list", "metadata"} <= actions
+    # Pacemaker's controller asks as hacluster: an agent it cannot run has no metadata.
+    as_hacluster = sh("setpriv", "--reuid=hacluster", "--regid=haclient", "--clear-groups",
+                      str(fence_agent), "-o", "metadata")
+    assert "fence_labpower" in as_hacluster.stdout
+
+
+def test_fence_agent_status_and_list(lab: PacemakerLab, fence_agent: Path) -> None:
+    def agent(*stdin_lines: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(fence_agent)], input="\n".join([*stdin_lines, f"state_dir={lab.state_dir}"]),
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+
+    assert agent("action=status", f"port={NODE}").returncode == 0
+    assert agent("action=list").stdout.split() == [f"{NODE},"]
+    assert agent("action=off", "port=compute9").returncode == 1  # not a lab node
+    log = (lab.state_dir / "fence_labpower.log").read_text()
+    assert f"action=status plug={NODE} rc=0" in log
+    assert "action=off plug=compute9 rc=1" in log
+
+
+def test_stonith_admin_fence_cuts_the_power_and_power_on_brings_it_back(
+    lab: PacemakerLab, fence_agent: Path
+) -> None:
+    log = lab.state_dir / "fence_labpower.log"
+    lab.pcs("stonith", "create", "labpower", "fence_labpower", f"state_dir={lab.state_dir}",
+            f"pcmk_host_list={NODE}")
+    try:
+        # Once the connection drops after our fence, Pacemaker may fence the node again on its
+        # own; with the default action (reboot) that would boot it before we can look.
+        lab.pcs("property", "set", "stonith-enabled=true", "stonith-action=off")
+        lab.wait_until(
+            lambda: "labpower" in sh("stonith_admin", "--list-registered").stdout,
+            15, "labpower registered with the fencer",
+        )
+        before = log.read_text() if log.exists() else ""
+        sh("stonith_admin", "--fence", NODE, "--timeout", "30")
+        assert not lab.is_powered(NODE)
+        assert lab.node_pids(NODE) == []
+        new_lines = log.read_text()[len(before):]
+        assert f"action=off plug={NODE} rc=0" in new_lines
+        lab.wait_until(lambda: not lab.node_online(NODE), 15, "compute1 offline in crm_mon")
+        history = sh("stonith_admin", "--history", NODE).stdout
+        assert "successful" in history
+
+        reconnect(lab)
+        assert lab.remote_ready(NODE)
+    finally:
+        lab.pcs("property", "set", "stonith-enabled=false", check=False)
+        lab.pcs("property", "unset", "stonith-action", check=False)
+        lab.pcs("stonith", "delete", "labpower", check=False)
+    assert "labpower" not in sh("stonith_admin", "--list-registered").stdout
+
+
+def test_a_second_lab_is_refused_while_this_one_runs(lab: PacemakerLab, tmp_path: Path) -> None:
+    other = PacemakerLab(tmp_path / "other")
+    with pytest.raises(LabError, match="another Pacemaker lab is up"):
+        other.up(("compute7",))
+    other.down()  # nothing of its own: must leave the running lab alone
+    assert lab.remote_ready(NODE)
+    assert any(Path("/var/lib/pacemaker/cib").iterdir())
+
+
+def test_cli_status_reads_the_state_of_a_lab_started_elsewhere(lab: PacemakerLab) -> None:
+    done = sh(sys.executable, "-m", "lab.pacemaker", "status", "--state-dir", str(lab.state_dir))
+    status = json.loads(done.stdout)
+    assert status["up"] is True
+    assert status["nodes"][NODE]["powered"] is True
+    assert status["nodes"][NODE]["online"] is True
