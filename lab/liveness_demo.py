@@ -83,7 +83,7 @@ def main() -> int:
         print(subprocess.run(["crm_mon", "-1", "-A"], capture_output=True, text=True).stdout)
 
         say(f"SIGKILL {WATCHED} on {NODE} (a critical check watches it)")
-        subprocess.run(["pkill", "-KILL", "-x", WATCHED], check=False)
+        subprocess.run(["pkill", "-KILL", "-f", f"^{WATCHED} "], check=False)
         killed = time.monotonic()
         last = None
         while time.monotonic() - killed < INTERVAL + 20:
@@ -108,7 +108,7 @@ def main() -> int:
         return 0
     finally:
         say("tearing the lab down")
-        subprocess.run(["pkill", "-KILL", "-x", WATCHED], check=False)
+        subprocess.run(["pkill", "-KILL", "-f", f"^{WATCHED} "], check=False)
         lab.down()
 
 

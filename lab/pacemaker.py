@@ -58,6 +58,9 @@ PCMK_AUTHKEY = Path("/etc/pacemaker/authkey")
 # A machine-wide pointer to the running lab, so that a second lab (another state dir) is refused
 # with a clear message instead of fighting over corosync and the CIB.
 REGISTRY = Path("/run/openstack-ha-lab/pacemaker.json")
+# One empty file per node namespace the lab created, so down() can sweep the namespaces of a lab
+# whose state dir is gone without touching anybody else's ohalab-* namespace.
+NETNS_MARKS = Path("/run/openstack-ha-lab/pacemaker-netns")
 
 # pacemaker-remote conflicts with the pacemaker package, so it is unpacked, never installed.
 DEFAULT_CACHE_DIR = Path(os.environ.get("OPENSTACK_HA_LAB_CACHE", "/var/cache/openstack-ha-lab"))
@@ -325,6 +328,8 @@ def _read_registry() -> dict[str, Any]:
 
 def _daemon_env(**extra: str) -> dict[str, str]:
     env = {"PATH": _DAEMON_PATH, "LC_ALL": "C.UTF-8", "HOME": "/root"}
+    if os.environ.get("OPENSTACK_HA_LAB_DEBUG") == "1":  # debug logs from every daemon
+        env["PCMK_debug"] = "yes"
     env.update(extra)
     return env
 
@@ -441,6 +446,30 @@ class PacemakerLab:
         # Our own cluster's status, produced by Pacemaker's crm_mon: not untrusted input.
         return ET.fromstring(proc.stdout)
 
+    def settle(self, timeout: float = 60) -> None:
+        """Wait until Pacemaker has no action pending or in flight (``crm_resource --wait``)."""
+        secs = max(1, int(timeout))
+        _run(["crm_resource", "--wait", f"--timeout={secs}s"], timeout=secs + 15,
+             what="crm_resource --wait (cluster did not settle)")
+
+    def reconnect(self, name: str, timeout: float = 60) -> None:
+        """Bring a powered-off or fenced node back into the cluster at once: let Pacemaker finish
+        handling its loss, boot it, clean up its connection resource (so Pacemaker reconnects
+        now, not at the next reconnect_interval) and wait until it is online and Started.
+
+        Booting before Pacemaker has processed the fencing breaks the next connection attempt:
+        if remoted is back before the controller handles the fence notification, every TLS
+        connection of the following start operation fails ("TLS receive failed: The request is
+        invalid") until that operation times out (60 s). A real machine never boots that fast.
+        """
+        self.settle(timeout)
+        self.power_on(name)
+        _run(["crm_resource", "--cleanup", "-r", name], timeout=timeout)
+        try:
+            self.wait_until(lambda: self.remote_ready(name), timeout, f"{name} back online")
+        except LabError as exc:
+            raise LabError(f"{exc} (see {self.pacemaker_log})") from exc
+
     def node_online(self, name: str) -> bool:
         node = self.crm_mon_xml().find(f"./nodes/node[@name='{name}']")
         return node is not None and node.get("online") == "true"
@@ -513,6 +542,8 @@ class PacemakerLab:
         host, peer = f"{NETNS_PREFIX}h{index}", f"{NETNS_PREFIX}n{index}"
         if Path(f"/sys/class/net/{host}").exists():  # left over from a crashed run
             _run(["ip", "link", "del", host], check=False)
+        NETNS_MARKS.mkdir(parents=True, exist_ok=True)
+        (NETNS_MARKS / ns).touch()
         for argv in (
             ["ip", "netns", "add", ns],
             ["ip", "link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns],
@@ -530,6 +561,7 @@ class PacemakerLab:
         a kernel work queue, and the next up() could find the host-side name still taken."""
         ns = self.netns(name)
         if not Path(f"/run/netns/{ns}").exists():
+            (NETNS_MARKS / ns).unlink(missing_ok=True)
             return
         self._kill_netns(name)
         links = _run(["ip", "-n", ns, "-o", "link", "show", "type", "veth"], check=False)
@@ -538,6 +570,7 @@ class PacemakerLab:
             dev = line.split(":", 2)[1].strip().split("@", 1)[0]
             _run(["ip", "-n", ns, "link", "del", dev], check=False)
         _run(["ip", "netns", "del", ns], check=False)
+        (NETNS_MARKS / ns).unlink(missing_ok=True)
 
     def _kill_netns(self, name: str) -> None:
         # Loop: a process may fork between listing and killing (remoted starting an agent).
@@ -585,28 +618,40 @@ class PacemakerLab:
             if not src.is_dir() or not dst.is_dir():
                 raise LabError(f"cannot boot {name}: {src} or {dst} is not a directory")
         log = self.remoted_log(name)
+        stdout = log.with_suffix(".stdout")
         env = _daemon_env(PCMK_logfile=str(log), PCMK_logfacility="none",
                           PCMK_remote_port=str(REMOTE_PORT))
-        with open(log.with_suffix(".stdout"), "ab") as out:
+        with open(stdout, "ab") as out:
             # `setsid --fork` detaches remoted from us: it is adopted by PID 1 and never becomes a
             # zombie of the test process or of the fence agent that booted it.
-            proc = subprocess.run(
-                ["setsid", "--fork", remoted],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd="/", env=env,
-                preexec_fn=_node_preexec(self.netns(name), name, binds),
-                timeout=10, check=False,
-            )
+            try:
+                proc = subprocess.run(
+                    ["setsid", "--fork", remoted],
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd="/",
+                    env=env, preexec_fn=_node_preexec(self.netns(name), name, binds),
+                    timeout=10, check=False,
+                )
+            except (OSError, subprocess.SubprocessError) as exc:
+                # A failing preexec_fn only says "Exception occurred in preexec_fn".
+                raise LabError(f"could not enter the namespaces of {name} to start "
+                               f"pacemaker-remoted: {exc}") from exc
         if proc.returncode != 0:
-            raise LabError(f"could not start pacemaker-remoted for {name} (see {log})")
+            raise LabError(f"could not start pacemaker-remoted for {name} (see {stdout})")
 
-        def listening() -> bool:
+        started = time.monotonic()
+        while True:
             pid = self.remoted_pid(name)
-            return pid is not None and _listening(pid, REMOTE_PORT)
-
-        try:
-            self.wait_until(listening, 10, f"pacemaker-remoted of {name} to listen", 0.05)
-        except LabError as exc:
-            raise LabError(f"pacemaker-remoted of {name} is not listening (see {log})") from exc
+            if pid is not None and _listening(pid, REMOTE_PORT):
+                return
+            elapsed = time.monotonic() - started
+            if pid is None and elapsed > 1:
+                # `setsid --fork` has long exec'd it by now: remoted died on its own.
+                raise LabError(f"pacemaker-remoted of {name} exited at start-up "
+                               f"(see {log} and {stdout})")
+            if elapsed > 10:
+                raise LabError(f"pacemaker-remoted of {name} is not listening on port "
+                               f"{REMOTE_PORT} (see {log} and {stdout})")
+            time.sleep(0.05)
 
     def run_in_node(
         self,
@@ -659,10 +704,14 @@ class PacemakerLab:
                                             "owner": os.getpid() if owned else None}))
         try:
             self._start_corosync()
+            LOG.info("corosync quorate after %.1fs", time.monotonic() - t0)
             self._start_pacemaker()
+            LOG.info("%s online after %.1fs", CONTROLLER, time.monotonic() - t0)
             for i, name in enumerate(computes, start=1):
                 self._ensure_node_network(name, i)
                 self.power_on(name)
+            LOG.info("pacemaker-remoted listening on every node after %.1fs",
+                     time.monotonic() - t0)
             for i, name in enumerate(computes, start=1):
                 self.pcs(
                     "resource", "create", name, "ocf:pacemaker:remote",
@@ -899,7 +948,7 @@ logging {{
             # Nobody else's: also sweep namespaces of labs whose state was lost.
             with contextlib.suppress(FileNotFoundError):
                 names |= {
-                    ns[len(NETNS_PREFIX):] for ns in os.listdir("/run/netns")
+                    ns[len(NETNS_PREFIX):] for ns in os.listdir(NETNS_MARKS)
                     if ns.startswith(NETNS_PREFIX)
                 }
         for name in sorted(names):

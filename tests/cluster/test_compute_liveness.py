@@ -61,7 +61,7 @@ def start_watched_process(lab) -> None:
 
 
 def watched_pids() -> list[int]:
-    done = sh("pgrep", "-x", WATCHED, check=False)
+    done = sh("pgrep", "-f", f"^{WATCHED} ", check=False)
     return [int(p) for p in done.stdout.split()]
 
 
@@ -190,9 +190,10 @@ def test_with_on_fail_fence_the_node_is_fenced(liveness):
     finally:
         liveness.pcs("property", "set", "stonith-enabled=false", check=False)
         liveness.pcs("stonith", "delete", "labpower", check=False)
-        liveness.power_on(NODE)
+        # reconnect() waits for the cluster to settle before booting the node:
+        # a node back too early cannot reconnect for a minute (Pacemaker 2.1.5).
+        liveness.reconnect(NODE)
         sh("crm_resource", "--cleanup", check=False)
-        liveness.wait_until(lambda: liveness.node_online(NODE), 60, f"{NODE} back online")
 
 
 def run_agent_in_node(lab, action: str, timeout_s: int, **params: str):

@@ -31,20 +31,13 @@ def sh(*argv: str, check: bool = True, timeout: float = 60) -> subprocess.Comple
     return done
 
 
-def reconnect(lab: PacemakerLab, name: str = NODE) -> None:
-    """Boot the node and have Pacemaker reconnect now, not at the next reconnect_interval."""
-    lab.power_on(name)
-    sh("crm_resource", "--cleanup", "-r", name)
-    lab.wait_until(lambda: lab.remote_ready(name), 30, f"{name} back online")
-
-
 @pytest.fixture
 def lab(pacemaker_lab: PacemakerLab) -> Iterator[PacemakerLab]:
     """The session's lab, checked sane before each test and put back online after it."""
     assert pacemaker_lab.remote_ready(NODE), "a previous test left compute1 offline"
     yield pacemaker_lab
     if not pacemaker_lab.remote_ready(NODE):
-        reconnect(pacemaker_lab)
+        pacemaker_lab.reconnect(NODE)
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +102,7 @@ def test_power_off_is_a_hard_cut_and_power_on_boots_once(lab: PacemakerLab) -> N
     with pytest.raises(LabError, match="powered off"):
         lab.run_in_node(NODE, ["true"])
     lab.wait_until(lambda: not lab.node_online(NODE), 15, "compute1 offline in crm_mon")
+    lab.settle()  # boot only once Pacemaker has dealt with the loss (see PacemakerLab.reconnect)
 
     # Two "on" at once, as a fencing level with two devices sends them (pitfall P5).
     errors: list[BaseException] = []
@@ -128,7 +122,7 @@ def test_power_off_is_a_hard_cut_and_power_on_boots_once(lab: PacemakerLab) -> N
     remoted = [p for p in lab.node_pids(NODE) if Path(f"/proc/{p}/comm").read_text().strip()
                == "pacemaker-remot"]
     assert remoted == [lab.remoted_pid(NODE)]
-    reconnect(lab)
+    lab.reconnect(NODE)
 
 
 def test_fence_agent_metadata_is_what_pacemaker_reads(fence_agent: Path) -> None:
@@ -184,7 +178,7 @@ def test_stonith_admin_fence_cuts_the_power_and_power_on_brings_it_back(
         history = sh("stonith_admin", "--history", NODE).stdout
         assert "successful" in history
 
-        reconnect(lab)
+        lab.reconnect(NODE)
         assert lab.remote_ready(NODE)
     finally:
         lab.pcs("property", "set", "stonith-enabled=false", check=False)
