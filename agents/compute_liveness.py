@@ -78,8 +78,9 @@ PARAMETERS = (
         shortdesc="Node attribute that receives the outcome",
         longdesc=(
             "Transient node attribute set to 'ok', 'degraded:<check>' or 'failed:<check>' "
-            "after every start and monitor, and removed on stop. Use it in location rules "
-            "or see it with 'crm_mon -A'."
+            "after every start and monitor. Stop removes it, except a failure, which stays "
+            "until the next start so the operator sees which check broke. Use it in "
+            "location rules or see it with 'crm_mon -A'."
         ),
         default="openstack-ha-liveness",
         parse=_attribute_name,
@@ -197,16 +198,20 @@ def _wait_for_evacuation(ctx: Context, node: str) -> None:
 
 def stop(ctx: Context) -> OCFExit:
     state = _state_file(ctx)
-    if os.path.exists(state):
-        node = _node(ctx)
+    published = _read_state(state)
+    if published is None:
+        return OCFExit.SUCCESS
+    # A failure stays published: Pacemaker stops the resource right after it
+    # fails, and the operator must still see which check broke.
+    if not published.startswith("failed:"):
         try:
             pacemaker.delete_node_attribute(
-                ctx.params["attribute"], node, timeout=max(min(10, ctx.remaining()), 1)
+                ctx.params["attribute"], _node(ctx), timeout=max(min(10, ctx.remaining()), 1)
             )
         except pacemaker.PacemakerError as exc:
             # The attribute is advisory; a failed stop would get the node fenced.
             LOG.warning("could not remove attribute %s: %s", ctx.params["attribute"], exc)
-        os.unlink(state)
+    os.unlink(state)
     return OCFExit.SUCCESS
 
 

@@ -322,16 +322,19 @@ def run(
         exit_reason(errors[0])
         return OCFExit.ERR_CONFIGURED
 
+    # Logged after the except blocks: oslo.log appends the exception being
+    # handled to ERROR lines, and the operator's line must stay one line.
     try:
         result = action.handler(ctx)
     except OCFError as exc:
-        LOG.error("%s failed: %s", action_name, exc.reason)
-        exit_reason(exc.reason)
-        return exc.code
+        failure = exc
     except Exception as exc:
         LOG.debug("%s raised", action_name, exc_info=True)
-        reason = f"{action_name}: unexpected error: {type(exc).__name__}: {exc}"
-        LOG.error("%s", reason)
-        exit_reason(reason)
-        return OCFExit.ERR_GENERIC
-    return OCFExit.SUCCESS if result is None else OCFExit(result)
+        failure = OCFError(
+            OCFExit.ERR_GENERIC, f"{action_name}: unexpected error: {type(exc).__name__}: {exc}"
+        )
+    else:
+        return OCFExit.SUCCESS if result is None else OCFExit(result)
+    LOG.error("%s failed: %s", action_name, failure.reason)
+    exit_reason(failure.reason)
+    return failure.code

@@ -11,8 +11,10 @@ import re
 import subprocess
 from collections.abc import Sequence
 
-# crm_exit_t CRM_EX_NOSUCH: what attrd_updater -Q returns for an attribute never set
+# What attrd_updater -Q says of an attribute never set: pacemaker 2.1.5 exits 78
+# with this message, later versions CRM_EX_NOSUCH (105).
 _EXIT_NO_SUCH = 105
+_NOT_SET_MESSAGE = "attribute does not exist"
 _QUERY_LINE = re.compile(r'name="(?P<name>[^"]*)"\s+host="(?P<host>[^"]*)"\s+value="(?P<value>[^"]*)"')
 
 
@@ -69,7 +71,9 @@ def query_node_attribute(name: str, node: str, timeout: float = 10) -> str | Non
     "attrd did not answer" as "not set".
     """
     done = _exec(["attrd_updater", "-Q", "-n", name, "-N", node], timeout)
-    if done.returncode == _EXIT_NO_SUCH:
+    if done.returncode == _EXIT_NO_SUCH or (
+        done.returncode != 0 and _NOT_SET_MESSAGE in done.stderr
+    ):
         return None
     if done.returncode != 0:
         raise _failure(done)

@@ -72,10 +72,10 @@ def main() -> int:
         start_watched(lab)
         checks = f"process:{WATCHED}; degraded process:ovs-vswitchd"
         say(f"pcs resource create liveness ocf:openstack-ha:ComputeLiveness checks='{checks}' "
-            f"op monitor interval={INTERVAL}s --clone")
+            f"op monitor interval={INTERVAL}s clone")
         lab.pcs("resource", "create", "liveness", "ocf:openstack-ha:ComputeLiveness",
                 f"checks={checks}", "op", "monitor", f"interval={INTERVAL}s", "timeout=20s",
-                "--clone")
+                "clone")
         lab.pcs("constraint", "location", "liveness-clone", "rule",
                 "resource-discovery=exclusive", "score=0", "#kind", "eq", "remote")
         lab.wait_until(lambda: crm_state()[1] == "Started", 60, "liveness to start")

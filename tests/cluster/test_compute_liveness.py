@@ -93,7 +93,7 @@ def liveness(lab):
     lab.pcs(
         "resource", "create", "liveness", "ocf:openstack-ha:ComputeLiveness",
         f"checks=process:{WATCHED}; degraded cmd:/bin/true", "check_timeout=2",
-        "op", "monitor", f"interval={MONITOR_INTERVAL}s", "timeout=20s", "--clone",
+        "op", "monitor", f"interval={MONITOR_INTERVAL}s", "timeout=20s", "clone",
     )
     lab.pcs(
         "constraint", "location", "liveness-clone", "rule", "resource-discovery=exclusive",
@@ -175,12 +175,18 @@ def test_with_on_fail_fence_the_node_is_fenced(liveness):
         liveness.wait_until(lambda: attribute(ATTRIBUTE) == "ok", 30, f"{ATTRIBUTE}=ok")
         remoted_before = liveness.remoted_pid(NODE)
         kill_watched_process()
+
+        def fenced_lines() -> list[str]:
+            new_lines = log.read_text().splitlines()[lines_before:] if log.exists() else []
+            return [
+                line for line in new_lines
+                if f"plug={NODE}" in line and ("action=off" in line or "action=reboot" in line)
+            ]
+
         liveness.wait_until(
-            lambda: log.exists() and log.read_text().count("\n") > lines_before,
-            MONITOR_INTERVAL + 30, "the fence device to be called",
+            lambda: fenced_lines() != [], MONITOR_INTERVAL + 30, "the fence device to be called"
         )
-        called = log.read_text().splitlines()[lines_before:]
-        assert any(NODE in line and ("off" in line or "reboot" in line) for line in called)
+        assert "rc=0" in fenced_lines()[0]
         history = sh("stonith_admin", "--history", NODE).stdout
         assert "successful" in history or "reboot" in history
         # The node really lost power: its old pacemaker-remoted is gone.
