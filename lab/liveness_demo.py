@@ -11,6 +11,7 @@ then brings the process back and tears everything down.
 from __future__ import annotations
 
 import argparse
+import html
 import os
 import subprocess
 import tempfile
@@ -47,7 +48,8 @@ def crm_state() -> tuple[str | None, str, list[str]]:
         if res.get("id") == "liveness" and any(n.get("name") == NODE for n in res.iter("node")):
             role = res.get("role") or role
     failures = [
-        f"{f.get('task')} on {f.get('node')}: {f.get('exitreason')}" for f in root.iter("failure")
+        f"{f.get('task')} on {f.get('node')}: {html.unescape(f.get('exitreason') or '')}"
+        for f in root.iter("failure")
     ]
     return value, role, failures
 

@@ -683,7 +683,7 @@ class PacemakerLab:
         meant to outlive it, and must be taken down explicitly.
         """
         computes = list(computes)
-        if len(set(computes)) != len(computes) or not 0 < len(computes) < 250:
+        if len(set(computes)) != len(computes) or len(computes) >= 250:
             raise LabError(f"bad list of compute nodes: {computes}")
         for name in computes:
             if name == CONTROLLER or not name.replace("-", "").isalnum() or len(name) > 40:
