@@ -19,7 +19,6 @@ imports OpenStack libraries: this runs every few seconds on every compute node.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import re
 import shlex
@@ -118,6 +117,8 @@ def _validate_argument(kind: str, argument: str) -> None:
         name, sep, address = argument.partition("=")
         if not sep or not name.strip() or not address.strip():
             raise ValueError(f"check 'net:{argument}': expected net:NAME=ADDRESS")
+        import ipaddress  # only net checks need it; every monitor pays for imports
+
         try:
             ipaddress.ip_address(address.strip())
         except ValueError:
@@ -302,6 +303,8 @@ def icmp_echo(address: str, timeout: float) -> bool:
 
     Uses a raw socket (agents run as root), so no ``ping`` binary is needed.
     """
+    import ipaddress
+
     ip = ipaddress.ip_address(address)
     v6 = ip.version == 6
     family = socket.AF_INET6 if v6 else socket.AF_INET

@@ -28,9 +28,14 @@ import logging
 import os
 import sys
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+
+# Every monitor pays for what is imported here: typing and xml.etree are only
+# needed by type checkers and by meta-data.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
+    from typing import Any
 
 LOG = logging.getLogger(__name__)
 
@@ -175,10 +180,14 @@ class Agent:
         return next((a for a in self.actions if a.name == name), None)
 
     def metadata_xml(self) -> str:
+        import xml.etree.ElementTree as ET
+
         return ET.tostring(self.metadata_element(), encoding="unicode", xml_declaration=False)
 
     def metadata_element(self) -> ET.Element:
         """The ``<resource-agent>`` element, in the order ``ra-api-1.dtd`` requires."""
+        import xml.etree.ElementTree as ET
+
         root = ET.Element("resource-agent", name=self.name, version=self.version)
         ET.SubElement(root, "version").text = "1.0"  # the OCF API version we speak
         ET.SubElement(root, "longdesc", lang="en").text = self.longdesc
