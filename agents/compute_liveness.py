@@ -105,12 +105,17 @@ def _state_file(ctx: Context) -> str:
     return os.path.join(rsc_tmp, f"ComputeLiveness-{instance}.state")
 
 
+def _tool_timeout(ctx: Context) -> float:
+    """Time one Pacemaker tool call may take: at most 10 s, within the action's timeout."""
+    return max(min(10.0, ctx.remaining()), 1.0)
+
+
 def _node(ctx: Context) -> str:
     node = ctx.node_from_pacemaker
     if node:
         return node
     try:
-        return pacemaker.local_node_name(timeout=min(10, max(ctx.remaining(), 1)))
+        return pacemaker.local_node_name(timeout=_tool_timeout(ctx))
     except pacemaker.PacemakerError as exc:
         raise OCFError(OCFExit.ERR_GENERIC, f"cannot tell this node's name: {exc}") from None
 
@@ -140,23 +145,25 @@ def _assess(ctx: Context) -> liveness_checks.Verdict:
 
 
 def _publish(ctx: Context, verdict: liveness_checks.Verdict, state: str) -> None:
+    previous = _read_state(state)
+    changed = previous != verdict.attribute
+    # A probe follows a reconnect of the node, which clears its transient
+    # attributes, so it always publishes; otherwise only changes are written,
+    # and logged, so that a steady state costs no attrd call and no log line.
+    if not (changed or ctx.is_probe or ctx.action == "start"):
+        return
+    node = _node(ctx)
     for result in verdict.failing:
         level = "critical" if result.check.critical else "degraded"
         LOG.warning("%s check %s failed: %s", level, result.check.label, result.detail)
-    previous = _read_state(state)
-    # A probe follows a reconnect of the node, which clears its transient
-    # attributes, so it always publishes; otherwise only changes are written.
-    if previous != verdict.attribute or ctx.is_probe or ctx.action == "start":
-        node = _node(ctx)
-        try:
-            pacemaker.set_node_attribute(
-                ctx.params["attribute"], verdict.attribute, node,
-                timeout=max(min(10, ctx.remaining()), 1),
-            )
-        except pacemaker.PacemakerError as exc:
-            raise OCFError(OCFExit.ERR_GENERIC, f"cannot publish liveness: {exc}") from None
-        if previous is not None and previous != verdict.attribute:
-            LOG.info("liveness of %s changed: %s -> %s", node, previous, verdict.attribute)
+    try:
+        pacemaker.set_node_attribute(
+            ctx.params["attribute"], verdict.attribute, node, timeout=_tool_timeout(ctx)
+        )
+    except pacemaker.PacemakerError as exc:
+        raise OCFError(OCFExit.ERR_GENERIC, f"cannot publish liveness: {exc}") from None
+    if previous is not None and changed:
+        LOG.info("liveness of %s changed: %s -> %s", node, previous, verdict.attribute)
     _write_state(state, verdict.attribute)
 
 
@@ -180,7 +187,7 @@ def _wait_for_evacuation(ctx: Context, node: str) -> None:
     logged = False
     while True:
         try:
-            value = pacemaker.query_node_attribute(name, node, timeout=min(10, ctx.remaining()))
+            value = pacemaker.query_node_attribute(name, node, timeout=_tool_timeout(ctx))
         except pacemaker.PacemakerError as exc:
             value = f"unknown ({exc})"  # cannot tell: treat as unfinished
         if value is None or value == "no":
@@ -206,7 +213,7 @@ def stop(ctx: Context) -> OCFExit:
     if not published.startswith("failed:"):
         try:
             pacemaker.delete_node_attribute(
-                ctx.params["attribute"], _node(ctx), timeout=max(min(10, ctx.remaining()), 1)
+                ctx.params["attribute"], _node(ctx), timeout=_tool_timeout(ctx)
             )
         except pacemaker.PacemakerError as exc:
             # The attribute is advisory; a failed stop would get the node fenced.
