@@ -46,3 +46,11 @@ install_python_env() {
     "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$REPO"
     "$VENV/bin/openstack-ha-install"
 }
+
+install_lab() {
+    # The lab's own services (Keystone, Nova, PostgreSQL, RabbitMQ) run from a
+    # separate environment pinned in lab/requirements.txt; no-op when current.
+    log "installing the lab (Debian packages and $(basename "${OPENSTACK_HA_LAB_VENV:-lab-venv}"))"
+    (cd "$REPO" && "$VENV/bin/python" -c \
+        'from lab.openstack_setup import ensure_packages, ensure_venv; ensure_packages(); ensure_venv()')
+}

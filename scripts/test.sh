@@ -9,6 +9,7 @@ source "$(dirname "$0")/lib.sh"
 require_root
 install_system_packages
 install_python_env
+install_lab
 cd "$REPO"
 log "ruff"
 "$VENV/bin/ruff" check .

@@ -1,0 +1,99 @@
+"""The whole lab: the OpenStack control plane and one IPMI BMC per compute host.
+
+A BMC's power-off really stops that host's nova-compute (SIGKILL, as a power cut
+does) and its power-on starts it again, so fencing through the BMC has the effect
+it has on real hardware. State lives under ``$OPENSTACK_HA_LAB`` (default
+``/tmp/openstack-ha-lab``): ``openstack/`` and ``bmc/`` for the two parts,
+``clouds.yaml`` (cloud ``lab``) and ``hosts.json`` (each compute host's BMC
+address, port, user and password) at the top.
+
+    python -m lab up [--computes N]     python -m lab down     python -m lab status
+    python -m lab kill-compute HOST     python -m lab start-compute HOST
+    python -m lab bmc-fault HOST MODE [SECONDS]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from lab.bmc import BmcLab, PowerHooks
+from lab.openstack import OpenStackLab
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("OPENSTACK_HA_LAB") or "/tmp/openstack-ha-lab")
+
+
+class Lab:
+    def __init__(self, state_dir: Path | None = None) -> None:
+        self.state_dir = Path(state_dir or default_state_dir())
+        self.openstack = OpenStackLab(self.state_dir / "openstack")
+        self.bmc = BmcLab(self.state_dir / "bmc")
+
+    @property
+    def clouds_yaml(self) -> Path:
+        return self.state_dir / "clouds.yaml"
+
+    @property
+    def hosts_json(self) -> Path:
+        return self.state_dir / "hosts.json"
+
+    def _hook(self, command: str, host: str) -> list[str]:
+        """What a BMC runs on power change: this lab's own CLI, by the same interpreter."""
+        return [
+            "/usr/bin/env", f"PYTHONPATH={REPO}", sys.executable, "-m", "lab.openstack",
+            command, host, "--state-dir", str(self.openstack.state_dir),
+        ]
+
+    def up(self, computes: int = 3, *, token_expiration: int = 3600) -> None:
+        hosts = [f"compute{i}" for i in range(1, computes + 1)]
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.openstack.up(hosts, token_expiration=token_expiration)
+        endpoints = self.bmc.up({
+            host: PowerHooks(on=self._hook("start-compute", host), off=self._hook("kill-compute", host))
+            for host in hosts
+        })
+        shutil.copyfile(self.openstack.clouds_yaml, self.clouds_yaml)
+        self.clouds_yaml.chmod(0o600)
+        fd = os.open(self.hosts_json, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({h: dataclasses.asdict(e) for h, e in endpoints.items()}, f, indent=2)
+
+    def down(self) -> None:
+        self.bmc.down()
+        self.openstack.down()
+        for path in (self.clouds_yaml, self.hosts_json):
+            path.unlink(missing_ok=True)
+
+    def hosts(self) -> dict[str, dict[str, Any]]:
+        return json.loads(self.hosts_json.read_text())
+
+    def ipmitool(self, host: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """ipmitool against HOST's BMC, the password in the environment, not argv."""
+        e = self.bmc.endpoints()[host]
+        return subprocess.run(
+            ["ipmitool", "-I", "lanplus", "-C", "3", "-H", e.address, "-p", str(e.port),
+             "-U", e.username, "-E", *args],
+            env={**os.environ, "IPMI_PASSWORD": e.password},
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )
+
+    def reset(self) -> None:
+        """Per-test clean state: BMCs healthy and on, no servers, every compute up and enabled."""
+        for host in self.bmc.endpoints():
+            self.bmc.set_fault(host, "none")
+            if not self.bmc.power_state(host):
+                # through the BMC, so its power-on hook starts nova-compute
+                done = self.ipmitool(host, "chassis", "power", "on")
+                if done.returncode != 0:
+                    raise RuntimeError(f"cannot power {host} on: {done.stderr.strip()}")
+        self.openstack.reset()
