@@ -69,10 +69,12 @@ class Lab:
             json.dump({h: dataclasses.asdict(e) for h, e in endpoints.items()}, f, indent=2)
 
     def down(self) -> None:
-        self.bmc.down()
-        self.openstack.down()
-        for path in (self.clouds_yaml, self.hosts_json):
-            path.unlink(missing_ok=True)
+        try:
+            self.bmc.down()
+        finally:  # a BMC problem must not leave the whole control plane running
+            self.openstack.down()
+            for path in (self.clouds_yaml, self.hosts_json):
+                path.unlink(missing_ok=True)
 
     def hosts(self) -> dict[str, dict[str, Any]]:
         return json.loads(self.hosts_json.read_text())

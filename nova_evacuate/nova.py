@@ -1,0 +1,309 @@
+"""The Nova adapter: the few compute-service calls instance HA makes, each with its microversion.
+
+Every method sends one request with the microversion it was written and tested against, puts
+only the body keys it was given, and turns any failure into :class:`NovaError` with a ``kind``
+the caller can decide on. Messages name the operation and the host, never a credential, and
+exceptions are raised ``from None`` so no chained keystoneauth error carries request details
+into a log.
+
+openstacksdk is imported inside :func:`connect` only: the fence agent's ``metadata`` path and
+the compute-node monitor import this package and must stay cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from os import PathLike
+from typing import Any, Literal, TypeVar
+
+# Services by UUID: from 2.53 ``PUT /os-services/{id}`` takes status, disabled_reason and
+# forced_down together, and ids are UUIDs, stable across cells (2.11-2.52 addressed a service
+# by host and binary). Reads use it too, so the ids they return are the ones the PUT takes.
+# The evacuation engine pins its own (2.94 keeps an evacuated server ACTIVE; 2.95 stops it).
+SERVICES_MICROVERSION = "2.53"
+
+# Nova's schema for disabled_reason (os-services update_v253): 1 to 255 characters.
+DISABLED_REASON_MAX = 255
+
+ErrorKind = Literal["unreachable", "auth", "not_found", "ambiguous", "refused", "api"]
+
+# fence_compute's endpoint_type values, as keystoneauth names the interfaces.
+_INTERFACES = {"publicurl": "public", "internalurl": "internal", "adminurl": "admin",
+               "public": "public", "internal": "internal", "admin": "admin"}
+# Nova's answer to a force-up while 'done' evacuation records remain (nova/api/openstack/
+# compute/services.py, _check_for_evacuations; a 400, "move to 409 under a new microversion").
+_FORCE_UP_REFUSED = "evacuation migration records remain"
+
+T = TypeVar("T")
+
+
+class NovaError(Exception):
+    """A Nova or Keystone call failed. ``kind`` is one of :data:`ErrorKind`; ``status`` the
+    HTTP status when Nova answered. The message names the operation, never credentials."""
+
+    def __init__(self, kind: ErrorKind, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+
+class ForceUpRefused(NovaError):
+    """Nova refused to clear forced_down: the host's evacuation migrations are still 'done'.
+
+    They turn 'completed' once the returning nova-compute has started and cleaned up, so
+    unfencing must accept this answer and the host-return step retry later (DESIGN.md)."""
+
+
+@dataclass(frozen=True)
+class ComputeService:
+    """One nova-compute service record, as ``GET /os-services`` shows it at 2.53."""
+
+    id: str
+    host: str
+    state: str  # 'up' or 'down'
+    status: str  # 'enabled' or 'disabled'
+    forced_down: bool
+    disabled_reason: str | None
+    updated_at: datetime | None
+
+    @classmethod
+    def from_wire(cls, body: dict[str, Any]) -> ComputeService:
+        return cls(id=str(body["id"]), host=body["host"], state=body["state"],
+                   status=body["status"], forced_down=bool(body.get("forced_down")),
+                   disabled_reason=body.get("disabled_reason"),
+                   updated_at=_nova_time(body.get("updated_at")))
+
+
+def _nova_time(text: str | None) -> datetime | None:
+    # Nova gives naive UTC timestamps ("2026-11-30T12:00:00.000000").
+    if not text:
+        return None
+    return datetime.fromisoformat(text.rstrip("Z")).replace(tzinfo=UTC)
+
+
+def host_candidates(host: str, domain: str | None = None) -> set[str]:
+    """The Nova host names that may denote ``host`` (lower case): as given, its short name,
+    and with ``domain`` appended to either."""
+    host = host.strip().rstrip(".").lower()
+    short = host.split(".", 1)[0]
+    names = {host, short}
+    if domain:
+        domain = domain.strip().strip(".").lower()
+        names |= {f"{host}.{domain}", f"{short}.{domain}"}
+    return names
+
+
+def match_service(services: Iterable[ComputeService], host: str,
+                  domain: str | None = None) -> ComputeService:
+    """The one service that is ``host``.
+
+    A service matches when its host is a candidate name (:func:`host_candidates`) or, with no
+    domain given, when its short name is the given host's short name: fence_compute's way of
+    letting a cluster of short names fence Nova FQDNs without ``domain``. fence_compute then
+    guesses a domain and overrides a configured one that disagrees; here any second match is an
+    error naming both, since fencing must never pick one record of two."""
+    names = host_candidates(host, domain)
+    short = host.strip().split(".", 1)[0].lower()
+    found = [s for s in services
+             if s.host.lower() in names or (not domain and s.host.split(".", 1)[0].lower() == short)]
+    where = f"{host!r}" + (f" (domain {domain!r})" if domain else "")
+    if not found:
+        raise NovaError("not_found", f"no nova-compute service for host {where}")
+    if len(found) > 1:
+        hosts = ", ".join(sorted(s.host for s in found))
+        raise NovaError("ambiguous", f"host {where} matches several nova-compute services: {hosts}")
+    return found[0]
+
+
+class Nova:
+    """The compute-service calls, over an openstacksdk connection (see :func:`connect`)."""
+
+    def __init__(self, connection: Any, *, secrets: Iterable[str] = ()) -> None:
+        self._conn = connection
+        # Scrubbed from every error message, in case a library ever echoes one.
+        self._secrets = tuple(s for s in secrets if s)
+
+    # ------------------------------------------------------------------ services
+
+    def compute_services(self) -> list[ComputeService]:
+        """Every nova-compute service: one list call."""
+        body = self._call("GET", "/os-services?binary=nova-compute", "list compute services")
+        return [ComputeService.from_wire(s) for s in body["services"]]
+
+    def compute_service(self, host: str, domain: str | None = None) -> ComputeService:
+        """The nova-compute service of ``host`` (see :func:`match_service`).
+
+        One unfiltered list call: a server-side ``host=`` filter matches one exact name, and
+        a host has up to four candidate names plus the short-name match."""
+        services = self._call("GET", "/os-services?binary=nova-compute",
+                              "find compute service", host)["services"]
+        return match_service((ComputeService.from_wire(s) for s in services), host, domain)
+
+    def compute_hosts(self) -> list[str]:
+        """The hosts of every nova-compute service (fence_compute's ``list``): what fencing can
+        act on, including a host whose hypervisor is not mapped yet."""
+        return sorted(s.host for s in self.compute_services())
+
+    def force_down(self, service_id: str, forced: bool) -> ComputeService:
+        """Set or clear forced_down. Clearing it raises :class:`ForceUpRefused` while the
+        host's evacuation migration records are still 'done'."""
+        op = "force down" if forced else "clear forced_down of"
+        return self._update(service_id, {"forced_down": forced}, f"{op} service")
+
+    def disable(self, service_id: str, reason: str | None) -> ComputeService:
+        """Disable the service with ``reason`` (None: no reason, which clears an old one)."""
+        body: dict[str, Any] = {"status": "disabled"}
+        if reason is not None:
+            if not 1 <= len(reason) <= DISABLED_REASON_MAX:
+                # Nova would answer 400; refusing here says why without a round trip.
+                raise NovaError("refused", f"disable reason has {len(reason)} characters;"
+                                f" Nova takes 1 to {DISABLED_REASON_MAX}")
+            body["disabled_reason"] = reason
+        return self._update(service_id, body, "disable service")
+
+    def enable(self, service_id: str) -> ComputeService:
+        """Enable the service; Nova clears its disabled_reason at the same time."""
+        return self._update(service_id, {"status": "enabled"}, "enable service")
+
+    def ping(self) -> None:
+        """A Keystone token and one admin-only Nova call: what ``monitor`` needs to trust that
+        fencing could reach Nova. Raises :class:`NovaError`."""
+        self._guard("get a Keystone token", None, self._conn.session.get_token)
+        self._call("GET", "/os-services?binary=nova-compute", "list compute services")
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _update(self, service_id: str, body: dict[str, Any], op: str) -> ComputeService:
+        answer = self._call("PUT", f"/os-services/{service_id}", op, service_id, body)
+        return ComputeService.from_wire(answer["service"])
+
+    def _call(self, method: str, path: str, op: str, target: str | None = None,
+              body: dict[str, Any] | None = None) -> Any:
+        def request() -> Any:
+            # Inside the guard: the first use of .compute authenticates and reads the catalog.
+            return self._conn.compute.request(path, method, json=body,
+                                              microversion=SERVICES_MICROVERSION)
+
+        response = self._guard(op, target, request)
+        if response.status_code < 400:
+            return response.json() if response.content else {}
+        raise self._http_error(op, target, response)
+
+    def _guard(self, op: str, target: str | None, fn: Callable[[], T]) -> T:
+        """Run fn, turning keystoneauth/openstacksdk exceptions into NovaError."""
+        from keystoneauth1 import exceptions as ks  # a dependency of openstacksdk
+        from openstack import exceptions as sdk
+
+        what = f"{op} {target}" if target else op
+        try:
+            return fn()
+        except (ks.ConnectionError, ks.DiscoveryFailure) as exc:
+            raise NovaError("unreachable", self._text(f"{what}: cannot reach the cloud", exc)) from None
+        except (ks.Unauthorized, ks.Forbidden, ks.AuthorizationFailure, ks.MissingAuthPlugin) as exc:
+            raise NovaError("auth", self._text(f"{what}: authentication refused", exc)) from None
+        except (ks.EndpointNotFound, sdk.EndpointNotFound) as exc:
+            raise NovaError("api", self._text(f"{what}: no compute endpoint", exc)) from None
+        except ks.HttpError as exc:  # Keystone's own answer, e.g. 503 behind a proxy
+            kind = _http_kind(exc.http_status)
+            raise NovaError(kind, self._text(f"{what}: Keystone answered", exc), exc.http_status) from None
+        except (ks.ClientException, sdk.SDKException) as exc:
+            raise NovaError("api", self._text(f"{what}: failed", exc)) from None
+
+    def _http_error(self, op: str, target: str | None, response: Any) -> NovaError:
+        status = response.status_code
+        detail = _nova_message(response)
+        what = f"{op} {target}" if target else op
+        text = self._scrub(f"{what}: Nova answered {status}: {detail}")
+        if status == 400 and _FORCE_UP_REFUSED in detail:
+            return ForceUpRefused("refused", text, status)
+        return NovaError(_http_kind(status), text, status)
+
+    def _text(self, prefix: str, exc: BaseException) -> str:
+        return self._scrub(f"{prefix} ({type(exc).__name__}: {exc})")
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text[:1000]
+
+
+def _http_kind(status: int | None) -> ErrorKind:
+    if status in (401, 403):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    if status in (400, 409):
+        return "refused"
+    if status in (502, 503, 504):
+        return "unreachable"  # a proxy or load balancer in front of a service it cannot reach
+    return "api"
+
+
+def _nova_message(response: Any) -> str:
+    # Nova's errors are {"badRequest": {"code": 400, "message": "..."}}.
+    try:
+        body = response.json()
+        messages = [v["message"] for v in body.values() if isinstance(v, dict) and "message" in v]
+        if messages:
+            return " ".join(str(m) for m in messages)
+    except (ValueError, AttributeError):
+        pass
+    return (response.text or response.reason or "").strip()[:300]
+
+
+def connect(*, cloud: str | None = None, clouds_yaml: str | PathLike[str] | None = None,
+            auth_url: str | None = None, username: str | None = None, password: str | None = None,
+            project_name: str | None = None, user_domain_name: str = "Default",
+            project_domain_name: str = "Default", region_name: str | None = None,
+            interface: str | None = None, insecure: bool = False, timeout: float = 30) -> Nova:
+    """A :class:`Nova` over an openstacksdk connection.
+
+    Either ``cloud`` (an entry of clouds.yaml, searched as openstacksdk does, or only
+    ``clouds_yaml`` when given), or explicit Keystone v3 options (fence_compute's parameters:
+    ``tenant_name`` is ``project_name``). With ``cloud``, ``region_name``, ``interface`` and
+    ``insecure`` override clouds.yaml only when given; without it the interface defaults to
+    ``internal``, as fence_compute's ``endpoint_type`` does. ``interface`` also takes
+    fence_compute's ``internalURL``/``publicURL``/``adminURL``.
+
+    Nothing is sent yet: the first call authenticates, and the keystoneauth session
+    re-authenticates whenever its token expires (long evacuations outlive tokens).
+    """
+    import openstack.config
+    import openstack.connection
+    from openstack import exceptions as sdk
+
+    options: dict[str, Any] = {"api_timeout": timeout}
+    if region_name:
+        options["region_name"] = region_name
+    if interface or not cloud:
+        key = (interface or "internal").lower()
+        if key not in _INTERFACES:
+            raise NovaError("api", f"unknown endpoint interface {interface!r}")
+        options["interface"] = _INTERFACES[key]
+    if insecure:
+        options["verify"] = False
+    try:
+        if cloud:
+            files = [str(clouds_yaml)] if clouds_yaml else None
+            config = openstack.config.OpenStackConfig(
+                config_files=files, **({"vendor_files": [], "secure_files": []} if files else {}))
+            region = config.get_one(cloud=cloud, **options)
+        else:
+            missing = [n for n, v in (("auth_url", auth_url), ("username", username),
+                                      ("password", password)) if not v]
+            if missing:
+                raise NovaError("auth", "Keystone options missing: " + ", ".join(missing))
+            # No clouds.yaml and no OS_* variables: explicit options mean exactly these.
+            config = openstack.config.OpenStackConfig(load_yaml_config=False, load_envvars=False)
+            region = config.get_one(auth_type="password", auth={
+                "auth_url": auth_url, "username": username, "password": password,
+                "project_name": project_name, "user_domain_name": user_domain_name,
+                "project_domain_name": project_domain_name}, **options)
+    except sdk.SDKException as exc:
+        where = f"cloud {cloud!r}" if cloud else "the Keystone options"
+        text = f"cannot use {where}: {exc}"
+        raise NovaError("auth", text.replace(password, "***") if password else text) from None
+    secrets = [password or "", str(region.get_auth_args().get("password") or "")]
+    return Nova(openstack.connection.Connection(config=region), secrets=secrets)
