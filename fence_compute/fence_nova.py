@@ -23,10 +23,8 @@ from dataclasses import dataclass, replace
 
 from fence_compute.protocol import (
     STANDARD_OPTIONS,
-    ExitCode,
     FenceAction,
     FenceAgent,
-    Handler,
     Option,
     Options,
     run,
@@ -167,6 +165,9 @@ def check_config(options: Options) -> list[str]:
         errors.append(f"option 'ipport' must be between 1 and 65535 (got {port})")
 
     if options.text("power_driver") == "ipmi":
+        from fence_compute.ipmi import config_errors  # cheap: pyghmi loads on first use
+
+        errors.extend(config_errors(options.flag("lanplus"), options.number("cipher")))
         has_ip, has_map = bool(options.text("ip")), bool(bmc_map_text)
         if not has_ip and not has_map:
             errors.append(
@@ -424,23 +425,11 @@ FENCE_NOVA = FenceAgent(
 AGENT = FENCE_NOVA  # the name agents.catalog looks for
 
 
-def _not_implemented(options: Options) -> int:
-    # Fail closed: exit 0 from a fence agent tells Pacemaker the node is safely
-    # off; until the fencing sequence exists, no action may say that.
-    LOG.error(
-        "fence_nova: action '%s' is not implemented in this release; refusing to report success",
-        options.action,
-    )
-    return ExitCode.FAILURE
-
-
-HANDLERS: dict[str, Handler] = {
-    action: _not_implemented
-    for action in ("off", "on", "reboot", "status", "list", "list-status", "monitor")
-}
-
-
 def main() -> None:
+    # Imported here, not at the top: the fencing path imports this module's
+    # declaration, and metadata must not pay for the fencing path's imports.
+    from fence_compute.fencing import HANDLERS
+
     sys.exit(run(FENCE_NOVA, HANDLERS, sys.argv[1:], sys.stdin))
 
 

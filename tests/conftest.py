@@ -1,4 +1,5 @@
-"""Fixtures shared by every test directory: the OpenStack + BMC lab (lab/stack.py).
+"""Fixtures shared by every test directory: the OpenStack + BMC lab (lab/stack.py) and
+the Pacemaker cluster lab (lab/pacemaker.py).
 
 The lab starts once per test session (about a minute) and is torn down at the
 end; each test that uses ``clean_lab`` starts from a clean state (no servers,
@@ -32,6 +33,16 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests of the session's OpenStack lab last.
+
+    A few modules bring up a BMC lab of their own, and there is one per machine:
+    they must run before the session lab takes it (a stable sort keeps the rest
+    of the order as collected).
+    """
+    items.sort(key=lambda item: "openstack_lab" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(scope="session")
 def openstack_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """Keystone, Nova with three fake-driver computes, and one BMC per compute."""
@@ -43,6 +54,27 @@ def openstack_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     lab = Lab(tmp_path_factory.mktemp("openstack-lab"))
     try:
         lab.up(3, token_expiration=3600)
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture(scope="session")
+def pacemaker_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """One cluster for the whole session: controller ctl1 plus remote node compute1.
+
+    Tests leave it as they found it (no extra resources, stonith-enabled=false, compute1
+    online). Where the lab cannot run it skips, unless OPENSTACK_HA_REQUIRE_LAB=1 (CI), where a
+    silently skipped cluster suite would pass for the wrong reason.
+    """
+    reason = lab_unavailable("pacemakerd", "corosync", "pcs")
+    if reason is not None:
+        skip_or_fail(reason)
+    from lab.pacemaker import PacemakerLab
+
+    lab = PacemakerLab(tmp_path_factory.mktemp("pacemaker-lab"))
+    lab.up(("compute1",))
+    try:
         yield lab
     finally:
         lab.down()

@@ -18,12 +18,12 @@ import pytest
 
 from fence_compute.fence_nova import (
     FENCE_NOVA,
-    HANDLERS,
     BmcAddress,
     RecordOnly,
     check_config,
     parse_bmc_map,
 )
+from fence_compute.fencing import HANDLERS
 from fence_compute.protocol import Options, metadata_xml, run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -359,19 +359,34 @@ def test_record_only_keeps_fence_compute_meaning(value, mode):
 
 
 # --------------------------------------------------------------------------
-# behaviour of this release
+# failing closed without any service: nothing here may reach a network beyond
+# loopback, so the BMC is 127.0.0.1 on a port where nothing answers and the
+# cloud is one no clouds.yaml names.
+
+UNREACHABLE = {
+    **VALID, "ip": "127.0.0.1", "ipport": "9", "login_timeout": "1", "power_timeout": "2",
+}
 
 
-@pytest.mark.parametrize(
-    "action", ["off", "on", "reboot", "status", "list", "list-status", "monitor"]
-)
-def test_power_and_nova_actions_fail_closed(invoke, action):
-    rc, log = invoke(_stdin(VALID, action=action, port="compute-1", nodename="compute-1"))
+@pytest.mark.parametrize("action", ["off", "on", "reboot", "status"])
+def test_power_actions_fail_closed_when_the_bmc_does_not_answer(invoke, action):
+    rc, log = invoke(_stdin(UNREACHABLE, action=action, port="compute-1", nodename="compute-1"))
     assert rc == 1
-    assert (
-        f"fence_nova: action '{action}' is not implemented in this release;"
-        " refusing to report success"
-    ) in log
+    assert "127.0.0.1:9" in log
+    assert SECRET not in log
+
+
+def test_off_leaves_nova_untouched_when_power_off_is_not_confirmed(invoke):
+    rc, log = invoke(_stdin(UNREACHABLE, action="off", port="compute-1", nodename="compute-1"))
+    assert rc == 1
+    assert "power-off not confirmed" in log and "Nova left untouched" in log
+
+
+@pytest.mark.parametrize("action", ["list", "list-status", "monitor"])
+def test_nova_actions_fail_closed_without_a_cloud(invoke, action):
+    rc, log = invoke(_stdin({**UNREACHABLE, "power_driver": "none", "ip": None}, action=action))
+    assert rc == 1
+    assert "overcloud" in log
     assert SECRET not in log
 
 
@@ -450,7 +465,8 @@ def test_fence_nova_refuses_a_malformed_stdin_line():
 
 
 def test_fence_nova_off_fails_closed_end_to_end():
-    done = _fence_nova(_stdin(VALID, action="off", port="compute-1", nodename="compute-1"))
+    done = _fence_nova(_stdin(UNREACHABLE, action="off", port="compute-1", nodename="compute-1"))
     assert done.returncode == 1
-    assert "refusing to report success" in done.stderr
+    assert "power-off not confirmed" in done.stderr
     assert "Traceback" not in done.stderr
+    assert SECRET not in done.stderr + done.stdout

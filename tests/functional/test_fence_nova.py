@@ -1,0 +1,149 @@
+"""fence_nova against the lab: a real BMC (ipmi_sim), real Keystone and Nova, real attrd.
+
+The target is compute1: a pacemaker_remote node of the cluster lab (so the
+``evacuate`` node attribute can be written) and a nova-compute host of the
+OpenStack lab whose BMC power really stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+
+from nova_evacuate import nova as nova_adapter
+from nova_evacuate.ledger import Ledger
+
+pytestmark = pytest.mark.lab
+
+HOST = "compute1"
+
+
+@pytest.fixture
+def lab(pacemaker_lab, clean_lab):
+    yield clean_lab
+    subprocess.run(["attrd_updater", "-n", "evacuate", "-D", "-N", HOST], check=False)
+
+
+def fence(lab, action: str, host: str = HOST, timeout: float = 120, **extra: str):
+    bmc = lab.hosts()[host]
+    options = {
+        "action": action, "port": host, "nodename": host, "cloud": "lab",
+        "ip": bmc["address"], "ipport": str(bmc["port"]), "bmc_username": bmc["username"],
+        "bmc_password": bmc["password"], "power_timeout": "8", "login_timeout": "3",
+        **extra,
+    }
+    stdin = "".join(f"{k}={v}\n" for k, v in options.items() if v is not None)
+    env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(lab.clouds_yaml)}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "fence_compute.fence_nova"], input=stdin, env=env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+    assert bmc["password"] not in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    return done, time.monotonic() - started
+
+
+def service(lab, host: str = HOST):
+    conn = lab.openstack.connection()
+    (svc,) = [s for s in conn.compute.services(binary="nova-compute") if s.host == host]
+    return svc
+
+
+def evacuate_attribute(host: str = HOST) -> str | None:
+    done = subprocess.run(["attrd_updater", "-Q", "-n", "evacuate", "-N", host],
+                          capture_output=True, text=True, check=False)
+    # a deleted attribute can still be listed, with an empty value
+    value = done.stdout.split('value="')[1].split('"')[0] if 'value="' in done.stdout else ""
+    return value or None
+
+
+def test_off_powers_off_forces_down_and_requests_evacuation(lab):
+    done, _ = fence(lab, "off")
+    assert done.returncode == 0, done.stderr
+    assert lab.bmc.power_state(HOST) is False
+    assert not lab.openstack.compute_running(HOST)
+    svc = service(lab)
+    assert svc.is_forced_down and svc.status == "disabled"
+    assert svc.disabled_reason.startswith("openstack-ha:v1 evacuation=requested ")
+    assert evacuate_attribute() == "yes"
+    status, _ = fence(lab, "status")
+    assert status.returncode == 2
+
+    again, _ = fence(lab, "off")  # already fenced: succeeds, changes nothing
+    assert again.returncode == 0, again.stderr
+    assert service(lab).disabled_reason == svc.disabled_reason
+
+
+@pytest.mark.parametrize("fault", ["stuck-on", "reject", "noreply", "badcreds"])
+def test_off_fails_and_leaves_nova_untouched_when_power_off_is_not_confirmed(lab, fault):
+    lab.bmc.set_fault(HOST, fault)
+    done, took = fence(lab, "off")
+    assert done.returncode == 1
+    assert "power-off not confirmed" in done.stderr and "Nova left untouched" in done.stderr
+    assert took < 3 + 8 + 15  # login + power timeout, with a generous margin
+    svc = service(lab)
+    assert not svc.is_forced_down and svc.status == "enabled"
+    assert evacuate_attribute() is None
+
+
+def test_off_with_keystone_down_fails_after_power_off_and_a_retry_completes(lab):
+    lab.openstack.stop_service("keystone")
+    try:
+        done, _ = fence(lab, "off")
+        assert done.returncode == 1
+        assert "is powered off, but Nova" in done.stderr
+        assert lab.bmc.power_state(HOST) is False
+    finally:
+        lab.openstack.start_service("keystone")
+    retry, _ = fence(lab, "off")
+    assert retry.returncode == 0, retry.stderr
+    assert service(lab).is_forced_down
+
+
+def test_on_waits_for_the_evacuation_and_then_re_enables(lab):
+    assert fence(lab, "off")[0].returncode == 0
+    refused, took = fence(lab, "on", shell_timeout="3")
+    assert refused.returncode == 1
+    assert "evacuation still requested; not re-enabling the host" in refused.stderr
+    assert took < 3 + 8 + 3 + 15  # login + power + shell_timeout, generous margin
+    assert service(lab).status == "disabled"
+
+    # What the evacuation engine does when it has finished this host.
+    client = nova_adapter.connect(cloud="lab", clouds_yaml=lab.clouds_yaml)
+    ledger = Ledger(client, domain=None)
+    ledger.claim(HOST, "test/1", None, timedelta(seconds=60))
+    ledger.finish(HOST, True, evacuated=0, failed=0, by="test/1")
+
+    done, _ = fence(lab, "on")
+    assert done.returncode == 0, done.stderr
+    assert lab.bmc.power_state(HOST) is True
+    assert lab.openstack.compute_running(HOST)
+    svc = service(lab)
+    assert svc.status == "enabled" and not svc.disabled_reason
+    assert evacuate_attribute() is None
+
+
+def test_on_with_leave_disabled_keeps_the_service_disabled(lab):
+    assert fence(lab, "off")[0].returncode == 0
+    client = nova_adapter.connect(cloud="lab", clouds_yaml=lab.clouds_yaml)
+    ledger = Ledger(client, domain=None)
+    ledger.claim(HOST, "test/1", None, timedelta(seconds=60))
+    ledger.finish(HOST, True, evacuated=0, failed=0, by="test/1")
+    done, _ = fence(lab, "on", leave_disabled="1")
+    assert done.returncode == 0, done.stderr
+    svc = service(lab)
+    assert svc.status == "disabled"
+    assert not (svc.disabled_reason or "").startswith("openstack-ha:")
+
+
+def test_unknown_host_fails_with_a_clear_message_and_changes_nothing(lab):
+    done, _ = fence(lab, "off", power_driver="none", ip=None, port="compute9", nodename="compute9")
+    assert done.returncode == 1
+    assert "compute9" in done.stderr
+    assert all(s.status == "enabled" for s in lab.openstack.connection().compute.services())
