@@ -221,9 +221,22 @@ def on(options: Options) -> int:
 
 
 def reboot(options: Options) -> int:
+    """Off, verified as for ``off``, then power back on, and nothing more.
+
+    The host may boot, but its service stays forced down and disabled: only
+    unfencing (``on``) re-enables it, once its evacuation has finished. Waiting for
+    the evacuation here would make the whole fence fail for Pacemaker.
+    """
     if off(options) != ExitCode.SUCCESS:
         return ExitCode.FAILURE
-    return on(options)
+    target = _target(options)
+    outcome = _power(options, target, "on")
+    if not outcome.may_proceed:
+        LOG.error("%s: fenced, but power-on not confirmed (%s)", target.host, outcome.reason)
+        return ExitCode.FAILURE
+    LOG.info("%s: fenced and powered on; Nova keeps it disabled until its evacuation"
+             " finishes and unfencing re-enables it", target.host)
+    return ExitCode.SUCCESS
 
 
 def status(options: Options) -> int:
@@ -277,7 +290,8 @@ def monitor(options: Options) -> int:
     except NovaError as exc:
         raise FenceError(f"Nova: {exc}") from None
     if options.text("power_driver") != "none":
-        hosts = list(fence_nova.parse_bmc_map(options.text("bmc_map") or "")) or [options.text("plug") or "-"]
+        bmc_map = options.text("bmc_map")
+        hosts = list(fence_nova.parse_bmc_map(bmc_map)) if bmc_map else [options.text("plug") or "-"]
         for host in hosts:
             driver = power_driver(options, host)
             try:

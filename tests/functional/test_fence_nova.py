@@ -80,9 +80,14 @@ def test_off_powers_off_forces_down_and_requests_evacuation(lab):
     assert service(lab).disabled_reason == svc.disabled_reason
 
 
-@pytest.mark.parametrize("fault", ["stuck-on", "reject", "noreply", "badcreds"])
-def test_off_fails_and_leaves_nova_untouched_when_power_off_is_not_confirmed(lab, fault):
-    lab.bmc.set_fault(HOST, fault)
+@pytest.mark.parametrize(
+    ("fault", "seconds"),
+    # "slow" is covered by test_ipmi_power: ipmi_sim serves every resend of a slow
+    # command in turn, so a late "off" would land in the next test.
+    [("stuck-on", 0), ("reject", 0), ("noreply", 0), ("badcreds", 0), ("hang-after-login", 0)],
+)
+def test_off_fails_and_leaves_nova_untouched_when_power_off_is_not_confirmed(lab, fault, seconds):
+    lab.bmc.set_fault(HOST, fault, seconds)
     done, took = fence(lab, "off")
     assert done.returncode == 1
     assert "power-off not confirmed" in done.stderr and "Nova left untouched" in done.stderr
@@ -147,3 +152,36 @@ def test_unknown_host_fails_with_a_clear_message_and_changes_nothing(lab):
     assert done.returncode == 1
     assert "compute9" in done.stderr
     assert all(s.status == "enabled" for s in lab.openstack.connection().compute.services())
+
+
+def test_reboot_fences_then_powers_on_and_keeps_the_service_disabled(lab):
+    done, _ = fence(lab, "reboot")
+    assert done.returncode == 0, done.stderr
+    assert lab.bmc.power_state(HOST) is True
+    assert lab.openstack.compute_running(HOST)
+    svc = service(lab)
+    assert svc.is_forced_down and svc.status == "disabled"
+    assert svc.disabled_reason.startswith("openstack-ha:v1 evacuation=requested ")
+
+
+def test_list_prints_the_compute_hosts_nova_knows(lab):
+    done, _ = fence(lab, "list", port=None, nodename=None)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["compute1,", "compute2,", "compute3,"]
+
+
+def test_monitor_checks_keystone_nova_and_the_bmc(lab):
+    ok, _ = fence(lab, "monitor", port=None, nodename=None)
+    assert ok.returncode == 0, ok.stderr
+    lab.bmc.set_fault(HOST, "noreply")
+    silent_bmc, _ = fence(lab, "monitor", port=None, nodename=None)
+    assert silent_bmc.returncode == 1
+    assert "did not answer" in silent_bmc.stderr
+
+
+def test_status_without_a_power_driver_reads_nova(lab):
+    before, _ = fence(lab, "status", power_driver="none", ip=None)
+    assert before.returncode == 0, before.stderr
+    assert fence(lab, "off", power_driver="none", ip=None)[0].returncode == 0
+    after, _ = fence(lab, "status", power_driver="none", ip=None)
+    assert after.returncode == 2

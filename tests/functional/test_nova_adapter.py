@@ -199,6 +199,9 @@ def test_force_up_is_refused_while_done_evacuations_remain(clean_lab: Any, nova:
 def test_a_wrong_password_is_an_auth_error_that_never_shows_the_password(
         clean_lab: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
+    # oslo.log, set up by an earlier test in this process, leaves these at WARN
+    for name in ("keystoneauth", "openstack"):
+        caplog.set_level(logging.DEBUG, logger=name)
     wrong = "Wr0ng-Pa55word-for-the-lab"
     auth_url = clean_lab.openstack.layout.url("keystone", "/v3")
     nova = connect(auth_url=auth_url, username="admin", password=wrong, project_name="admin",
