@@ -147,8 +147,7 @@ def _ledger(options: Options, client):
     from nova_evacuate.ledger import AttributeMirror, Ledger
 
     mirror = AttributeMirror(
-        set=lambda name, value, node: pacemaker.set_node_attribute(name, value, node),
-        delete=lambda name, node: pacemaker.delete_node_attribute(name, node),
+        set=pacemaker.set_node_attribute, delete=pacemaker.delete_node_attribute
     )
     return Ledger(client, mirror, domain=_domain(options))
 
@@ -165,6 +164,8 @@ def _mark_failed_over(options: Options, target: Target) -> None:
         if not service.forced_down:
             raise FenceError(f"Nova did not keep {target.host} forced down")
         entry = _ledger(options, client).request(target.host)
+    except FenceError:
+        raise
     except NovaError as exc:
         raise FenceError(f"{target.host} is powered off, but Nova: {exc}") from None
     except Exception as exc:  # the pacemaker mirror, the ledger
