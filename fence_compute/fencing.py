@@ -33,8 +33,7 @@ from fence_compute.power import (
     NoPowerDriver,
     PowerDriver,
     PowerOutcome,
-    power_off_confirmed,
-    power_on_confirmed,
+    power_confirmed,
 )
 from fence_compute.protocol import ExitCode, FenceError, Options
 
@@ -104,10 +103,9 @@ def power_driver(options: Options, host: str) -> PowerDriver:
 
 def _power(options: Options, target: Target, state: str) -> PowerOutcome:
     driver = power_driver(options, target.host)
-    confirm = power_off_confirmed if state == "off" else power_on_confirmed
     try:
-        return confirm(
-            driver, target.power_deadline,
+        return power_confirmed(
+            driver, state, target.power_deadline,
             power_wait=options.seconds("power_wait") or 0.0,
             attempts=options.number("retry_on") or 1,
             power_timeout=options.seconds("power_timeout"),

@@ -154,38 +154,6 @@ def call_before(deadline: float, call: Callable[[], T], what: str) -> T:
     return result[0]
 
 
-def power_off_confirmed(
-    driver: PowerDriver,
-    deadline: float,
-    *,
-    power_wait: float = 0.0,
-    poll_interval: float = 0.25,
-    attempts: int = 1,
-    power_timeout: float | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> PowerOutcome:
-    """Power off and poll until the driver reports off; see :func:`power_confirmed`."""
-    return power_confirmed(driver, "off", deadline, power_wait=power_wait, poll_interval=poll_interval,
-                           attempts=attempts, power_timeout=power_timeout, clock=clock, sleep=sleep)
-
-
-def power_on_confirmed(
-    driver: PowerDriver,
-    deadline: float,
-    *,
-    power_wait: float = 0.0,
-    poll_interval: float = 0.25,
-    attempts: int = 1,
-    power_timeout: float | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> PowerOutcome:
-    """Power on and poll until the driver reports on; see :func:`power_confirmed`."""
-    return power_confirmed(driver, "on", deadline, power_wait=power_wait, poll_interval=poll_interval,
-                           attempts=attempts, power_timeout=power_timeout, clock=clock, sleep=sleep)
-
-
 def power_confirmed(
     driver: PowerDriver,
     want: PowerState,

@@ -33,13 +33,12 @@ _CHILD = """
 import dataclasses, json, logging, sys, time
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
 from fence_compute.ipmi import BmcCredentials, IpmiPower
-from fence_compute.power import power_off_confirmed, power_on_confirmed
+from fence_compute.power import power_confirmed
 a = json.loads(sys.stdin.read())
 driver = IpmiPower(BmcCredentials(a["address"], a["port"], a["username"], a["password"]))
 start = time.monotonic()
-sequence = power_off_confirmed if a["action"] == "off" else power_on_confirmed
 try:
-    outcome = sequence(driver, start + a["deadline"])
+    outcome = power_confirmed(driver, a["action"], start + a["deadline"])
 finally:
     driver.close(time.monotonic() + 1.0)
 print(json.dumps(dataclasses.asdict(outcome)))

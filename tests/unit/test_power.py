@@ -29,8 +29,7 @@ from fence_compute.power import (
     UNREACHABLE,
     NoPowerDriver,
     PowerError,
-    power_off_confirmed,
-    power_on_confirmed,
+    power_confirmed,
 )
 
 PASSWORD = "s3cret-Pa55word"
@@ -98,7 +97,7 @@ def clock() -> Clock:
 
 
 def off(bmc: FakeBmc, clock: Clock, within: float = 10.0, **kw: Any) -> power.PowerOutcome:
-    return power_off_confirmed(bmc, T0 + within, clock=clock, sleep=clock.sleep, **kw)
+    return power_confirmed(bmc, "off", T0 + within, clock=clock, sleep=clock.sleep, **kw)
 
 
 # ---------------------------------------------------------------------------- the sequence
@@ -205,16 +204,16 @@ def test_a_deadline_already_past_sends_nothing(clock: Clock):
 
 def test_power_on_is_confirmed_the_same_way(clock: Clock):
     bmc = FakeBmc(clock, "off", transition=0.5)
-    outcome = power_on_confirmed(bmc, T0 + 10, clock=clock, sleep=clock.sleep)
+    outcome = power_confirmed(bmc, "on", T0 + 10, clock=clock, sleep=clock.sleep)
     assert outcome.confirmed and not outcome.already and bmc.state == "on"
-    assert power_on_confirmed(bmc, T0 + 20, clock=clock, sleep=clock.sleep).already
+    assert power_confirmed(bmc, "on", T0 + 20, clock=clock, sleep=clock.sleep).already
 
 
 def test_power_driver_none_never_claims_a_verified_power_off():
-    outcome = power_off_confirmed(NoPowerDriver(), time.monotonic() + 5)
+    outcome = power_confirmed(NoPowerDriver(), "off", time.monotonic() + 5)
     assert (outcome.confirmed, outcome.already, outcome.kind) == (False, False, DELEGATED)
     assert outcome.may_proceed and "not verified" in outcome.reason
-    assert power_on_confirmed(NoPowerDriver(), time.monotonic() + 5).kind == DELEGATED
+    assert power_confirmed(NoPowerDriver(), "on", time.monotonic() + 5).kind == DELEGATED
     with pytest.raises(PowerError) as err:
         NoPowerDriver().power_state(time.monotonic() + 5)
     assert err.value.kind == PROTOCOL
