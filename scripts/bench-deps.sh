@@ -7,22 +7,10 @@
 # Its Python 3.11 crash (inspect.getargspec) is worked around at run time by
 # benchmarks/py311shim (PYTHONPATH), not here: /usr/sbin stays untouched.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 PACKAGES=(fence-agents ipmitool python3-novaclient python3-keystoneclient strace)
-if [ "$(id -u)" != 0 ]; then
-    echo "run this as root: it installs Debian packages" >&2
-    exit 1
-fi
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
-        || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing Debian packages: ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >/dev/null
-fi
+require_root
+install_debian_packages "${PACKAGES[@]}"
 /usr/bin/python3 -c 'import novaclient, keystoneclient' \
     || { echo "python3-novaclient/python3-keystoneclient not importable" >&2; exit 1; }
 dpkg-query -W -f='${Package} ${Version}\n' "${PACKAGES[@]}"

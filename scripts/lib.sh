@@ -20,8 +20,13 @@ require_root() {
 }
 
 install_system_packages() {
+    install_debian_packages "${APT_PACKAGES[@]}"
+}
+
+install_debian_packages() {
+    # Only what is missing; apt-get update only when something is.
     local missing=()
-    for pkg in "${APT_PACKAGES[@]}"; do
+    for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
             || missing+=("$pkg")
     done
