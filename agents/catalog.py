@@ -18,19 +18,23 @@ from pathlib import Path
 OCF_PROVIDER = "openstack-ha"
 OCF_DIR = f"usr/lib/ocf/resource.d/{OCF_PROVIDER}"
 FENCE_DIR = "usr/sbin"
+ALERT_DIR = "usr/lib/openstack-ha"
 DOCUMENT = Path("resource-agents.xml")
 
 
 @dataclasses.dataclass(frozen=True)
 class ShippedAgent:
-    kind: str  # "ocf" or "fence"
+    # "ocf", "fence", "alert" (a Pacemaker alert agent) or "tool" (an operator command);
+    # the last two have no meta-data
+    kind: str
     name: str  # file name Pacemaker looks for
     module: str  # module with main() and the declaration
 
     @property
     def path(self) -> str:
         """Install path relative to the root file system."""
-        return f"{OCF_DIR if self.kind == 'ocf' else FENCE_DIR}/{self.name}"
+        where = {"ocf": OCF_DIR, "alert": ALERT_DIR}.get(self.kind, FENCE_DIR)
+        return f"{where}/{self.name}"
 
     def metadata_element(self) -> ET.Element:
         module = importlib.import_module(self.module)
@@ -43,7 +47,11 @@ class ShippedAgent:
 
 SHIPPED = (
     ShippedAgent("ocf", "ComputeLiveness", "agents.compute_liveness"),
+    ShippedAgent("ocf", "NovaEvacuate", "agents.nova_evacuate"),
     ShippedAgent("fence", "fence_nova", "fence_compute.fence_nova"),
+    ShippedAgent("alert", "timeline_alert", "agents.timeline_alert"),
+    ShippedAgent("tool", "nova-evacuate", "nova_evacuate.cli"),
+    ShippedAgent("tool", "openstack-ha-timeline", "nova_evacuate.timeline"),
 )
 
 
@@ -52,6 +60,8 @@ def document() -> str:
     root = ET.Element("resource-agents")
     root.append(ET.Comment(" Generated from the code by agents.catalog; do not edit by hand. "))
     for agent in SHIPPED:
+        if agent.kind in ("tool", "alert"):
+            continue
         element = agent.metadata_element()
         element.set("class", "ocf" if agent.kind == "ocf" else "stonith")
         if agent.kind == "ocf":

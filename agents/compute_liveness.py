@@ -9,7 +9,8 @@ operation's ``on-fail`` says.
 
 ``start`` waits while this node's evacuation is unfinished (the ``evacuate`` node
 attribute is set and not ``no``): a host that is still being evacuated must not
-look ready for workload. It gives up, failing, shortly before its timeout.
+look ready for workload. Then it runs the checks until they pass. It gives up,
+failing, shortly before its timeout.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ import sys
 import time
 
 from agents import checks as liveness_checks
-from agents import ocf, pacemaker
+from agents import ocf
 from agents.ocf import Action, Agent, Context, OCFError, OCFExit, Parameter
+from nova_evacuate import pacemaker
 
 LOG = logging.getLogger(__name__)
 
 EVACUATION_POLL_SECONDS = 1.0
+# How often start runs the checks again while they fail.
+START_RETRY_SECONDS = 1.0
 # Leave this much of start's timeout to report the failure before Pacemaker kills us.
 START_MARGIN_SECONDS = 2.0
 
@@ -177,7 +181,12 @@ def _result(verdict: liveness_checks.Verdict) -> OCFExit:
 def start(ctx: Context) -> OCFExit:
     node = _node(ctx)
     _wait_for_evacuation(ctx, node)
-    verdict = _assess(ctx)
+    # The checks get until shortly before start's timeout to pass: a nova-compute that its
+    # init system is restarting comes back in time; one that cannot fails the start (and
+    # with op start on-fail=fence, fences the node).
+    while not (verdict := _assess(ctx)).alive and \
+            ctx.remaining() > START_MARGIN_SECONDS + START_RETRY_SECONDS + ctx.params["check_timeout"]:
+        time.sleep(START_RETRY_SECONDS)
     _publish(ctx, verdict, _state_file(ctx))
     return _result(verdict)
 

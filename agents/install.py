@@ -11,6 +11,7 @@ never replaced, so fence-agents' ``fence_compute`` is safe whatever happens.
 from __future__ import annotations
 
 import argparse
+import grp
 import os
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ def launcher(agent: ShippedAgent, python: str) -> str:
         f"{MARKER}\n"
         f"# {agent.kind} agent {agent.name} from {sys.prefix}\n"
         f"from {agent.module} import main\n"
-        "main()\n"
+        "raise SystemExit(main())\n"
     )
 
 
@@ -65,7 +66,22 @@ def install(root: Path, python: str) -> list[str]:
         tmp.chmod(0o755)
         os.replace(tmp, target)
         report.append(f"installed {target}")
+    report.append(_timeline_dir(root))
     return report
+
+
+def _timeline_dir(root: Path) -> str:
+    """The timeline's directory: the agents write as root, the alert agent as hacluster."""
+    directory = root / "var/log/openstack-ha"
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        gid = grp.getgrnam("haclient").gr_gid
+    except KeyError:
+        return f"created {directory} (no group haclient: the alert agent cannot write there)"
+    if os.geteuid() == 0:
+        os.chown(directory, 0, gid)
+    directory.chmod(0o2775)
+    return f"ready {directory}"
 
 
 def uninstall(root: Path) -> list[str]:

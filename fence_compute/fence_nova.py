@@ -317,6 +317,21 @@ _OPTIONS = (
             " so an operator re-enables the host by hand."
         ),
     ),
+    Option(
+        "max_down_percent",
+        "Refuse to fence when more compute nodes than this look down",
+        "integer",
+        default=50,
+        getopt="--max-down-percent=[percent]",
+        longdesc=(
+            "Mass-failure brake: when more than this percentage of the cluster's"
+            " pacemaker_remote nodes are offline or unclean (the target included), off and"
+            " reboot refuse and exit 1 without touching power or Nova: so many hosts failing"
+            " at once is a partition or a broken observer, not hardware. 100 turns the"
+            " brake off. Without a running cluster (fence_nova run by hand) it does not"
+            " apply."
+        ),
+    ),
     # How the host's power is cut.
     Option(
         "power_driver",

@@ -15,11 +15,13 @@ host stays off and a retry completes the remaining steps (each step is idempoten
 ``off`` on a host already fenced this way repeats no work).
 
 ``on`` (unfencing): power on when off, wait within the deadline until the ledger says the
-host's evacuation finished, then clear force-down and enable the service (unless
-``leave_disabled``). Nova refuses to clear force-down while the host's evacuation
+host's evacuation finished, then clear force-down and, once Nova sees the returning
+nova-compute up, remove the marker and enable the service (unless ``leave_disabled``);
+if it does not report within a minute, the engine's host-return step does that part. Nova refuses to clear force-down while the host's evacuation
 migrations are still ``done``; they become ``completed`` only once the returning
 nova-compute starts, which Pacemaker allows only after unfencing, so that one refusal is
-accepted here and the engine's host-return step clears it later (DESIGN.md).
+accepted here: the marker and the disable stay, and the engine's host-return step
+(:mod:`nova_evacuate.worker`) clears all three later (DESIGN.md).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ LOG = logging.getLogger(__name__)
 NOVA_BUDGET_SECONDS = 30.0
 # How often unfencing re-reads the ledger while the evacuation runs.
 LEDGER_POLL_SECONDS = 2.0
+# How long unfencing waits for the returning nova-compute to report before re-enabling.
+REPORT_UP_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,7 @@ def _domain(options: Options) -> str | None:
 
 
 def _ledger(options: Options, client):
-    from agents import pacemaker
+    from nova_evacuate import pacemaker
     from nova_evacuate.ledger import AttributeMirror, Ledger
 
     mirror = AttributeMirror(
@@ -152,6 +156,7 @@ def _ledger(options: Options, client):
 
 def _mark_failed_over(options: Options, target: Target) -> None:
     """Steps 2 and 3 of off: force down, verified, then the durable request."""
+    from nova_evacuate import timeline
     from nova_evacuate.nova import NovaError
 
     try:
@@ -161,7 +166,9 @@ def _mark_failed_over(options: Options, target: Target) -> None:
             service = client.force_down(service.id, True)
         if not service.forced_down:
             raise FenceError(f"Nova did not keep {target.host} forced down")
+        timeline.record("forced_down", target.host)
         entry = _ledger(options, client).request(target.host)
+        timeline.record("evacuation_requested", target.host, state=str(entry.state))
     except FenceError:
         raise
     except NovaError as exc:
@@ -174,18 +181,54 @@ def _mark_failed_over(options: Options, target: Target) -> None:
 # --- actions -----------------------------------------------------------------------------
 
 
+def mass_failure(options: Options) -> str | None:
+    """Why fencing must not happen now (too many compute nodes look down), or None."""
+    from nova_evacuate import pacemaker
+
+    limit = options.number("max_down_percent")
+    if limit is None or limit >= 100:
+        return None
+    try:
+        nodes = pacemaker.remote_nodes_down()
+    except pacemaker.NoCluster:
+        return None  # run by hand: nothing automatic to hold back
+    except pacemaker.PacemakerError as exc:
+        return f"cannot read the cluster's view of the compute nodes ({exc})"
+    down = sorted(name for name, is_down in nodes.items() if is_down)
+    if nodes and len(down) * 100 > limit * len(nodes):
+        return (f"{len(down)} of {len(nodes)} compute nodes look down ({', '.join(down)}),"
+                f" more than max_down_percent={limit}: a partition or a broken observer,"
+                " not fencing automatically")
+    return None
+
+
 def off(options: Options) -> int:
+    from nova_evacuate import timeline
+
     target = _target(options)
+    timeline.record("fence_start", target.host, by="fence_nova")
+    refusal = mass_failure(options)
+    if refusal is not None:
+        LOG.error("%s: %s; power and Nova left untouched", target.host, refusal)
+        timeline.record("fence_failed", target.host, reason=refusal)
+        return ExitCode.FAILURE
     outcome = _power(options, target, "off")
     if not outcome.may_proceed:
         LOG.error("%s: power-off not confirmed (%s); Nova left untouched", target.host, outcome.reason)
+        timeline.record("fence_failed", target.host, reason=f"power-off not confirmed: {outcome.reason}")
         return ExitCode.FAILURE
     LOG.info("%s: %s", target.host, outcome.reason)
-    _mark_failed_over(options, target)
+    timeline.record("power_off_confirmed", target.host, how=outcome.reason)
+    try:
+        _mark_failed_over(options, target)
+    except FenceError as exc:
+        timeline.record("fence_failed", target.host, reason=str(exc))
+        raise
     return ExitCode.SUCCESS
 
 
 def on(options: Options) -> int:
+    from nova_evacuate import timeline
     from nova_evacuate.ledger import evacuation_finished
     from nova_evacuate.nova import ForceUpRefused, NovaError
 
@@ -206,17 +249,41 @@ def on(options: Options) -> int:
         service = client.compute_service(target.host, _domain(options))
         try:
             if service.forced_down:
-                client.force_down(service.id, False)
+                service = client.force_down(service.id, False)
         except ForceUpRefused:
-            LOG.info("%s: force-down stays until nova-compute cleans up its evacuated"
-                     " instances; the engine clears it then", target.host)
+            # The marker (done or failed) stays and the service disabled: the engine's
+            # host-return step clears force-down, the marker and the disable once the
+            # returning nova-compute has cleaned up (Pacemaker starts it only after this).
+            LOG.info("%s: unfenced; force-down stays until nova-compute cleans up its"
+                     " evacuated instances, then the engine clears it and re-enables", target.host)
+            timeline.record("unfenced", target.host, forced_down="kept until nova-compute is back")
+            return ExitCode.SUCCESS
+        # Enable only a service Nova sees up: enabling one it sees down leaves the
+        # COMPUTE_STATUS_DISABLED trait in Placement until the compute's periodic sync.
+        if not _reports_up(client, target, options):
+            LOG.info("%s: unfenced; nova-compute does not report yet: the engine removes"
+                     " the marker and re-enables the service once it does", target.host)
+            timeline.record("unfenced", target.host, enabled="once nova-compute reports")
+            return ExitCode.SUCCESS
         ledger.clear(target.host)
         if not options.flag("leave_disabled"):
             client.enable(service.id)
     except NovaError as exc:
         raise FenceError(f"{target.host}: Nova: {exc}") from None
     LOG.info("%s: unfenced%s", target.host, " (left disabled)" if options.flag("leave_disabled") else "")
+    timeline.record("unfenced", target.host, enabled=not options.flag("leave_disabled"))
     return ExitCode.SUCCESS
+
+
+def _reports_up(client, target: Target, options: Options) -> bool:
+    """Wait (up to REPORT_UP_SECONDS, within the deadline) for Nova to see the service up."""
+    until = min(time.monotonic() + REPORT_UP_SECONDS, target.deadline - 5)
+    while True:
+        if client.compute_service(target.host, _domain(options)).state == "up":
+            return True
+        if time.monotonic() + LEDGER_POLL_SECONDS > until:
+            return False
+        time.sleep(LEDGER_POLL_SECONDS)
 
 
 def reboot(options: Options) -> int:

@@ -1,4 +1,5 @@
-"""``python -m lab``: the whole lab (OpenStack + BMCs), one command up and one down."""
+"""``python -m lab``: the whole lab (OpenStack + BMCs, and with ``up --cluster`` the Pacemaker
+cluster whose remote nodes run the computes), one command up and one down."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start Keystone, Nova, the computes and their BMCs")
     up.add_argument("--computes", type=int, default=3)
+    up.add_argument("--cluster", action="store_true",
+                    help="also the Pacemaker cluster, each compute host a pacemaker_remote node")
     up.add_argument("--token-expiration", type=int, default=3600, help="Keystone token lifetime (s)")
     sub.add_parser("down", help="stop everything; safe to run twice")
     sub.add_parser("status", help="what runs, as JSON")
-    for name in ("kill-compute", "start-compute"):
+    for name in ("kill-compute", "start-compute", "power-off", "power-on"):
         sub.add_parser(name).add_argument("host")
     fault = sub.add_parser("bmc-fault", help="none|noreply|hang-after-login|stuck-on|reject|slow|badcreds")
     fault.add_argument("host")
@@ -27,10 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     fault.add_argument("seconds", nargs="?", type=float, default=0.0)
     args = parser.parse_args(argv)
 
-    lab = Lab(args.state_dir)
+    lab = Lab(args.state_dir, cluster=True if args.command == "up" and args.cluster else None)
     try:
         if args.command == "up":
-            lab.up(args.computes, token_expiration=args.token_expiration)
+            lab.up(args.computes, token_expiration=args.token_expiration, owned=False)
             print(f"lab up: {lab.clouds_yaml} (cloud 'lab'), {lab.hosts_json}")
         elif args.command == "down":
             lab.down()
@@ -40,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
             lab.openstack.kill_compute(args.host)
         elif args.command == "start-compute":
             lab.openstack.start_compute(args.host)
+        elif args.command == "power-off":
+            lab.power_off(args.host)
+        elif args.command == "power-on":
+            lab.power_on(args.host)
         elif args.command == "bmc-fault":
             lab.bmc.set_fault(args.host, args.mode, args.seconds)
     except Exception as exc:  # a lab CLI: one line, not a traceback

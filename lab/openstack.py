@@ -112,14 +112,20 @@ class OpenStackLab:
         return ["--config-file", str(self.layout.etc / "nova" / name)]
 
     def compute_command(self, host: str) -> list[str]:
-        """The argv that runs HOST's nova-compute (with the lab venv's environment)."""
-        return [str(self.venv / "bin/nova-compute"), *self._conf("nova.conf"),
+        """The argv that runs HOST's nova-compute (with the lab venv's environment): inside
+        the Pacemaker lab's node HOST when the lab was brought up with ``computes_in_nodes``."""
+        argv = [str(self.venv / "bin/nova-compute"), *self._conf("nova.conf"),
                 "--config-file", str(self.layout.compute_conf(host))]
+        if self.procs.load().get("computes_in_nodes"):
+            argv = ["/usr/bin/python3", "-m", "lab.pacemaker", "exec", host, "--", *argv]
+        return argv
 
     def _command(self, name: str) -> tuple[list[str], dict[str, str]]:
         lay, venv = self.layout, self.venv
         if name.startswith(COMPUTE_PREFIX):
-            return self.compute_command(name[len(COMPUTE_PREFIX):]), {}
+            in_node = bool(self.procs.load().get("computes_in_nodes"))  # lab.pacemaker exec
+            return (self.compute_command(name[len(COMPUTE_PREFIX):]),
+                    {"PYTHONPATH": str(REPO_ROOT)} if in_node else {})
         if name in _UWSGI:
             module, env_var, threads = _UWSGI[name]
             argv = [str(venv / "bin/uwsgi"), "--http-socket", f"{lay.bind_host}:{lay.port(name)}",
@@ -210,7 +216,9 @@ class OpenStackLab:
             raise LabError(f"{' '.join(argv[:4])} failed (see {log})")
 
     def _init_key(self) -> dict[str, Any]:
-        return {"port_base": self.layout.port_base, "bind_host": self.layout.bind_host}
+        # "catalog" counts changes to what _initialize creates (2: the placement service user).
+        return {"port_base": self.layout.port_base, "bind_host": self.layout.bind_host,
+                "catalog": 2}
 
     def _initialized(self) -> bool:
         """Init finished for these ports (cells and the catalog hold URLs), data still there."""
@@ -266,7 +274,7 @@ class OpenStackLab:
     # ------------------------------------------------------------------ up / down
 
     def up(self, computes: Sequence[str] = ("compute1", "compute2", "compute3"), *,
-           token_expiration: int = 3600) -> None:
+           token_expiration: int = 3600, computes_in_nodes: bool = False) -> None:
         """From nothing, or from an earlier run's state, to every compute up and mapped. On
         failure everything is stopped again (the logs stay) and the error raised."""
         t0 = time.monotonic()
@@ -276,14 +284,14 @@ class OpenStackLab:
             self.down()
         self.layout = self._requested
         try:
-            self._up(list(computes), token_expiration)
+            self._up(list(computes), token_expiration, computes_in_nodes)
         except BaseException:
             with contextlib.suppress(Exception):
                 self.down()
             raise
         LOG.info("OpenStack lab up in %.1fs (%s)", time.monotonic() - t0, self.state_dir)
 
-    def _up(self, computes: list[str], token_expiration: int) -> None:
+    def _up(self, computes: list[str], token_expiration: int, computes_in_nodes: bool) -> None:
         busy = self.procs.listening(set(self.layout.ports.values()))
         if busy:
             raise LabError(f"ports already in use by something else: {sorted(busy)}")
@@ -294,7 +302,8 @@ class OpenStackLab:
             self._wipe_data()
         self.procs.update(computes=computes, port_base=self.layout.port_base,
                           bind_host=self.layout.bind_host, token_expiration=token_expiration,
-                          ports=self.layout.ports, venv=str(self.venv))
+                          ports=self.layout.ports, venv=str(self.venv),
+                          computes_in_nodes=computes_in_nodes)
         render(self.layout, self.venv, computes, token_expiration)
         self._initdb()
         self._start("postgres")
@@ -426,14 +435,19 @@ class OpenStackLab:
                 if svc is None:
                     ok = False
                     continue
-                if svc["status"] != "enabled":
-                    rest.update_service(svc["id"], status="enabled")
                 if svc["forced_down"]:
                     ok = False
                     if parse_time(svc.get("updated_at")) > started[h] + 1:
                         with contextlib.suppress(RestError):
                             rest.update_service(svc["id"], forced_down=False)
                 elif svc["state"] != "up":
+                    ok = False
+                elif svc["status"] != "enabled":
+                    # Only once it is up: Nova then tells the compute at once to drop the
+                    # COMPUTE_STATUS_DISABLED trait from its resource provider; enabled while
+                    # down, the trait stays until the compute's next periodic sync (60 s), and
+                    # every boot on it fails with "No valid host".
+                    rest.update_service(svc["id"], status="enabled")
                     ok = False
             return ok and set(hosts) <= rest.hypervisor_hosts()
 

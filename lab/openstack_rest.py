@@ -95,7 +95,7 @@ class Rest:
 
     def create_catalog(self) -> None:
         """Service entries with public/internal/admin endpoints, project ``service``, and the
-        service users nova and glance with roles admin and service there. Idempotent."""
+        service users nova, glance and placement with roles admin and service there. Idempotent."""
         services = (("nova", "compute", "nova-api", "/v2.1"), ("placement", "placement",
                     "placement", ""), ("glance", "image", "glance", ""),
                     ("neutron", "network", "neutron", ""))
@@ -110,7 +110,7 @@ class Rest:
         project = self._find_or_create("project", "service", {"name": "service",
                                                               "domain_id": "default"})
         roles = [self._find_or_create("role", r, {"name": r}) for r in ("admin", "service")]
-        for user in ("nova", "glance"):
+        for user in ("nova", "glance", "placement"):
             uid = self._find_or_create("user", user, {
                 "name": user, "password": SERVICE_PASSWORD, "domain_id": "default"})
             for role in roles:

@@ -48,6 +48,12 @@ CONTROLLER = "ctl1"
 NETNS_PREFIX = "ohalab-"
 REMOTE_PORT = 3121
 FENCE_AGENT_PATH = Path("/usr/sbin/fence_labpower")
+# The control plane's address when compute nodes run their own nova-compute (lab/stack.py
+# with the cluster): on the host's loopback device, reached from every node namespace
+# over its veth link, so cutting a node's link cuts its nova-compute off too.
+CONTROL_ADDRESS = "10.251.0.1"
+CONTROL_LABEL = "lo:ohalab"
+NODE_INIT = Path(__file__).resolve().parent / "node_init.py"
 
 # Pacemaker hard-codes these; the lab shares the host's copies with the controller.
 PCMK_VAR_LIB = Path("/var/lib/pacemaker")
@@ -357,6 +363,52 @@ def _agent_interpreter() -> str:
     return system
 
 
+def _control_address_present() -> bool:
+    done = _run(["ip", "-o", "addr", "show", "dev", "lo"], check=False)
+    return f" {CONTROL_ADDRESS}/32 " in done.stdout
+
+
+def ensure_control_address() -> str:
+    """The host's address for the nodes (:data:`CONTROL_ADDRESS`, on the loopback device,
+    labelled ``lo:ohalab``); idempotent. Packets from a node to it arrive over the node's
+    link and are delivered locally: nothing leaves the machine."""
+    if not _control_address_present():
+        _run(["ip", "addr", "add", f"{CONTROL_ADDRESS}/32", "dev", "lo", "label", CONTROL_LABEL])
+    return CONTROL_ADDRESS
+
+
+def remove_control_address() -> None:
+    if _control_address_present():
+        _run(["ip", "addr", "del", f"{CONTROL_ADDRESS}/32", "dev", "lo"], check=False)
+
+
+def node_init_pid(name: str) -> int | None:
+    """The init of node NAME (lab/node_init.py, PID 1 of the node's pid namespace), or None
+    when the node is off."""
+    for pid in _netns_pids(f"{NETNS_PREFIX}{name}"):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        nspid = next((line.split()[1:] for line in status.splitlines()
+                      if line.startswith("NSpid:")), [])
+        if len(nspid) >= 2 and nspid[-1] == "1" and pid_alive(pid):
+            return pid
+    return None
+
+
+def exec_in_node(name: str, argv: Sequence[str]) -> None:
+    """Replace this process with ARGV inside node NAME (net, mount, UTS and pid namespaces
+    of its pacemaker-remoted): how the lab runs a node's nova-compute. No state dir needed,
+    the node's namespace name says where it is."""
+    pid = node_init_pid(name)
+    if pid is None:
+        raise LabError(f"{name} is powered off: cannot run {argv[0]} there")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    nsenter = ["nsenter", "-t", str(pid), "-n", "-m", "-u", "-p", "--", *argv]
+    os.execvpe("nsenter", nsenter, env)  # noqa: S606 - argv as given, no shell
+
+
 class PacemakerLab:
     """One Pacemaker cluster: controller ``ctl1`` plus remote compute nodes, all state under
     ``state_dir`` (besides the paths Pacemaker hard-codes, which :meth:`down` wipes).
@@ -517,8 +569,12 @@ class PacemakerLab:
         pids = [p for p in pids if pid_alive(p)]
         return min(pids) if pids else None
 
+    def init_pid(self, name: str) -> int | None:
+        """The node's init (lab/node_init.py, PID 1 of its pid namespace), None when off."""
+        return node_init_pid(name)
+
     def is_powered(self, name: str) -> bool:
-        return self.remoted_pid(name) is not None
+        return self.init_pid(name) is not None or self.remoted_pid(name) is not None
 
     @contextlib.contextmanager
     def _node_lock(self, name: str) -> Iterator[None]:
@@ -552,6 +608,7 @@ class PacemakerLab:
             ["ip", "-n", ns, "addr", "add", f"{self.node_address(index)}/24", "dev", peer],
             ["ip", "-n", ns, "link", "set", "lo", "up"],
             ["ip", "-n", ns, "link", "set", peer, "up"],
+            ["ip", "-n", ns, "route", "add", f"{CONTROL_ADDRESS}/32", "via", f"10.251.{index}.1"],
         ):
             _run(argv)
 
@@ -601,12 +658,18 @@ class PacemakerLab:
         callers race (pitfall P5)."""
         index = self._index(name)
         with self._node_lock(name):
-            if self.is_powered(name):
+            if self.remoted_pid(name) is not None:
+                return
+            init = self.init_pid(name)
+            if init is not None:
+                # Powered, but remoted was killed: start it again inside the running node,
+                # as its init system would.
+                self._start_remoted(name, inside=init)
                 return
             self._ensure_node_network(name, index)
             self._start_remoted(name)
 
-    def _start_remoted(self, name: str) -> None:
+    def _start_remoted(self, name: str, inside: int | None = None) -> None:
         remoted = self._state().get("remoted") or str(ensure_remoted(self.cache_dir))
         node_dir = self.nodes_dir / name
         binds = [
@@ -624,12 +687,20 @@ class PacemakerLab:
         with open(stdout, "ab") as out:
             # `setsid --fork` detaches remoted from us: it is adopted by PID 1 and never becomes a
             # zombie of the test process or of the fence agent that booted it.
+            if inside is not None:  # the node runs: remoted again, in its namespaces
+                argv = ["nsenter", "-t", str(inside), "-n", "-m", "-u", "-p", "--",
+                        "setsid", "--fork", remoted]
+                preexec = None
+            else:
+                # Its own pid namespace with a fresh /proc: remoted runs under a small init
+                # (lab/node_init.py) that reaps the node's orphans and outlives remoted.
+                argv = ["setsid", "--fork", "unshare", "--pid", "--fork", "--mount-proc",
+                        "/usr/bin/python3", "-I", "-S", str(NODE_INIT), remoted]
+                preexec = _node_preexec(self.netns(name), name, binds)
             try:
                 proc = subprocess.run(
-                    ["setsid", "--fork", remoted],
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd="/",
-                    env=env, preexec_fn=_node_preexec(self.netns(name), name, binds),
-                    timeout=10, check=False,
+                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    cwd="/", env=env, preexec_fn=preexec, timeout=10, check=False,
                 )
             except (OSError, subprocess.SubprocessError) as exc:
                 # A failing preexec_fn only says "Exception occurred in preexec_fn".
@@ -662,14 +733,14 @@ class PacemakerLab:
         timeout: float = 60,
         check: bool = False,
     ) -> subprocess.CompletedProcess[str]:
-        """Run ARGV inside the node (its net, mount and UTS namespaces). ENV is added to this
+        """Run ARGV inside the node (its net, mount, UTS and pid namespaces). ENV is added to this
         process's environment. A powered-off node has no namespaces to enter: LabError."""
-        pid = self.remoted_pid(name)
+        pid = self.init_pid(name) or self.remoted_pid(name)
         if pid is None:
             raise LabError(f"{name} is powered off: nothing to run {argv[0]} in")
         full_env = None if env is None else {**os.environ, **env}
         return _run(
-            ["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv],
+            ["nsenter", "-t", str(pid), "-n", "-m", "-u", "-p", "--", *argv],
             check=check, timeout=timeout, env=full_env, what=f"{' '.join(argv)} on {name}",
         )
 
@@ -784,6 +855,7 @@ class PacemakerLab:
             path.chmod(0o750)
         PCMK_LOG_DIR.mkdir(parents=True, exist_ok=True)
         RA_TMP_DIR.mkdir(parents=True, exist_ok=True)
+        ensure_control_address()
         if not PCMK_AUTHKEY.exists():
             # remoted and the cluster node authenticate each other with this one key.
             _write_atomic(PCMK_AUTHKEY, os.urandom(4096), 0o640)
@@ -958,6 +1030,8 @@ logging {{
                 with contextlib.suppress(FileNotFoundError):
                     for entry in (PCMK_VAR_LIB / sub).iterdir():
                         entry.unlink()
+        if not other_lab_running:
+            remove_control_address()
         if reg.get("state_dir") == str(self.state_dir):
             REGISTRY.unlink(missing_ok=True)
         self.state_file.unlink(missing_ok=True)
@@ -1023,7 +1097,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "up":
             cmd.add_argument("--computes", default="compute1",
                              help="comma-separated node names (default: compute1)")
+    run = sub.add_parser("exec", help="run a command inside a compute node: exec NODE -- ARGV")
+    run.add_argument("node")
+    run.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if args.command == "exec":
+        command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        try:
+            exec_in_node(args.node, command)
+        except (LabError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     lab = PacemakerLab(args.state_dir or default_state_dir())
     t0 = time.monotonic()

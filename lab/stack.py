@@ -1,8 +1,13 @@
-"""The whole lab: the OpenStack control plane and one IPMI BMC per compute host.
+"""The whole lab: the OpenStack control plane and one IPMI BMC per compute host, and with
+``cluster=True`` the Pacemaker cluster whose pacemaker_remote nodes are those hosts.
 
 A BMC's power-off really stops that host's nova-compute (SIGKILL, as a power cut
 does) and its power-on starts it again, so fencing through the BMC has the effect
-it has on real hardware. State lives under ``$OPENSTACK_HA_LAB`` (default
+it has on real hardware. With the cluster, each compute host is a node of
+lab/pacemaker.py (its own network, mount, UTS and pid namespaces) running both
+pacemaker-remoted and its nova-compute, which reaches the control plane (bound to
+10.251.0.1) over the node's link; a BMC's power-off kills everything in the node and
+its power-on boots remoted and nova-compute again. State lives under ``$OPENSTACK_HA_LAB`` (default
 ``/tmp/openstack-ha-lab``): ``openstack/`` and ``bmc/`` for the two parts,
 ``clouds.yaml`` (cloud ``lab``) and ``hosts.json`` (each compute host's BMC
 address, port, user and password) at the top.
@@ -25,6 +30,7 @@ from typing import Any
 
 from lab.bmc import BmcLab, PowerHooks
 from lab.openstack import OpenStackLab
+from lab.pacemaker import CONTROL_ADDRESS, PacemakerLab, ensure_control_address
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,10 +40,15 @@ def default_state_dir() -> Path:
 
 
 class Lab:
-    def __init__(self, state_dir: Path | None = None) -> None:
+    def __init__(self, state_dir: Path | None = None, *, cluster: bool | None = None) -> None:
         self.state_dir = Path(state_dir or default_state_dir())
-        self.openstack = OpenStackLab(self.state_dir / "openstack")
+        marker = self.state_dir / "cluster"
+        # A CLI or a BMC hook on a running lab finds out which kind it is from the state dir.
+        self.cluster = marker.exists() if cluster is None else cluster
+        self.openstack = OpenStackLab(self.state_dir / "openstack",
+                                      bind_host=CONTROL_ADDRESS if self.cluster else "127.0.0.1")
         self.bmc = BmcLab(self.state_dir / "bmc")
+        self.pacemaker = PacemakerLab(self.state_dir / "pacemaker") if self.cluster else None
 
     @property
     def clouds_yaml(self) -> Path:
@@ -49,17 +60,42 @@ class Lab:
 
     def _hook(self, command: str, host: str) -> list[str]:
         """What a BMC runs on power change: this lab's own CLI, by the same interpreter."""
+        if self.cluster:
+            return ["/usr/bin/env", f"PYTHONPATH={REPO}", sys.executable, "-m", "lab",
+                    "--state-dir", str(self.state_dir), command, host]
         return [
             "/usr/bin/env", f"PYTHONPATH={REPO}", sys.executable, "-m", "lab.openstack",
             command, host, "--state-dir", str(self.openstack.state_dir),
         ]
 
-    def up(self, computes: int = 3, *, token_expiration: int = 3600) -> None:
+    def power_off(self, host: str) -> None:
+        """A power cut of HOST (what its BMC does): with the cluster, every process of the
+        node dies at once, pacemaker-remoted and nova-compute alike."""
+        if self.pacemaker is not None:
+            self.pacemaker.power_off(host)
+        else:
+            self.openstack.kill_compute(host)
+
+    def power_on(self, host: str) -> None:
+        """HOST boots: pacemaker-remoted (with the cluster) and nova-compute start."""
+        if self.pacemaker is not None:
+            self.pacemaker.power_on(host)
+        self.openstack.start_compute(host)
+
+    def up(self, computes: int = 3, *, token_expiration: int = 3600, owned: bool = True) -> None:
+        """``owned``: the cluster belongs to this process (see PacemakerLab.up); a CLI passes
+        False so that its lab outlives it."""
         hosts = [f"compute{i}" for i in range(1, computes + 1)]
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.openstack.up(hosts, token_expiration=token_expiration)
+        if self.pacemaker is not None:
+            (self.state_dir / "cluster").touch()
+            ensure_control_address()
+            self.pacemaker.up(hosts, owned=owned)
+        self.openstack.up(hosts, token_expiration=token_expiration,
+                          computes_in_nodes=self.pacemaker is not None)
         endpoints = self.bmc.up({
-            host: PowerHooks(on=self._hook("start-compute", host), off=self._hook("kill-compute", host))
+            host: PowerHooks(on=self._hook("power-on" if self.cluster else "start-compute", host),
+                             off=self._hook("power-off" if self.cluster else "kill-compute", host))
             for host in hosts
         })
         shutil.copyfile(self.openstack.clouds_yaml, self.clouds_yaml)
@@ -72,9 +108,13 @@ class Lab:
         try:
             self.bmc.down()
         finally:  # a BMC problem must not leave the whole control plane running
-            self.openstack.down()
-            for path in (self.clouds_yaml, self.hosts_json):
-                path.unlink(missing_ok=True)
+            try:
+                self.openstack.down()
+            finally:
+                if self.pacemaker is not None:
+                    self.pacemaker.down()
+                for path in (self.clouds_yaml, self.hosts_json, self.state_dir / "cluster"):
+                    path.unlink(missing_ok=True)
 
     def hosts(self) -> dict[str, dict[str, Any]]:
         return json.loads(self.hosts_json.read_text())
@@ -98,4 +138,6 @@ class Lab:
                 done = self.ipmitool(host, "chassis", "power", "on")
                 if done.returncode != 0:
                     raise RuntimeError(f"cannot power {host} on: {done.stderr.strip()}")
+            elif self.pacemaker is not None and not self.pacemaker.is_powered(host):
+                self.pacemaker.power_on(host)  # the node died without its BMC knowing
         self.openstack.reset()

@@ -206,7 +206,9 @@ def next_entry(current: LedgerEntry | None, wanted: State, now: datetime, by: st
 
     * none, done or failed → requested: a new failure.
     * requested → requested, claimed → requested: unchanged (the fence agent retrying, or
-      fencing again while the evacuation runs: the request is already recorded or served).
+      fencing again while the evacuation runs: the request is already recorded or served),
+      except claimed → requested by the engine holding the claim: a release, so that
+      another engine can take over at once.
     * requested → claimed; claimed → claimed by the same engine (renewal) or by another once
       the claim is ``claim_expiry`` old (takeover after that engine died or its node failed).
     * claimed → done or failed, by the engine holding the claim; done/failed → done/failed
@@ -218,6 +220,9 @@ def next_entry(current: LedgerEntry | None, wanted: State, now: datetime, by: st
                              if current else ""))
     carried = {"prior": current.prior if current else None}
     if wanted is State.REQUESTED:
+        if state is State.CLAIMED and current is not None and current.by == by:
+            # the engine holding the claim hands it back (it is stopping)
+            return LedgerEntry(State.REQUESTED, now, by, note=note, **carried)
         if current is not None and state in (State.REQUESTED, State.CLAIMED):
             return current
         return LedgerEntry(State.REQUESTED, now, by, note=note, **carried)
@@ -248,7 +253,7 @@ class NovaServices(Protocol):
 @dataclass(frozen=True)
 class AttributeMirror:
     """Writes the ``evacuate`` node attribute: ``set(name, value, node)`` and
-    ``delete(name, node)``, e.g. ``agents.pacemaker.set_node_attribute`` and
+    ``delete(name, node)``, e.g. ``nova_evacuate.pacemaker.set_node_attribute`` and
     ``delete_node_attribute``."""
 
     set: Callable[[str, str, str], None]
@@ -307,6 +312,19 @@ class Ledger:
         if found is None or found.state is not State.CLAIMED or found.by != by:
             now_says = format_marker(found) if found else "no marker"
             raise LedgerError(f"claim of {host} by {by} lost: the record now says {now_says}")
+        self._mirror_set(host, entry)
+        return entry
+
+    def release(self, host: str, by: str, now: datetime | None = None) -> LedgerEntry:
+        """Hand the claim of ``by`` back (requested again), so another engine takes over
+        without waiting for the claim to expire. Refused unless ``by`` holds it."""
+        service = self._service(host)
+        current = parse_marker(service.disabled_reason)
+        if current is None or current.state is not State.CLAIMED or current.by != by:
+            raise LedgerError(f"release of {host} by {by} refused: the record says "
+                              + (format_marker(current) if current else "no marker"))
+        entry = next_entry(current, State.REQUESTED, now or self._clock(), by, timedelta(0))
+        self._write(service, entry)
         self._mirror_set(host, entry)
         return entry
 

@@ -17,12 +17,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from os import PathLike
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlencode
+
+from nova_evacuate.plan import Aggregate, Migration, Resources, Server
 
 # Services by UUID: from 2.53 ``PUT /os-services/{id}`` takes status, disabled_reason and
 # forced_down together, and ids are UUIDs, stable across cells (2.11-2.52 addressed a service
 # by host and binary). Reads use it too, so the ids they return are the ones the PUT takes.
 # The evacuation engine pins its own (2.94 keeps an evacuated server ACTIVE; 2.95 stops it).
 SERVICES_MICROVERSION = "2.53"
+# Everything the evacuation engine does to servers: 2.94 is the last microversion where an
+# evacuated server keeps its power state (2.95 lands every evacuated server stopped). It also
+# gives lock reasons (2.73), flavor extra specs in server and flavor lists (2.47, 2.61),
+# migration filters by type and changes-since with paging (2.59, 2.80), and evacuate without
+# onSharedStorage (2.14) or force (2.68): Nova checks the storage itself, and a target host
+# given is still validated by the scheduler.
+ENGINE_MICROVERSION = "2.94"
+# Placement: 1.14 is enough for inventories and usages per provider, with names.
+PLACEMENT_MICROVERSION = "1.14"
+# Gathered per page; Nova's default [api] max_limit is 1000.
+PAGE_SIZE = 1000
 
 # Nova's schema for disabled_reason (os-services update_v253): 1 to 255 characters.
 DISABLED_REASON_MAX = 255
@@ -167,6 +181,100 @@ class Nova:
         """Enable the service; Nova clears its disabled_reason at the same time."""
         return self._update(service_id, {"status": "enabled"}, "enable service")
 
+    # ------------------------------------------------------------------ servers
+
+    def servers(self, *, host: str | None = None, changes_since: datetime | None = None,
+                ids: Iterable[str] | None = None) -> list[Server]:
+        """Servers of every project, on ``host`` and/or changed since ``changes_since``
+        (deleted ones left out); ``ids`` keeps only those. One list call per page."""
+        query: dict[str, Any] = {"all_tenants": "1"}
+        if host:
+            query["host"] = host
+        if changes_since:
+            query["changes-since"] = _nova_format(changes_since)
+        wanted = set(ids) if ids is not None else None
+        found = self._pages("/servers/detail", query, "servers", "list servers", host)
+        return [server_from_wire(s) for s in found
+                if s.get("status") != "DELETED" and (wanted is None or s["id"] in wanted)]
+
+    def evacuation_migrations(self, source_host: str, since: datetime) -> list[Migration]:
+        """Evacuation migrations from ``source_host`` changed since ``since``: one list call
+        per page, whatever the number of servers being tracked."""
+        query = {"source_compute": source_host, "migration_type": "evacuation",
+                 "changes-since": _nova_format(since)}
+        found = self._pages("/os-migrations", query, "migrations", "list migrations",
+                            source_host)
+        return [migration_from_wire(m) for m in found]
+
+    def evacuate(self, server_id: str, host: str | None = None) -> None:
+        body: dict[str, Any] = {"host": host} if host else {}
+        self._action(server_id, {"evacuate": body}, "evacuate")
+
+    def lock(self, server_id: str, reason: str) -> None:
+        self._action(server_id, {"lock": {"locked_reason": reason[:255]}}, "lock")
+
+    def unlock(self, server_id: str) -> None:
+        self._action(server_id, {"unlock": None}, "unlock")
+
+    def reset_state(self, server_id: str, state: Literal["error", "active"]) -> None:
+        self._action(server_id, {"os-resetState": {"state": state}}, "reset state of")
+
+    def stop(self, server_id: str) -> None:
+        self._action(server_id, {"os-stop": None}, "stop")
+
+    def _action(self, server_id: str, body: dict[str, Any], op: str) -> None:
+        self._call("POST", f"/servers/{server_id}/action", f"{op} server", server_id, body,
+                   microversion=ENGINE_MICROVERSION)
+
+    # ------------------------------------------------------------------ what selection reads
+
+    def any_flavor_tagged(self, key: str = "evacuable") -> bool:
+        """Whether any flavor, public or not, has extra spec ``key`` true (one call per page:
+        flavor lists carry extra specs from 2.61)."""
+        from nova_evacuate.plan import is_true
+
+        flavors = self._pages("/flavors/detail", {"is_public": "None"}, "flavors",
+                              "list flavors")
+        return any(is_true((f.get("extra_specs") or {}).get(key, "")) for f in flavors)
+
+    def aggregates(self) -> list[Aggregate]:
+        body = self._call("GET", "/os-aggregates", "list aggregates",
+                          microversion=ENGINE_MICROVERSION)
+        return [Aggregate(a["name"], frozenset(a.get("hosts") or ()), a.get("metadata") or {})
+                for a in body["aggregates"]]
+
+    def tagged_images(self, key: str = "evacuable") -> frozenset[str]:
+        """Ids of the images whose property ``key`` is true; Glance filters on it."""
+        ids: set[str] = set()
+        for value in ("true", "True"):  # Glance's property filter is an exact match
+            path: str | None = "/images?" + urlencode({key: value, "limit": 1000})
+            while path:
+                body = self._call("GET", path, "list evacuable images", service="image")
+                ids |= {i["id"] for i in body.get("images", [])}
+                # "next" is "/v2/images?marker=...", and the proxy's endpoint ends in /v2
+                path = body.get("next", "").removeprefix("/v2") or None
+        return frozenset(ids)
+
+    def free_resources(self, hosts: Iterable[str]) -> dict[str, Resources]:
+        """Free VCPU, MEMORY_MB and DISK_GB per host's resource provider (Placement):
+        (total - reserved) * allocation_ratio - used, capped at max_unit."""
+        wanted = set(hosts)
+        providers = self._call("GET", "/resource_providers", "list resource providers",
+                               service="placement")["resource_providers"]
+        free: dict[str, Resources] = {}
+        for rp in providers:
+            if rp["name"] not in wanted:
+                continue
+            base = f"/resource_providers/{rp['uuid']}"
+            inventories = self._call("GET", f"{base}/inventories", "read inventories of",
+                                     rp["name"], service="placement")["inventories"]
+            usages = self._call("GET", f"{base}/usages", "read usages of", rp["name"],
+                                service="placement")["usages"]
+            free[rp["name"]] = Resources(*(
+                _free(inventories.get(rc), usages.get(rc, 0))
+                for rc in ("VCPU", "MEMORY_MB", "DISK_GB")))
+        return free
+
     def ping(self) -> None:
         """A Keystone token and one admin-only Nova call: what ``monitor`` needs to trust that
         fencing could reach Nova. Raises :class:`NovaError`."""
@@ -179,12 +287,29 @@ class Nova:
         answer = self._call("PUT", f"/os-services/{service_id}", op, service_id, body)
         return ComputeService.from_wire(answer["service"])
 
+    def _pages(self, path: str, query: dict[str, Any], key: str, op: str,
+               target: str | None = None) -> list[dict[str, Any]]:
+        """Every item of a paged Nova list, following marker links."""
+        items: list[dict[str, Any]] = []
+        query = {**query, "limit": PAGE_SIZE}
+        while True:
+            body = self._call("GET", f"{path}?{urlencode(query)}", op, target,
+                              microversion=ENGINE_MICROVERSION)
+            page = body.get(key, [])
+            items += page
+            if len(page) < PAGE_SIZE or not body.get(f"{key}_links"):
+                return items
+            query["marker"] = page[-1]["uuid" if key == "migrations" else "id"]
+
     def _call(self, method: str, path: str, op: str, target: str | None = None,
-              body: dict[str, Any] | None = None) -> Any:
+              body: dict[str, Any] | None = None, *, microversion: str = SERVICES_MICROVERSION,
+              service: str = "compute") -> Any:
         def request() -> Any:
-            # Inside the guard: the first use of .compute authenticates and reads the catalog.
-            return self._conn.compute.request(path, method, json=body,
-                                              microversion=SERVICES_MICROVERSION)
+            # Inside the guard: the first use of a proxy authenticates and reads the catalog.
+            proxy = getattr(self._conn, service)
+            version = PLACEMENT_MICROVERSION if service == "placement" else (
+                microversion if service == "compute" else None)
+            return proxy.request(path, method, json=body, microversion=version)
 
         response = self._guard(op, target, request)
         if response.status_code < 400:
@@ -227,6 +352,43 @@ class Nova:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text[:1000]
+
+
+def _free(inventory: dict[str, Any] | None, used: int) -> int:
+    if not inventory:
+        return 0
+    usable = int((inventory["total"] - inventory.get("reserved", 0))
+                 * inventory.get("allocation_ratio", 1.0)) - used
+    return max(0, min(usable, inventory.get("max_unit", usable)))
+
+
+def _nova_format(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def server_from_wire(body: dict[str, Any]) -> Server:
+    flavor = body.get("flavor") or {}
+    swap_gb = -(-int(flavor.get("swap") or 0) // 1024)
+    image = body.get("image")
+    return Server(
+        id=body["id"], name=body.get("name") or "", status=body.get("status") or "",
+        host=body.get("OS-EXT-SRV-ATTR:host"), task_state=body.get("OS-EXT-STS:task_state"),
+        image_id=image.get("id") if isinstance(image, dict) else None,
+        flavor_name=flavor.get("original_name") or "", vcpus=int(flavor.get("vcpus") or 0),
+        ram_mb=int(flavor.get("ram") or 0),
+        disk_gb=int(flavor.get("disk") or 0) + int(flavor.get("ephemeral") or 0) + swap_gb,
+        flavor_extra_specs=flavor.get("extra_specs") or {}, metadata=body.get("metadata") or {},
+        locked=bool(body.get("locked")), locked_reason=body.get("locked_reason"),
+        project_id=body.get("tenant_id") or "")
+
+
+def migration_from_wire(body: dict[str, Any]) -> Migration:
+    created = _nova_time(body.get("created_at"))
+    return Migration(
+        id=int(body["id"]), server_id=body["instance_uuid"], status=body["status"],
+        source_host=body.get("source_compute"), dest_host=body.get("dest_compute"),
+        created_at=created.timestamp() if created else 0.0,
+        migration_type=body.get("migration_type") or "evacuation")
 
 
 def _http_kind(status: int | None) -> ErrorKind:
@@ -307,3 +469,10 @@ def connect(*, cloud: str | None = None, clouds_yaml: str | PathLike[str] | None
         raise NovaError("auth", text.replace(password, "***") if password else text) from None
     secrets = [password or "", str(region.get_auth_args().get("password") or "")]
     return Nova(openstack.connection.Connection(config=region), secrets=secrets)
+
+
+def connect_from_conf(conf: Any, cloud: str | None = None) -> Nova:
+    """A :class:`Nova` for the ``[cloud]`` options (``cloud`` overrides ``[cloud] cloud``)."""
+    c = conf.cloud
+    return connect(cloud=cloud or c.cloud, clouds_yaml=c.clouds_yaml, region_name=c.region_name,
+                   interface=c.interface, timeout=c.api_timeout)

@@ -33,6 +33,18 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+def pytest_ignore_collect(collection_path, config) -> bool | None:
+    """tests/e2e brings up the lab with its cluster, and there is one lab per machine: it
+    runs alone, in a session of its own (OPENSTACK_HA_E2E=1 pytest tests/e2e), and the other
+    suites never run in that session."""
+    e2e = os.environ.get("OPENSTACK_HA_E2E") == "1"
+    if collection_path.name == "e2e":
+        return not e2e
+    if e2e and collection_path.name in ("unit", "functional", "cluster"):
+        return True
+    return None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the tests of the session's OpenStack lab last.
 
@@ -41,6 +53,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     of the order as collected).
     """
     items.sort(key=lambda item: "openstack_lab" in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(scope="session")
+def require_lab():
+    """``require_lab(*tools)``: skip (or, in CI, fail) unless the lab can run here."""
+    def check(*tools: str) -> None:
+        reason = lab_unavailable(*tools)
+        if reason is not None:
+            skip_or_fail(reason)
+    return check
 
 
 @pytest.fixture(scope="session")

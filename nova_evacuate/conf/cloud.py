@@ -23,6 +23,23 @@ Possible values:
 """,
     ),
     cfg.StrOpt(
+        "clouds_yaml",
+        help="""
+Path of the clouds.yaml to read instead of openstacksdk's search path.
+
+Keep it readable by root only: it holds the password.
+""",
+    ),
+    cfg.StrOpt(
+        "domain",
+        help="""
+DNS domain of the compute hosts' Nova names, when the cluster names them short.
+
+Same meaning as fence_nova's ``domain``: a cluster node ``compute-1`` is the Nova
+host ``compute-1.<domain>``.
+""",
+    ),
+    cfg.StrOpt(
         "region_name",
         help="Region of the Nova endpoint; unset means the one in clouds.yaml.",
     ),

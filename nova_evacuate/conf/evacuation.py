@@ -25,6 +25,13 @@ at all is tagged, every instance is selected. False selects every instance.
         default=[],
         help="Regular expressions; an instance whose name matches one is never evacuated.",
     ),
+    cfg.ListOpt(
+        "exclude_metadata",
+        default=[],
+        help="""
+Server metadata ``key=value`` pairs; an instance whose metadata has one is never evacuated.
+""",
+    ),
     cfg.StrOpt(
         "priority_key",
         default="ha:priority",

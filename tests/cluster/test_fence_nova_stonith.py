@@ -7,61 +7,17 @@ its BMC and really forces its Nova service down.
 
 from __future__ import annotations
 
-import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-import yaml
+from cluster_helpers import nova_service, sh
 
 pytestmark = [pytest.mark.cluster, pytest.mark.lab]
 
 NODE = "compute1"
 
 
-def sh(*argv: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
-    return done
-
-
-@pytest.fixture
-def cluster(pacemaker_lab, clean_lab, tmp_path):
-    """Secrets go to 0600 files the device reads: nothing secret in the CIB."""
-    auth = yaml.safe_load(clean_lab.clouds_yaml.read_text())["clouds"]["lab"]["auth"]
-    bmc = clean_lab.hosts()[NODE]
-    secrets = {"keystone": auth["password"], "bmc": bmc["password"]}
-    files = {}
-    for name, value in secrets.items():
-        path = tmp_path / f"{name}.secret"
-        path.write_text(value + "\n")
-        path.chmod(0o600)
-        files[name] = str(path)
-    keystone = [
-        f"auth_url={auth['auth_url']}", f"username={auth['username']}",
-        f"password_file={files['keystone']}", f"tenant_name={auth['project_name']}",
-        "endpoint_type=internal", "power_timeout=8", "login_timeout=3",
-    ]
-    ipmi = [
-        f"ip={bmc['address']}", f"ipport={bmc['port']}", f"bmc_username={bmc['username']}",
-        f"bmc_password_file={files['bmc']}",
-    ]
-    pacemaker_lab.pcs("property", "set", "stonith-action=off")
-    yield pacemaker_lab, clean_lab, keystone, ipmi, bmc, files
-    pacemaker_lab.pcs("property", "set", "stonith-enabled=false", check=False)
-    pacemaker_lab.pcs("stonith", "level", "clear", check=False)
-    for device in ("fence-nova", "fence-ipmi"):
-        pacemaker_lab.pcs("stonith", "delete", device, check=False)
-    pacemaker_lab.pcs("property", "unset", "stonith-action", check=False)
-    pacemaker_lab.reconnect(NODE)
-    sh("attrd_updater", "-n", "evacuate", "-D", "-N", NODE, check=False)
-
-
-def nova_service(lab):
-    conn = lab.openstack.connection()
-    (svc,) = [s for s in conn.compute.services(binary="nova-compute") if s.host == NODE]
-    return svc
 
 
 def fencing_history() -> list[dict[str, str]]:
@@ -85,7 +41,7 @@ def test_stonith_admin_fences_a_remote_node_through_fence_nova(cluster):
     assert done.returncode == 0, done.stdout + done.stderr
     assert lab.bmc.power_state(NODE) is False
     assert not lab.openstack.compute_running(NODE)
-    svc = nova_service(lab)
+    svc = nova_service(lab, NODE)
     assert svc.is_forced_down and svc.status == "disabled"
     assert svc.disabled_reason.startswith("openstack-ha:v1 evacuation=requested ")
     assert any(e.get("status") == "success" for e in fencing_history())
@@ -113,5 +69,5 @@ def test_topology_of_fence_ipmilan_then_fence_nova_without_power(cluster):
     # fence_ipmilan cut the power through the BMC; fence_nova, trusting the level,
     # marked the host in Nova.
     assert lab.bmc.power_state(NODE) is False
-    svc = nova_service(lab)
+    svc = nova_service(lab, NODE)
     assert svc.is_forced_down and svc.disabled_reason.startswith("openstack-ha:v1 evacuation=")

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cluster_helpers import sh
 
 from lab.pacemaker import FENCE_AGENT_PATH, LabError, PacemakerLab
 
@@ -24,11 +25,6 @@ pytestmark = pytest.mark.cluster
 NODE = "compute1"
 
 
-def sh(*argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
-    return done
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ def test_resource_agents_xml_is_regenerated_from_the_code():
 def test_resource_agents_xml_lists_every_shipped_agent():
     root = ET.parse(REPO / "resource-agents.xml").getroot()
     names = [(a.get("class"), a.get("name")) for a in root.findall("resource-agent")]
-    assert names == [("ocf", "ComputeLiveness"), ("stonith", "fence_nova")]
+    assert names == [("ocf", "ComputeLiveness"), ("ocf", "NovaEvacuate"), ("stonith", "fence_nova")]
 
 
 @pytest.mark.skipif(not DTD.exists(), reason="resource-agents' ra-api-1.dtd is not installed")

@@ -65,6 +65,7 @@ ALLOWED = [
     (FAILED, State.REQUESTED, LATER, "fence_nova", State.REQUESTED, LATER, "fence_nova"),
     (REQUESTED, State.REQUESTED, LATER, "fence_nova", State.REQUESTED, T0, "fence_nova"),
     (CLAIMED, State.REQUESTED, LATER, "fence_nova", State.CLAIMED, T0, ME),
+    (CLAIMED, State.REQUESTED, LATER, ME, State.REQUESTED, LATER, ME),  # a release
     (REQUESTED, State.CLAIMED, LATER, ME, State.CLAIMED, LATER, ME),
     (CLAIMED, State.CLAIMED, LATER, ME, State.CLAIMED, LATER, ME),
     (CLAIMED, State.CLAIMED, MUCH_LATER, OTHER, State.CLAIMED, MUCH_LATER, OTHER),

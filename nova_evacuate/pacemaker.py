@@ -82,3 +82,49 @@ def query_node_attribute(name: str, node: str, timeout: float = 10) -> str | Non
         if match and match["host"] == node:
             return match["value"] or None
     return None
+
+
+def node_attribute_values(name: str, timeout: float = 10) -> dict[str, str]:
+    """The attribute's value on every node that has it (``attrd_updater -Q -A``).
+
+    Raises on any failure other than "not set anywhere", like :func:`query_node_attribute`.
+    """
+    done = _exec(["attrd_updater", "-Q", "-A", "-n", name], timeout)
+    if done.returncode == _EXIT_NO_SUCH or (
+        done.returncode != 0 and _NOT_SET_MESSAGE in done.stderr
+    ):
+        return {}
+    if done.returncode != 0:
+        raise _failure(done)
+    return {m["host"]: m["value"] for m in map(_QUERY_LINE.search, done.stdout.splitlines())
+            if m and m["value"]}
+
+
+class NoCluster(PacemakerError):
+    """Pacemaker does not run here: there is no cluster view to consult."""
+
+
+def remote_nodes_down(timeout: float = 10) -> dict[str, bool]:
+    """Every pacemaker_remote node and whether the cluster sees it down (offline or
+    unclean), from ``crm_mon``. :class:`NoCluster` when Pacemaker does not run here."""
+    import xml.etree.ElementTree as ET
+
+    done = _exec(["crm_mon", "--one-shot", "--output-as=xml"], timeout)
+    if done.returncode != 0:
+        text = f"{done.stdout}\n{done.stderr}".lower()
+        if "not connected" in text or "connection refused" in text or "could not connect" in text:
+            raise NoCluster("Pacemaker is not running on this node")
+        raise _failure(done)
+    try:
+        root = ET.fromstring(done.stdout)
+    except ET.ParseError as exc:
+        raise PacemakerError(f"crm_mon gave unreadable XML: {exc}") from None
+    return {n.get("name", ""): n.get("online") != "true" or n.get("unclean") == "true"
+            for n in root.iter("node") if n.get("type") == "remote"}
+
+
+
+def rejoined(node: str, timeout: float = 10) -> bool:
+    """Whether ``node`` is back in the cluster: a pacemaker_remote node online and clean.
+    (Pacemaker's fencing history does not list unfencing, so the node's state is the sign.)"""
+    return remote_nodes_down(timeout).get(node) is False

@@ -1,0 +1,237 @@
+"""The deployment an operator builds, on the lab with its cluster (``Lab(cluster=True)``):
+the reference configuration of scripts/configure-cluster.sh, plus what the end-to-end tests,
+the demo and the MTTR benchmark do to it (break a node, watch, bring it back).
+
+Secrets go to 0600 files under the lab's state dir; the settings file the script reads and
+the engine's configuration file sit beside them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab import workload
+from lab.pacemaker import CONTROLLER, NETNS_PREFIX
+from lab.stack import REPO, Lab
+
+TIMELINE = Path("/var/log/openstack-ha/timeline.jsonl")
+# With three compute nodes, two may fail one after the other; all three at once is braked.
+MAX_DOWN_PERCENT = 70
+LIVENESS_CHECKS = ("process:nova-compute; "
+                   "cmd:/usr/bin/test ! -e /run/resource-agents/ohalab-broken")
+
+
+def _sh(*argv: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: "
+                           f"{(done.stderr or done.stdout).strip()[-500:]}")
+    return done
+
+
+class Deployment:
+    def __init__(self, lab: Lab) -> None:
+        if lab.pacemaker is None:
+            raise ValueError("the deployment needs the lab with its cluster (Lab(cluster=True))")
+        self.lab = lab
+        self.pcmk = lab.pacemaker
+        self.dir = lab.state_dir / "ha"
+        self.hosts = sorted(lab.bmc.endpoints())
+
+    # ------------------------------------------------------------------ configuration
+
+    def _secret(self, name: str, value: str) -> Path:
+        path = self.dir / f"{name}.secret"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value + "\n")
+        return path
+
+    def auth(self) -> dict[str, str]:
+        """Keystone credentials of cloud ``lab`` (clouds.yaml)."""
+        return yaml.safe_load(self.lab.clouds_yaml.read_text())["clouds"]["lab"]["auth"]
+
+    def write_settings(self) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        auth = self.auth()
+        lines = [f'COMPUTES="{" ".join(self.hosts)}"',
+                 f"AUTH_URL={auth['auth_url']}", f"OS_USERNAME={auth['username']}",
+                 f"OS_PROJECT={auth['project_name']}",
+                 f"OS_PASSWORD_FILE={self._secret('keystone', auth['password'])}",
+                 f"ENGINE_CONFIG={self.engine_config()}",
+                 f'LIVENESS_CHECKS="{LIVENESS_CHECKS}"',
+                 f"MAX_DOWN_PERCENT={MAX_DOWN_PERCENT}"]
+        for host, bmc in self.lab.bmc.endpoints().items():
+            v = host.replace("-", "_")
+            lines += [f"BMC_ADDRESS_{v}={bmc.address}", f"BMC_PORT_{v}={bmc.port}",
+                      f"BMC_USERNAME_{v}={bmc.username}",
+                      f"BMC_PASSWORD_FILE_{v}={self._secret(f'bmc-{host}', bmc.password)}"]
+        path = self.dir / "settings.sh"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def engine_config(self) -> Path:
+        path = self.dir / "openstack-ha.conf"
+        path.write_text(
+            f"[cloud]\ncloud = lab\nclouds_yaml = {self.lab.clouds_yaml}\n"
+            "[evacuation]\npoll_interval = 1\n"
+            f"[safety]\nmax_down_fraction = {MAX_DOWN_PERCENT / 100}\n")
+        return path
+
+    def configure(self, timeout: float = 240) -> None:
+        """Run the reference configuration script, then wait until every node serves."""
+        settings = self.write_settings()
+        _sh("bash", str(REPO / "scripts/configure-cluster.sh"), str(settings), timeout=300)
+        self.wait_serving(timeout)
+
+    # ------------------------------------------------------------------ state
+
+    def crm_mon(self) -> ET.Element:
+        return self.pcmk.crm_mon_xml()
+
+    def started_on(self, resource: str) -> set[str]:
+        """Nodes where ``resource`` (or its clone instances) runs."""
+        mon = self.crm_mon()
+        return {n.get("name", "") for r in mon.iter("resource")
+                if r.get("id", "").split(":")[0] == resource and r.get("role") == "Started"
+                for n in r.iter("node")}
+
+    def serving(self) -> bool:
+        try:
+            live = self.started_on("liveness")
+            engine = self.started_on("nova-evacuate")
+        except Exception:
+            return False
+        return set(self.hosts) <= live and engine == {CONTROLLER}
+
+    def wait_serving(self, timeout: float = 240) -> None:
+        workload.wait_for(self.serving, timeout, "liveness on every compute, nova-evacuate up", 1)
+
+    def service(self, host: str) -> Any:
+        conn = self.lab.openstack.connection()
+        (svc,) = [s for s in conn.compute.services(binary="nova-compute") if s.host == host]
+        return svc
+
+    def ledger(self, host: str) -> Any:
+        from nova_evacuate.ledger import parse_marker
+
+        return parse_marker(self.service(host).disabled_reason)
+
+    def fenced(self, host: str, since: float) -> bool:
+        """Pacemaker fenced ``host`` (successfully) after ``since`` (epoch seconds)."""
+        out = _sh("stonith_admin", "--history", host, "--output-as=xml", check=False).stdout
+        if not out.strip():
+            return False
+        for event in ET.fromstring(out).iter("fence_event"):
+            if event.get("status") == "success" and event.get("action") in ("off", "reboot"):
+                completed = event.get("completed", "")
+                try:
+                    when = time.mktime(time.strptime(completed[:19], "%Y-%m-%d %H:%M:%S"))
+                except ValueError:
+                    continue
+                if when >= since - 1:
+                    return True
+        return False
+
+    @staticmethod
+    def events(since: float, host: str | None = None) -> list[dict[str, Any]]:
+        """Timeline events from ``since`` (epoch seconds) on."""
+        if not TIMELINE.exists():
+            return []
+        found = []
+        for line in TIMELINE.read_text().splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("ts", 0) >= since and (host is None or event.get("host") == host):
+                found.append(event)
+        return sorted(found, key=lambda e: e["ts"])
+
+    @staticmethod
+    def mark(event: str, host: str, **fields: Any) -> float:
+        """Record a lab event (``failure_injected``) in the timeline; its time."""
+        from nova_evacuate import timeline
+
+        now = time.time()
+        timeline.record(event, host, at=now, by="lab", **fields)
+        return now
+
+    # ------------------------------------------------------------------ failures
+
+    def _veth(self, host: str) -> str:
+        index = self.pcmk._index(host)
+        return f"{NETNS_PREFIX}h{index}"
+
+    def kill_remoted(self, host: str) -> None:
+        pid = self.pcmk.remoted_pid(host)
+        if pid is None:
+            raise RuntimeError(f"{host}: pacemaker-remoted is not running")
+        os.kill(pid, signal.SIGKILL)
+
+    def cut_link(self, host: str) -> None:
+        _sh("ip", "link", "set", self._veth(host), "down")
+
+    def restore_link(self, host: str) -> None:
+        _sh("ip", "link", "set", self._veth(host), "up", check=False)
+
+    def hang(self, host: str) -> None:
+        for pid in self.pcmk.node_pids(host):
+            os.kill(pid, signal.SIGSTOP)
+
+    def unhang(self, host: str) -> None:
+        for pid in self.pcmk.node_pids(host):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+    def break_check(self, host: str) -> None:
+        """Makes the node's second critical check (a cmd: check) fail."""
+        (self.pcmk.node_ra_dir(host) / "ohalab-broken").write_text("broken by the lab\n")
+
+    def repair_check(self, host: str) -> None:
+        (self.pcmk.node_ra_dir(host) / "ohalab-broken").unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ back to healthy
+
+    def heal(self, timeout: float = 300, serving: Any = None) -> None:
+        """Every node powered, linked, running and serving (``serving()``, by default the
+        reference configuration's); no servers; Nova clean."""
+        serving = serving or self.serving
+        for host in self.hosts:
+            self.lab.bmc.set_fault(host, "none")
+            self.restore_link(host)
+            self.unhang(host)
+            self.repair_check(host)
+            if not self.lab.bmc.power_state(host):
+                done = self.lab.ipmitool(host, "chassis", "power", "on")
+                if done.returncode != 0:
+                    raise RuntimeError(f"cannot power {host} on: {done.stderr.strip()}")
+            else:
+                self.lab.power_on(host)  # remoted or nova-compute killed: start them again
+        deadline = time.monotonic() + timeout
+        while True:
+            _sh("crm_resource", "--cleanup", check=False)
+            try:
+                workload.wait_for(serving, 30, "the cluster serving", 1)
+                break
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+                # A node the cluster still wants fenced (fencing was refused): the lab
+                # knows it is fine, as an operator would after checking the host.
+                for host in self.hosts:
+                    if not self.pcmk.remote_ready(host):
+                        _sh("stonith_admin", "--confirm", host, check=False)
+        self.lab.openstack.reset()
+        for host in self.hosts:
+            _sh("attrd_updater", "-n", "evacuate", "-D", "-N", host, check=False)

@@ -1,0 +1,267 @@
+"""``nova-evacuate HOST``: the evacuation engine by hand.
+
+    nova-evacuate HOST [--dry-run] [--wait] [--json] [--force] [--config-file FILE] [--cloud NAME]
+
+Runs the same engine as ``ocf:openstack-ha:NovaEvacuate``, in the foreground, to the end:
+the safety gates, the ledger (request if nobody did, claim, done or failed), the plan, the
+evacuations and their tracking. On a terminal the progress of every instance is redrawn in
+place; otherwise each change is one line.
+
+``--dry-run`` prints the plan (what moves, in which order, where to, what is left and why,
+the capacity verdict, what the gates say) and changes nothing. ``--wait``: when another
+engine (the cluster's NovaEvacuate) holds the host's evacuation, follow it until it ends
+instead of exiting 3. ``--force`` overrides the mass-failure brake, never the check that
+Nova sees the host down. ``--json`` prints the plan or the report as one JSON document.
+
+Exit codes: 0 every planned instance finished (dry run: the plan is complete and the gates
+pass); 1 some instance failed or timed out (dry run: a capacity shortfall), or the run
+could not finish; 2 bad command line or configuration; 3 a safety gate refused, or another
+engine holds the evacuation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from typing import Any, TextIO
+
+from nova_evacuate.logsetup import setup_logging
+
+LOG = logging.getLogger("nova_evacuate.cli")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own exit code is 2 as well
+        self.print_usage(sys.stderr)
+        print(f"nova-evacuate: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="nova-evacuate", description=__doc__.split("\n\n")[1],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("host", help="the failed compute host, as Nova or the cluster names it")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    p.add_argument("--wait", action="store_true",
+                   help="if another engine holds the evacuation, follow it to its end")
+    p.add_argument("--json", action="store_true", help="print the plan or report as JSON")
+    p.add_argument("--force", action="store_true", help="override the mass-failure brake")
+    p.add_argument("--config-file", action="append", dest="config_files", metavar="FILE",
+                   help="oslo.config file (default /etc/openstack-ha/openstack-ha.conf)")
+    p.add_argument("--cloud", help="clouds.yaml entry (overrides [cloud] cloud)")
+    p.add_argument("--debug", action="store_true", help="log debug messages")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    interactive = sys.stdout.isatty() and not args.json and not args.dry_run
+    setup_logging("nova-evacuate", debug=args.debug)
+    if interactive and not args.debug:
+        logging.getLogger().setLevel(logging.WARNING)  # the live table says it all
+    try:
+        return _main(args, interactive)
+    except KeyboardInterrupt:
+        print("nova-evacuate: interrupted; evacuations already sent go on in Nova, and the"
+              " claim expires so another run resumes", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _main(args: argparse.Namespace, interactive: bool) -> int:
+    from oslo_config import cfg
+
+    from nova_evacuate import conf as confmod
+    from nova_evacuate import engine as engine_mod
+    from nova_evacuate.ledger import Ledger, LedgerError
+    from nova_evacuate.nova import NovaError, connect_from_conf
+
+    try:
+        conf = confmod.load(args.config_files)
+    except (cfg.Error, ValueError) as exc:
+        return _fail(EXIT_USAGE, f"configuration: {exc}")
+    settings = engine_mod.Settings.from_conf(conf)
+    display = Display(sys.stdout, interactive) if not args.json else None
+    try:
+        nova = connect_from_conf(conf, args.cloud)
+        ledger = Ledger(nova, _mirror(), domain=settings.domain)
+        engine = engine_mod.Engine(nova, ledger, settings,
+                                   progress=display.update if display else lambda t: None)
+        if args.dry_run:
+            return _dry_run(engine, args)
+        try:
+            report = engine.run(args.host, force=args.force)
+        except engine_mod.ClaimLost as exc:
+            if not args.wait:
+                return _fail(EXIT_REFUSED, f"{exc} (--wait follows that run)")
+            return _follow(ledger, args.host, settings.poll_interval)
+    except engine_mod.Refused as exc:
+        return _fail(EXIT_REFUSED, str(exc))
+    except (NovaError, LedgerError) as exc:
+        return _fail(EXIT_FAILED, str(exc))
+    if display:
+        display.finish(report)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"nova-evacuate: {message}", file=sys.stderr)
+    return code
+
+
+def _mirror():
+    """The Pacemaker node attribute mirror, where this runs on a cluster node."""
+    if shutil.which("attrd_updater") is None or not os.path.exists("/var/lib/pacemaker"):
+        return None
+    from nova_evacuate import pacemaker
+    from nova_evacuate.ledger import AttributeMirror
+
+    def set_quietly(name: str, value: str, node: str) -> None:
+        try:
+            pacemaker.set_node_attribute(name, value, node)
+        except pacemaker.PacemakerError as exc:  # Nova holds the truth; the mirror is a hint
+            LOG.warning("node attribute %s=%s on %s not written: %s", name, value, node, exc)
+
+    def delete_quietly(name: str, node: str) -> None:
+        try:
+            pacemaker.delete_node_attribute(name, node)
+        except pacemaker.PacemakerError as exc:
+            LOG.warning("node attribute %s on %s not removed: %s", name, node, exc)
+
+    return AttributeMirror(set=set_quietly, delete=delete_quietly)
+
+
+def _dry_run(engine: Any, args: argparse.Namespace) -> int:
+    from nova_evacuate.engine import Refused
+
+    try:
+        engine.check_gates(args.host, force=args.force)
+        gates = "pass"
+    except Refused as exc:
+        gates = f"REFUSED: {exc}"
+    host = engine.service(args.host).host
+    plan, _ = engine.plan(host)
+    if args.json:
+        print(json.dumps(plan_dict(plan, gates), indent=2))
+    else:
+        print(render_plan(plan, gates))
+    if gates != "pass":
+        return EXIT_REFUSED
+    return EXIT_OK if plan.capacity_ok else EXIT_FAILED
+
+
+def plan_dict(plan: Any, gates: str) -> dict[str, Any]:
+    return {
+        "host": plan.host, "gates": gates, "selection": plan.tagging,
+        "capacity_ok": plan.capacity_ok, "shortfall": list(plan.shortfall),
+        "moves": [{"order": i, "phase": m.phase, "id": m.server.id, "name": m.server.name,
+                   "status": m.server.status, "flavor": m.server.flavor_name,
+                   "vcpus": m.server.vcpus, "ram_mb": m.server.ram_mb, "target": m.target,
+                   "reset_first": m.reset_first}
+                  for i, m in enumerate(plan.moves, 1)],
+        "skipped": [{"id": s.server.id, "name": s.server.name, "reason": s.reason}
+                    for s in plan.skipped],
+    }
+
+
+def render_plan(plan: Any, gates: str) -> str:
+    lines = [f"Evacuation plan for {plan.host} (dry run: nothing changed)",
+             f"gates: {gates}", f"selection: {plan.tagging}", ""]
+    if plan.moves:
+        lines.append(f"{'#':>3}  {'phase':>5}  {'name':<24} {'status':<8} {'flavor':<12}"
+                     f" {'vcpu':>4} {'ram MB':>7}  target")
+        for i, m in enumerate(plan.moves, 1):
+            s = m.server
+            target = m.target or "(scheduler: no room found)"
+            lines.append(f"{i:>3}  {m.phase:>5}  {s.name[:24]:<24} {s.status:<8}"
+                         f" {s.flavor_name[:12]:<12} {s.vcpus:>4} {s.ram_mb:>7}  {target}"
+                         + ("  [state reset first]" if m.reset_first else ""))
+    else:
+        lines.append("nothing to evacuate")
+    for s in plan.skipped:
+        lines.append(f"  left: {s.server.name} ({s.server.id}): {s.reason}")
+    lines.append("")
+    if plan.capacity_ok:
+        lines.append(f"capacity: OK, the surviving hosts can take all {len(plan.moves)}")
+    else:
+        lines.append(f"capacity: SHORTFALL: no surviving host has room for"
+                     f" {len(plan.shortfall)} of {len(plan.moves)} instances")
+    return "\n".join(lines)
+
+
+def _follow(ledger: Any, host: str, interval: float) -> int:
+    from nova_evacuate.ledger import FINISHED, State
+
+    print(f"nova-evacuate: {host} is being evacuated by another engine; following it",
+          file=sys.stderr)
+    while True:
+        entry = ledger.read(host)
+        if entry is None or entry.state in FINISHED:
+            break
+        time.sleep(max(interval, 1.0))
+    if entry is None:
+        print(f"{host}: no evacuation recorded any more (the host was returned)")
+        return EXIT_OK
+    print(f"{host}: evacuation {entry.state} by {entry.by}: {entry.evacuated} done,"
+          f" {entry.failed} failed" + (f" ({entry.note})" if entry.note else ""))
+    return EXIT_OK if entry.state is State.DONE else EXIT_FAILED
+
+
+class Display:
+    """Per-instance progress: redrawn in place on a terminal, one line per change otherwise."""
+
+    def __init__(self, out: TextIO, interactive: bool) -> None:
+        self.out = out
+        self.interactive = interactive
+        self.rows: dict[str, Any] = {}
+        self.drawn = 0
+        self.t0 = time.monotonic()
+
+    def update(self, track: Any) -> None:
+        self.rows[track.server.id] = track
+        if self.interactive:
+            self._redraw()
+        else:
+            where = f" on {track.dest}" if track.dest else ""
+            reason = f": {track.reason}" if track.reason and track.state != "done" else ""
+            self.out.write(f"{time.monotonic() - self.t0:7.1f}s {track.server.name}"
+                           f" ({track.server.id}) {track.state}{where}{reason}\n")
+            self.out.flush()
+
+    def _redraw(self) -> None:
+        width = shutil.get_terminal_size((100, 24)).columns
+        lines = []
+        for t in self.rows.values():
+            line = f"  {t.server.name[:28]:<28} {t.state:<11} {t.dest or '':<16} {t.reason}"
+            lines.append(line[:width - 1])
+        done = sum(t.state == "done" for t in self.rows.values())
+        lines.append(f"  {done}/{len(self.rows)} done, {time.monotonic() - self.t0:.0f}s")
+        if self.drawn:
+            self.out.write(f"\x1b[{self.drawn}F")
+        self.out.write("".join(f"\x1b[2K{line}\n" for line in lines))
+        self.out.flush()
+        self.drawn = len(lines)
+
+    def finish(self, report: Any) -> None:
+        self.out.write(f"{report.host}: {report.count('done')} done, {report.count('failed')}"
+                       f" failed, {report.count('timed out')} timed out,"
+                       f" {len(report.plan.skipped)} left by selection;"
+                       f" ledger {report.ledger.state if report.ledger else 'not updated'}\n")
+        for t in report.tracks:
+            if t.state != "done":
+                self.out.write(f"  {t.server.name} ({t.server.id}): {t.state}: {t.reason}\n")
+        for s in report.plan.skipped:
+            self.out.write(f"  left: {s.server.name} ({s.server.id}): {s.reason}\n")
+        self.out.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,585 @@
+"""The whole evacuation path of one failed host: gates, claim, plan, evacuate, track, finish.
+
+:meth:`Engine.run` in order:
+
+1. Gates. Nova must show the host's nova-compute down or forced down (Nova refuses to
+   evacuate otherwise, and a host it sees up may be running its instances). Unless the
+   operator forces it, the mass-failure brake (:func:`plan.mass_failure_brake`) must be off.
+2. Ledger: record the request if nobody did (a run by hand), then claim the host; the claim
+   is renewed while the run lasts and a run that loses it stops issuing work.
+3. Plan (:mod:`nova_evacuate.plan`) from what Nova, Glance and Placement say now, including
+   what an earlier run already did: evacuation migrations from the host since shortly
+   before the request are read first, so a server evacuated (or being evacuated) by a run
+   that was killed is tracked, never evacuated a second time.
+4. Execute, one thread: evacuate requests go out in plan order, phase by phase, within
+   ``max_concurrency`` and ``per_host_concurrency`` (by target host), ``stagger`` apart;
+   each server is locked with a reason first (which carries its original status, so a
+   resumed run can still restore it) and unlocked when it ends. Progress is read from
+   ``os-migrations`` with one filtered list call per poll, and server states with one
+   ``changes-since`` list call when migrations finished, never one GET per server.
+   A failed migration is retried up to ``migration_retries`` times, a failed API call up to
+   ``api_retries`` times, each server's budget apart; a server still unfinished after
+   ``instance_timeout`` is reported timed out. A stopped server is stopped again where
+   Nova did not keep it so (after a state reset).
+5. Ledger: done when every planned server finished on another host, else failed, with the
+   counts.
+
+One loop decides, and a few threads send: each server costs two requests before its
+evacuation starts (lock, evacuate; about 0.2 s each), so the requests of one round go out
+``SUBMIT_THREADS`` at a time; every decision (what to send, what finished, what to retry)
+stays in the loop's thread, and a track is only touched by one sender at a time.
+
+The Keystone session re-authenticates by itself when its token expires; a Nova API outage
+during tracking only delays polling (the per-server timeout still bounds the run).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from nova_evacuate import plan as planning
+from nova_evacuate import timeline
+from nova_evacuate.ledger import FINISHED, Ledger, LedgerEntry, LedgerError, State
+from nova_evacuate.nova import ComputeService, Nova, NovaError
+from nova_evacuate.plan import Inventory, Migration, Plan, Planned, Policy, Server, ServiceState
+
+LOG = logging.getLogger(__name__)
+
+LOCK_PREFIX = "openstack-ha: evacuating from"
+# Requests of one round sent at once (lock, state reset, evacuate per server).
+SUBMIT_THREADS = 4
+# How far before the request migrations are still read as this episode's: covers a claim
+# renewed by a run that then died, and clock skew between Nova and the fence agent.
+LOOKBACK = timedelta(minutes=15)
+
+
+def engine_id() -> str:
+    """``<node>/<pid>``, the ledger's ``by`` for an engine."""
+    node = socket.gethostname().split(".", 1)[0] or "engine"
+    return f"{node}/{os.getpid()}"
+
+
+class Refused(Exception):
+    """A safety gate refused to act; the message says which and why."""
+
+
+class ClaimLost(Exception):
+    """Another engine holds the host's evacuation."""
+
+
+class Stopped(Exception):
+    """The engine was asked to stop; its claim was handed back for another to resume."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The ``[evacuation]`` and ``[safety]`` options the engine reads."""
+
+    policy: Policy = field(default_factory=Policy)
+    max_concurrency: int = 10
+    per_host_concurrency: int = 4
+    stagger: float = 0.0
+    instance_timeout: float = 600.0
+    poll_interval: float = 2.0
+    migration_retries: int = 1
+    api_retries: int = 3
+    max_down_fraction: float = 0.5
+    max_down_per_aggregate: int = 0
+    claim_expiry: float = 300.0
+    domain: str | None = None
+
+    @classmethod
+    def from_conf(cls, conf: Any) -> Settings:
+        ev, safety = conf.evacuation, conf.safety
+        return cls(
+            policy=Policy(instance_filtering=ev.instance_filtering,
+                          exclude_names=tuple(ev.exclude_names),
+                          exclude_metadata=tuple(ev.exclude_metadata),
+                          priority_key=ev.priority_key, reserved_hosts=tuple(ev.reserved_hosts),
+                          reserved_aggregate=ev.reserved_aggregate),
+            max_concurrency=ev.max_concurrency, per_host_concurrency=ev.per_host_concurrency,
+            stagger=ev.stagger, instance_timeout=ev.instance_timeout,
+            poll_interval=ev.poll_interval, migration_retries=ev.migration_retries,
+            api_retries=ev.api_retries, max_down_fraction=safety.max_down_fraction,
+            max_down_per_aggregate=safety.max_down_per_aggregate,
+            claim_expiry=safety.claim_expiry, domain=conf.cloud.domain)
+
+
+# What happens to one planned server, in order; the last three are ends.
+PENDING, SUBMITTED, RESTORING, DONE, FAILED, TIMED_OUT = (
+    "pending", "evacuating", "restoring", "done", "failed", "timed out")
+ENDS = frozenset({DONE, FAILED, TIMED_OUT})
+
+
+@dataclass
+class Track:
+    """One planned server's progress through the run."""
+
+    move: Planned
+    original_status: str
+    state: str = PENDING
+    reason: str = ""
+    dest: str | None = None
+    attempts: int = 0  # evacuate requests Nova accepted
+    api_failures: int = 0
+    last_migration_id: int = 0  # migrations up to this id are from before our last request
+    started: float | None = None  # clock() of the first request
+    not_before: float = 0.0  # clock() before which no new request is sent
+    uncertain: bool = False  # the last request failed without an answer; look before resending
+    we_locked: bool = False
+    reset_done: bool = False
+
+    @property
+    def server(self) -> Server:
+        return self.move.server
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.server.id, "name": self.server.name, "phase": self.move.phase,
+                "state": self.state, "reason": self.reason, "from_status": self.original_status,
+                "target": self.move.target, "dest": self.dest, "attempts": self.attempts}
+
+
+@dataclass
+class Report:
+    host: str
+    plan: Plan
+    tracks: list[Track]
+    ok: bool = False
+    ledger: LedgerEntry | None = None
+
+    def count(self, *states: str) -> int:
+        return sum(t.state in states for t in self.tracks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "ok": self.ok, "done": self.count(DONE),
+                "failed": self.count(FAILED), "timed_out": self.count(TIMED_OUT),
+                "instances": [t.as_dict() for t in self.tracks],
+                "skipped": [{"id": s.server.id, "name": s.server.name, "reason": s.reason}
+                            for s in self.plan.skipped],
+                "shortfall": list(self.plan.shortfall),
+                "ledger": self.ledger.state.value if self.ledger else None}
+
+
+def lock_reason(host: str, status: str) -> str:
+    return f"{LOCK_PREFIX} {host} (was {status})"
+
+
+def locked_by_us(server: Server) -> str | None:
+    """The original status a lock of ours recorded, or None when the lock is not ours."""
+    reason = server.locked_reason or ""
+    if not (server.locked and reason.startswith(LOCK_PREFIX) and reason.endswith(")")):
+        return None
+    return reason.rpartition("(was ")[2][:-1] or None
+
+
+class Engine:
+    """Evacuates failed hosts through ``nova`` and records it in ``ledger``."""
+
+    def __init__(self, nova: Nova, ledger: Ledger, settings: Settings, *, by: str | None = None,
+                 progress: Callable[[Track], None] = lambda track: None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 stopping: Callable[[], bool] = lambda: False) -> None:
+        self.nova = nova
+        self.stopping = stopping
+        self._progress_lock = threading.Lock()
+        self.ledger = ledger
+        self.settings = settings
+        self.by = by or engine_id()
+        self._progress = progress
+        self.clock = clock
+        self.sleep = sleep
+        self.now = now
+
+    def progress(self, track: Track) -> None:
+        with self._progress_lock:  # senders report from their threads
+            self._progress(track)
+
+    # ------------------------------------------------------------------ gates
+
+    def service(self, host: str) -> ComputeService:
+        return self.nova.compute_service(host, self.settings.domain)
+
+    def check_gates(self, host: str, *, force: bool = False) -> ComputeService:
+        """The host's service, or :class:`Refused` naming the gate that stopped it."""
+        service = self.service(host)
+        if service.state == "up" and not service.forced_down:
+            raise Refused(f"Nova sees {service.host} up and not forced down: refusing to"
+                          f" evacuate a host that may still run its instances")
+        if not force:
+            brake = self.brake(service.host)
+            if brake.engaged:
+                raise Refused(f"mass-failure brake: {brake.reason}"
+                              f" (nova-evacuate {service.host} --force overrides)")
+        return service
+
+    def brake(self, host: str) -> planning.Brake:
+        services = [ServiceState(s.host, s.state == "down" or s.forced_down)
+                    for s in self.nova.compute_services()]
+        aggregates = self.nova.aggregates() if self.settings.max_down_per_aggregate else []
+        return planning.mass_failure_brake(services, aggregates, host,
+                                           self.settings.max_down_fraction,
+                                           self.settings.max_down_per_aggregate)
+
+    # ------------------------------------------------------------------ plan
+
+    def inventory(self, host: str, since: datetime) -> tuple[Inventory, list[Migration]]:
+        nova, policy = self.nova, self.settings.policy
+        on_host = nova.servers(host=host)
+        migrations = nova.evacuation_migrations(host, since)
+        here = {s.id for s in on_host}
+        moved_ids = {m.server_id for m in migrations} - here
+        moved = nova.servers(changes_since=since, ids=moved_ids) if moved_ids else []
+        filtering = policy.instance_filtering
+        services = [s for s in nova.compute_services()
+                    if s.host != host and s.state == "up" and not s.forced_down
+                    and s.status == "enabled"]
+        aggregates = nova.aggregates()
+        inventory = Inventory(
+            host=host, servers=[*on_host, *moved],
+            tagged_images=nova.tagged_images() if filtering else frozenset(),
+            any_tagged_flavor=nova.any_flavor_tagged() if filtering else False,
+            aggregates=aggregates,
+            free=nova.free_resources(s.host for s in services))
+        return inventory, migrations
+
+    def plan(self, host: str, since: datetime | None = None) -> tuple[Plan, list[Migration]]:
+        since = since or self.now() - LOOKBACK
+        inventory, migrations = self.inventory(host, since)
+        return planning.make_plan(inventory, self.settings.policy), migrations
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, host: str, *, force: bool = False) -> Report:
+        """Evacuate ``host`` to the end. Raises :class:`Refused` (a gate), :class:`ClaimLost`
+        (another engine has it), NovaError or LedgerError (cannot start)."""
+        service = self.check_gates(host, force=force)
+        host = service.host
+        entry = self.ledger.read(host)
+        if entry is None or entry.state in FINISHED:
+            entry = self.ledger.request(host, by=self.by, note="by hand")
+        requested_at = entry.at
+        expiry = timedelta(seconds=self.settings.claim_expiry)
+        if entry.state is State.CLAIMED and entry.by != self.by:
+            if holder_dead_here(entry.by, self.by):
+                expiry = timedelta(0)  # its engine died on this very node: no need to wait
+            if self.now() - entry.at >= expiry:
+                LOG.warning("%s: taking over the evacuation claimed by %s at %s", host,
+                            entry.by, entry.at.isoformat())
+        try:
+            self.ledger.claim(host, self.by, self.now(), expiry)
+        except LedgerError as exc:
+            raise ClaimLost(str(exc)) from None
+        LOG.info("%s: evacuation claimed by %s", host, self.by)
+        timeline.record("claimed", host, by=self.by)
+        since = requested_at - LOOKBACK
+        plan, migrations = self.plan(host, since)
+        if plan.shortfall:
+            LOG.warning("%s: capacity shortfall: no surviving host has room for %d of %d"
+                        " instances; trying them anyway", host, len(plan.shortfall), len(plan.moves))
+        for skipped in plan.skipped:
+            LOG.info("%s: leaving %s (%s): %s", host, skipped.server.name, skipped.server.id,
+                     skipped.reason)
+        report = Report(host, plan, [self._track(m, host) for m in plan.moves])
+        self._resume(report.tracks, migrations, host)
+        try:
+            self._execute(report, since)
+        except Stopped:
+            self._release(host)
+            raise
+        finally:
+            self._unlock_all(report.tracks)
+        report.ok = all(t.state == DONE for t in report.tracks)
+        report.ledger = self._finish(report)
+        return report
+
+    def _track(self, move: Planned, host: str) -> Track:
+        server = move.server
+        ours = locked_by_us(server)
+        return Track(move, original_status=ours or server.status, we_locked=ours is not None,
+                     reset_done=ours is not None and server.status == "ERROR")
+
+    def _resume(self, tracks: list[Track], migrations: list[Migration], host: str) -> None:
+        """Pick up what an earlier run did: servers already moved are done (after the usual
+        verification), evacuations under way are tracked, not sent again."""
+        latest = _latest(migrations)
+        for track in tracks:
+            m = latest.get(track.server.id)
+            if m is None:
+                continue
+            moved_away = track.server.host != host
+            if not m.finished or (m.succeeded and moved_away):
+                track.state, track.started, track.dest = SUBMITTED, self.clock(), m.dest_host
+                track.attempts = 1
+                track.last_migration_id = m.id - 1  # this migration is the one to follow
+                LOG.info("%s: %s already %s by an earlier run", host, track.server.name,
+                         "evacuated" if m.finished else "evacuating")
+            else:
+                track.last_migration_id = m.id  # an old or failed one: evacuate anew
+
+    def _execute(self, report: Report, since: datetime) -> None:
+        s = self.settings
+        host = report.host
+        phases = [[t for t in report.tracks if t.move.phase == p]
+                  for p in sorted({t.move.phase for t in report.tracks}, reverse=True)]
+        last_renewal = self.clock()
+        with ThreadPoolExecutor(SUBMIT_THREADS, thread_name_prefix="evacuate") as senders:
+            for phase in phases:
+                while not all(t.state in ENDS for t in phase):
+                    if self.stopping():
+                        raise Stopped(f"{host}: stopping; evacuations sent go on in Nova")
+                    if self.clock() - last_renewal > s.claim_expiry / 3:
+                        self._renew(host)
+                        last_renewal = self.clock()
+                    batch = self._next_batch(report.tracks, phase)
+                    if s.stagger:
+                        for i, track in enumerate(batch):
+                            if i:
+                                self.sleep(s.stagger)
+                            self._submit(track, host)
+                    else:
+                        list(senders.map(lambda t: self._submit(t, host), batch))
+                    if all(t.state in ENDS for t in phase):
+                        break
+                    self.sleep(s.poll_interval)
+                    self._poll(report.tracks, host, since)
+
+    def _next_batch(self, tracks: list[Track], phase: list[Track]) -> list[Track]:
+        """The pending servers of ``phase`` that the bounds let go now, in plan order."""
+        batch: list[Track] = []
+        for track in phase:
+            if track.state == PENDING and track.not_before <= self.clock() \
+                    and self._room(tracks, track, batch):
+                batch.append(track)
+        return batch
+
+    def _room(self, tracks: list[Track], track: Track, batch: list[Track]) -> bool:
+        s = self.settings
+        inflight = [t for t in tracks if t.state in (SUBMITTED, RESTORING)] + batch
+        if len(inflight) >= s.max_concurrency:
+            return False
+        target = track.move.target
+        if target is None:
+            return True
+        return sum((t.dest or t.move.target) == target for t in inflight) < s.per_host_concurrency
+
+    def _submit(self, track: Track, host: str) -> None:
+        server = track.server
+        target = track.move.target if track.attempts == 0 else None  # a retry: scheduler's pick
+        try:
+            if not server.locked and not track.we_locked:
+                self.nova.lock(server.id, lock_reason(host, track.original_status))
+                track.we_locked = True
+            if track.move.reset_first and not track.reset_done:
+                # Nova evacuates only ACTIVE, SHUTOFF or ERROR servers with no task
+                self.nova.reset_state(server.id, "error")
+                track.reset_done = True
+            self.nova.evacuate(server.id, target)
+        except NovaError as exc:
+            self._api_failure(track, exc)
+            return
+        track.attempts += 1
+        track.uncertain = False
+        track.state = SUBMITTED
+        if track.started is None:
+            track.started = self.clock()
+        LOG.info("%s: evacuating %s (%s)%s", host, server.name, server.id,
+                 f" to {target}" if target else "")
+        self.progress(track)
+
+    def _api_failure(self, track: Track, exc: NovaError) -> None:
+        if exc.kind in ("refused", "not_found"):
+            # 400/409: Nova will not (the host looks up again, a task is under way);
+            # 404: the server is gone. Neither gets better by asking again.
+            self._end(track, FAILED, f"Nova refused the evacuation: {exc}")
+            return
+        track.api_failures += 1
+        if track.api_failures > self.settings.api_retries:
+            self._end(track, FAILED, f"API failed {track.api_failures} times: {exc}")
+            return
+        # The request may have been accepted before the answer was lost: the next poll
+        # looks for a migration before anything is sent again.
+        track.uncertain = True
+        track.state = SUBMITTED
+        if track.started is None:
+            track.started = self.clock()
+        track.not_before = self.clock() + min(30.0, 2.0 ** track.api_failures)
+        LOG.warning("%s: %s; trying again (%d of %d)", track.server.name, exc,
+                    track.api_failures, self.settings.api_retries)
+
+    def _poll(self, tracks: list[Track], host: str, since: datetime) -> None:
+        active = [t for t in tracks if t.state in (SUBMITTED, RESTORING)]
+        if not active:
+            return
+        try:
+            latest = _latest(self.nova.evacuation_migrations(host, since))
+        except NovaError as exc:
+            LOG.warning("%s: cannot read migrations (%s); trying again", host, exc)
+            self._check_timeouts(active)
+            return
+        finished: list[Track] = []
+        for track in active:
+            if track.state == RESTORING:
+                finished.append(track)
+                continue
+            m = latest.get(track.server.id)
+            if m is None or m.id <= track.last_migration_id:
+                if track.uncertain and self.clock() >= track.not_before:
+                    track.state = PENDING  # nothing was accepted: send it again
+                continue
+            track.uncertain = False
+            track.dest = m.dest_host or track.dest
+            if not m.finished:
+                continue
+            if m.succeeded:
+                finished.append(track)
+                continue
+            track.last_migration_id = m.id
+            if track.attempts <= self.settings.migration_retries:
+                LOG.warning("%s: evacuation migration of %s %s; evacuating again",
+                            host, track.server.name, m.status)
+                track.state = PENDING
+                self.progress(track)
+            else:
+                self._end(track, FAILED, f"evacuation migration {m.status}"
+                                         f" ({track.attempts} attempts)")
+        if finished:
+            self._verify(finished, host, since)
+        self._check_timeouts([t for t in active if t.state not in ENDS])
+
+    def _verify(self, tracks: list[Track], host: str, since: datetime) -> None:
+        """Servers whose migration is done: on another host, in the state they had."""
+        try:
+            now = {s.id: s for s in self.nova.servers(changes_since=since,
+                                                      ids=[t.server.id for t in tracks])}
+        except NovaError as exc:
+            LOG.warning("%s: cannot read servers (%s); trying again", host, exc)
+            return
+        for track in tracks:
+            server = now.get(track.server.id)
+            if server is None:
+                self._end(track, FAILED, "the server was deleted during its evacuation")
+            elif server.host == host or server.task_state:
+                continue  # Nova has not finished saving it yet
+            elif server.status == "ERROR":
+                self._end(track, FAILED, f"ended in ERROR on {server.host}")
+            elif track.original_status == "SHUTOFF" and server.status == "ACTIVE":
+                if track.state != RESTORING:
+                    try:  # Nova kept it running after a state reset: stop it as it was
+                        self.nova.stop(server.id)
+                        track.state = RESTORING
+                        self.progress(track)
+                    except NovaError as exc:
+                        self._api_failure(track, exc)
+            elif server.status in ("ACTIVE", "SHUTOFF"):
+                track.dest = server.host
+                self._end(track, DONE, f"{server.status} on {server.host}")
+
+    def _check_timeouts(self, tracks: list[Track]) -> None:
+        limit = self.settings.instance_timeout
+        for track in tracks:
+            if track.state not in ENDS and track.started is not None and \
+                    self.clock() - track.started > limit:
+                self._end(track, TIMED_OUT, f"not finished after {limit:.0f}s")
+
+    def _end(self, track: Track, state: str, reason: str) -> None:
+        track.state, track.reason = state, reason
+        log = LOG.info if state == DONE else LOG.error
+        log("%s (%s): %s: %s", track.server.name, track.server.id, state, reason)
+        timeline.record("instance_done" if state == DONE else "instance_failed",
+                        track.server.host or "", server=track.server.id, name=track.server.name,
+                        dest=track.dest, state=state, reason=reason)
+        if track.we_locked:
+            self._unlock(track)
+        self.progress(track)
+
+    def _unlock(self, track: Track) -> None:
+        try:
+            self.nova.unlock(track.server.id)
+            track.we_locked = False
+        except NovaError as exc:
+            LOG.warning("%s: unlock failed (%s); trying again at the end", track.server.name, exc)
+
+    def _unlock_all(self, tracks: list[Track]) -> None:
+        """Every path out unlocks what this run locked (an exception included)."""
+        for track in tracks:
+            if track.we_locked and (track.state in ENDS or track.state == PENDING):
+                for _ in range(3):
+                    self._unlock(track)
+                    if not track.we_locked:
+                        break
+                    self.sleep(1)
+
+    def _renew(self, host: str) -> None:
+        try:
+            self.ledger.claim(host, self.by, self.now(),
+                              timedelta(seconds=self.settings.claim_expiry))
+        except LedgerError as exc:
+            raise ClaimLost(str(exc)) from None
+        except NovaError as exc:  # Nova down for a moment: the claim is still young
+            LOG.warning("%s: cannot renew the claim (%s)", host, exc)
+
+    def _release(self, host: str) -> None:
+        try:
+            self.ledger.release(host, self.by)
+            LOG.info("%s: claim handed back; another engine resumes at once", host)
+        except (LedgerError, NovaError) as exc:
+            LOG.warning("%s: claim not handed back (%s); it expires after %.0fs", host, exc,
+                        self.settings.claim_expiry)
+
+    def _finish(self, report: Report) -> LedgerEntry | None:
+        done, failed = report.count(DONE), report.count(FAILED, TIMED_OUT)
+        note = "" if report.ok else "; ".join(
+            f"{t.server.name}: {t.reason}" for t in report.tracks if t.state != DONE)[:200]
+        for attempt in range(1, 6):
+            try:
+                entry = self.ledger.finish(report.host, report.ok, done, failed, note, by=self.by)
+                LOG.info("%s: evacuation %s: %d done, %d failed, %d skipped", report.host,
+                         entry.state, done, failed, len(report.plan.skipped))
+                timeline.record("evacuation_done" if report.ok else "evacuation_failed",
+                                report.host, done=done, failed=failed,
+                                skipped=len(report.plan.skipped))
+                return entry
+            except NovaError as exc:
+                LOG.warning("%s: cannot record the end (%s), attempt %d", report.host, exc, attempt)
+                self.sleep(min(10, 2 ** attempt))
+        LOG.error("%s: the ledger still says claimed; the claim expires and a new run"
+                  " verifies and records the end", report.host)
+        return None
+
+
+def holder_dead_here(holder: str, me: str) -> bool:
+    """Whether the engine ``holder`` (``node/pid``) ran on the node of ``me`` and its
+    process is gone: its claim can be taken over without waiting for it to expire."""
+    node, _, pid = holder.partition("/")
+    if not pid.isdigit() or node != me.partition("/")[0]:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _latest(migrations: list[Migration]) -> dict[str, Migration]:
+    latest: dict[str, Migration] = {}
+    for m in migrations:
+        if m.server_id not in latest or m.id > latest[m.server_id].id:
+            latest[m.server_id] = m
+    return latest
+
+
+# The ledger's states a run by hand or the worker finds, for the callers' messages.
+PENDING_STATES = (State.REQUESTED, State.CLAIMED)

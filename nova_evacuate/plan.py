@@ -1,0 +1,322 @@
+"""What to evacuate from a failed host, in what order, to where, and whether it is safe to act.
+
+Pure functions over plain data: no I/O, no clock. :mod:`nova_evacuate.engine` gathers the
+data from Nova, Glance and Placement (:mod:`nova_evacuate.nova`) and acts on the plan.
+
+Selection follows fence_evacuate's semantics, widened to aggregates and excludes:
+
+* ``instance_filtering`` off: every instance is selected.
+* Otherwise, when anything in the cloud is tagged ``evacuable=true`` (an image property, a
+  flavor extra spec, or host aggregate metadata), only the instances whose image or flavor
+  is tagged, or whose failed host is in a tagged aggregate, are selected; when nothing is
+  tagged, every instance is.
+* Then an instance whose name matches an ``exclude_names`` pattern, or whose metadata has
+  an ``exclude_metadata`` key=value, is left alone and reported.
+
+Servers in ERROR are evacuated like the others (Nova allows it, and on a dead host ERROR is
+usually the failure itself); a server in another transitional state (BUILD, a task under
+way) has its state reset to ERROR first, since Nova refuses to evacuate it otherwise, and is
+then restored to its original power state. A server that was only migrating *to* the failed
+host is still on its source host and is reported, not evacuated.
+
+Ordering: a per-server integer priority in metadata (``priority_key``); higher first, one
+phase per priority, each phase starting when the previous one has finished.
+
+Capacity: the surviving hosts' free VCPU, MEMORY_MB and DISK_GB from Placement (inventory
+minus reserved, times the allocation ratio, minus usage, within max_unit); every selected
+instance is given a target host in order, spare (reserved) hosts first, then the host with
+the most free memory. What cannot be placed is the shortfall, reported before anything
+moves; those instances are still tried (the scheduler may know better), but the verdict
+says so.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+EVACUABLE_KEY = "evacuable"
+# Nova's server states an evacuation can start from without a reset (check_instance_state
+# of compute.api.API.evacuate): ACTIVE, STOPPED (shown SHUTOFF) and ERROR, with no task.
+EVACUABLE_STATUSES = frozenset({"ACTIVE", "SHUTOFF", "ERROR"})
+# Evacuation migrations still under way; any other status is an end.
+MIGRATION_FINISHED = frozenset({"done", "completed", "failed", "error", "cancelled"})
+MIGRATION_SUCCEEDED = frozenset({"done", "completed"})
+
+
+def is_true(value: object) -> bool:
+    """An ``evacuable`` value as fence_evacuate reads it: true, in any case."""
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
+@dataclass(frozen=True)
+class Server:
+    """One server as the plan needs it (from ``GET /servers/detail`` at 2.94)."""
+
+    id: str
+    name: str
+    status: str  # ACTIVE, SHUTOFF, ERROR, BUILD, ...
+    host: str | None
+    task_state: str | None = None
+    image_id: str | None = None
+    flavor_name: str = ""
+    vcpus: int = 0
+    ram_mb: int = 0
+    disk_gb: int = 0  # root + ephemeral + swap (MiB rounded up)
+    flavor_extra_specs: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    locked: bool = False
+    locked_reason: str | None = None
+    project_id: str = ""
+
+    @property
+    def stopped(self) -> bool:
+        return self.status == "SHUTOFF"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One evacuation migration record (``GET /os-migrations`` at 2.94)."""
+
+    id: int
+    server_id: str
+    status: str
+    source_host: str | None
+    dest_host: str | None
+    created_at: float  # epoch seconds
+    migration_type: str = "evacuation"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in MIGRATION_FINISHED
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status in MIGRATION_SUCCEEDED
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    name: str
+    hosts: frozenset[str]
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Resources:
+    vcpus: int = 0
+    ram_mb: int = 0
+    disk_gb: int = 0
+
+    def fits(self, need: Resources) -> bool:
+        return need.vcpus <= self.vcpus and need.ram_mb <= self.ram_mb and need.disk_gb <= self.disk_gb
+
+    def minus(self, used: Resources) -> Resources:
+        return Resources(self.vcpus - used.vcpus, self.ram_mb - used.ram_mb,
+                         self.disk_gb - used.disk_gb)
+
+
+def demand(server: Server) -> Resources:
+    return Resources(server.vcpus, server.ram_mb, server.disk_gb)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The ``[evacuation]`` options the plan reads."""
+
+    instance_filtering: bool = True
+    exclude_names: Sequence[str] = ()
+    exclude_metadata: Sequence[str] = ()  # "key=value"
+    priority_key: str = "ha:priority"
+    reserved_hosts: Sequence[str] = ()
+    reserved_aggregate: str | None = None
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What the plan is made from: everything read before anything moves."""
+
+    host: str
+    servers: Sequence[Server]  # on the failed host, or evacuated from it since the request
+    tagged_images: frozenset[str] = frozenset()  # ids of images with evacuable=true
+    any_tagged_flavor: bool = False  # some flavor in the cloud has evacuable=true
+    aggregates: Sequence[Aggregate] = ()
+    free: Mapping[str, Resources] = field(default_factory=dict)  # target host → free
+    inbound: Sequence[Server] = ()  # servers elsewhere whose migration targets the host
+
+
+@dataclass(frozen=True)
+class Planned:
+    server: Server
+    phase: int  # priority; higher goes first
+    target: str | None  # None: the scheduler chooses (nothing had room)
+    reset_first: bool  # a task or transitional state blocks evacuation: reset to error first
+
+
+@dataclass(frozen=True)
+class Skipped:
+    server: Server
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    host: str
+    moves: tuple[Planned, ...]
+    skipped: tuple[Skipped, ...]
+    shortfall: tuple[str, ...]  # ids that no surviving host has room for
+    tagging: str  # how selection was decided, for the report
+
+    @property
+    def capacity_ok(self) -> bool:
+        return not self.shortfall
+
+    def phases(self) -> list[list[Planned]]:
+        """The moves grouped by priority, highest first, in planned order within each."""
+        out: dict[int, list[Planned]] = {}
+        for move in self.moves:
+            out.setdefault(move.phase, []).append(move)
+        return [out[p] for p in sorted(out, reverse=True)]
+
+
+def _aggregate_tagged(aggregate: Aggregate) -> bool:
+    return is_true(aggregate.metadata.get(EVACUABLE_KEY, ""))
+
+
+def select(inventory: Inventory, policy: Policy) -> tuple[list[Server], list[Skipped], str]:
+    """Which servers to evacuate, which to leave (with why), and how that was decided."""
+    host_tagged = any(_aggregate_tagged(a) and inventory.host in a.hosts
+                      for a in inventory.aggregates)
+    anything_tagged = (bool(inventory.tagged_images) or inventory.any_tagged_flavor
+                       or any(_aggregate_tagged(a) for a in inventory.aggregates))
+    if not policy.instance_filtering:
+        tagging = "instance_filtering is off: every instance"
+    elif not anything_tagged:
+        tagging = "nothing is tagged evacuable: every instance"
+    elif host_tagged:
+        tagging = f"{inventory.host} is in an aggregate tagged evacuable: every instance"
+    else:
+        tagging = "only instances with an evacuable image or flavor"
+    names = [re.compile(p) for p in policy.exclude_names]
+    pairs = [tuple(item.split("=", 1)) for item in policy.exclude_metadata if "=" in item]
+    chosen: list[Server] = []
+    skipped: list[Skipped] = []
+    for server in inventory.servers:
+        if policy.instance_filtering and anything_tagged and not host_tagged and not (
+                server.image_id in inventory.tagged_images
+                or is_true(server.flavor_extra_specs.get(EVACUABLE_KEY, ""))):
+            skipped.append(Skipped(server, "not tagged evacuable (image, flavor or aggregate)"))
+        elif any(p.search(server.name) for p in names):
+            skipped.append(Skipped(server, "name matches exclude_names"))
+        elif any(server.metadata.get(k) == v for k, v in pairs):
+            skipped.append(Skipped(server, "metadata matches exclude_metadata"))
+        else:
+            chosen.append(server)
+    for server in inventory.inbound:
+        skipped.append(Skipped(server, f"was migrating to {inventory.host}; still on"
+                                       f" {server.host}, where Nova leaves it"))
+    return chosen, skipped, tagging
+
+
+def priority(server: Server, key: str) -> int:
+    try:
+        return int(str(server.metadata.get(key, "0")).strip())
+    except ValueError:
+        return 0  # a malformed priority must not keep a server from being evacuated
+
+
+def spare_hosts(policy: Policy, aggregates: Iterable[Aggregate]) -> set[str]:
+    spare = set(policy.reserved_hosts)
+    for aggregate in aggregates:
+        if policy.reserved_aggregate and aggregate.name == policy.reserved_aggregate:
+            spare |= aggregate.hosts
+    return spare
+
+
+def assign_targets(servers: Sequence[Server], free: Mapping[str, Resources],
+                   spare: set[str]) -> tuple[dict[str, str], list[str]]:
+    """A target host for each server, in the given order: the first spare host with room,
+    else the host with the most free memory that has room. Returns (server id → host, ids
+    that fit nowhere)."""
+    left = dict(free)
+    targets: dict[str, str] = {}
+    shortfall: list[str] = []
+    for server in servers:
+        need = demand(server)
+        fitting = [h for h in left if left[h].fits(need)]
+        spares = sorted(h for h in fitting if h in spare)
+        if spares:
+            host = spares[0]
+        elif fitting:
+            host = max(fitting, key=lambda h: (left[h].ram_mb, left[h].vcpus, h))
+        else:
+            shortfall.append(server.id)
+            continue
+        targets[server.id] = host
+        left[host] = left[host].minus(need)
+    return targets, shortfall
+
+
+def make_plan(inventory: Inventory, policy: Policy) -> Plan:
+    chosen, skipped, tagging = select(inventory, policy)
+    # Highest priority first; within a phase, bigger servers first (they are the hardest
+    # to place), then by name so a plan reads the same every time.
+    ordered = sorted(chosen, key=lambda s: (-priority(s, policy.priority_key),
+                                            -s.ram_mb, -s.vcpus, s.name, s.id))
+    targets, shortfall = assign_targets(ordered, inventory.free,
+                                        spare_hosts(policy, inventory.aggregates))
+    moves = tuple(Planned(s, priority(s, policy.priority_key), targets.get(s.id),
+                          reset_first=s.status not in EVACUABLE_STATUSES or bool(s.task_state))
+                  for s in ordered)
+    return Plan(inventory.host, moves, tuple(skipped), tuple(shortfall), tagging)
+
+
+def without_target(plan: Plan) -> Plan:
+    """The plan with every target left to the scheduler."""
+    return replace(plan, moves=tuple(replace(m, target=None) for m in plan.moves))
+
+
+# ---------------------------------------------------------------------------- safety gates
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    host: str
+    down: bool  # Nova shows it down, or it is forced down
+
+
+@dataclass(frozen=True)
+class Brake:
+    engaged: bool
+    reason: str
+
+
+def mass_failure_brake(services: Sequence[ServiceState], aggregates: Sequence[Aggregate],
+                       host: str, max_down_fraction: float,
+                       max_down_per_aggregate: int) -> Brake:
+    """Whether so many hosts are down that acting on ``host`` automatically is unsafe.
+
+    More than ``max_down_fraction`` of all compute services down or forced down, or more
+    than ``max_down_per_aggregate`` (0: no limit) down in one aggregate that ``host`` is in:
+    that pattern is a partition or a broken observer more often than failed hardware.
+    """
+    if not services:
+        return Brake(True, "Nova lists no compute services")
+    down = sorted(s.host for s in services if s.down)
+    fraction = len(down) / len(services)
+    if fraction > max_down_fraction:
+        return Brake(True, f"{len(down)} of {len(services)} compute services are down"
+                           f" ({', '.join(down)}): more than max_down_fraction"
+                           f" {max_down_fraction:g}; acting on nothing automatically")
+    if max_down_per_aggregate:
+        down_set = set(down)
+        for aggregate in aggregates:
+            if host in aggregate.hosts:
+                n = len(aggregate.hosts & down_set)
+                if n > max_down_per_aggregate:
+                    return Brake(True, f"{n} hosts of aggregate {aggregate.name} are down:"
+                                       f" more than max_down_per_aggregate"
+                                       f" {max_down_per_aggregate}; acting on nothing"
+                                       f" automatically")
+    return Brake(False, f"{len(down)} of {len(services)} compute services down")

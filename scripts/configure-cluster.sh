@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The reference instance-HA configuration, typed the way an operator types it.
+#
+#   scripts/configure-cluster.sh SETTINGS_FILE      (or the variables in the environment)
+#
+# Run it on a controller once the compute nodes are pacemaker_remote nodes of the
+# cluster (`pcs cluster node add-remote NODE`). The lab (python -m lab up --cluster) and
+# the end-to-end tests run exactly this script. SETTINGS_FILE is a shell file setting:
+#
+#   COMPUTES            the compute nodes, as Pacemaker and Nova name them
+#   BMC_ADDRESS_<node>, BMC_PORT_<node>, BMC_USERNAME_<node>, BMC_PASSWORD_FILE_<node>
+#                       each node's IPMI BMC (a 0600 file holds the password); in the
+#                       variable names a '-' of the node name is written '_'
+#   AUTH_URL, OS_USERNAME, OS_PROJECT, OS_PASSWORD_FILE   Keystone, for fence_nova
+#   ENGINE_CONFIG       the evacuation engine's oslo.config file (NovaEvacuate)
+#   LIVENESS_CHECKS     what "alive" means on a compute node (ComputeLiveness checks=)
+#
+# Secrets stay in their files: only the paths go into the CIB.
+set -euo pipefail
+if [[ $# -ge 1 ]]; then
+    # shellcheck disable=SC1090
+    source "$1"
+fi
+: "${COMPUTES:?}"
+: "${AUTH_URL:?}" "${OS_USERNAME:?}" "${OS_PROJECT:?}" "${OS_PASSWORD_FILE:?}" "${ENGINE_CONFIG:?}"
+LIVENESS_CHECKS=${LIVENESS_CHECKS:-"process:nova-compute"}
+
+# Fencing on. stonith-timeout well above corosync's token + consensus (1 s + 1.2 s in the
+# lab; 3 s + 3.6 s by default) and above fence_nova's power-off and Nova steps. "off":
+# a fenced host stays off until someone powers it on (reboot would bring it back at once;
+# unfencing still holds it until its evacuation has finished).
+pcs property set stonith-enabled=true stonith-timeout=60s stonith-action=off
+# A device that provides unfencing makes every resource require unfencing by default, the
+# controllers' too (where nothing unfences them): only the compute nodes' resources below
+# ask for it.
+pcs resource defaults update requires=fencing
+
+# One fence_nova device per compute node (each BMC has its own credentials; with shared
+# ones a single device with bmc_map= covers every node): power off through the node's BMC,
+# confirm, force its nova-compute service down and record the evacuation request. It also
+# unfences (provides=unfencing): "on" waits until the node's evacuation has finished, then
+# lets the node serve again; pcmk_on_timeout covers that wait (shell_timeout).
+# max_down_percent: with more of the compute nodes down than this, fencing refuses (a
+# partition, not hardware); 70 lets two of three fail one after the other.
+for node in $COMPUTES; do
+    v=${node//-/_}
+    address="BMC_ADDRESS_$v" port="BMC_PORT_$v" user="BMC_USERNAME_$v" secret="BMC_PASSWORD_FILE_$v"
+    pcs stonith create "fence-nova-$node" fence_nova \
+        auth_url="$AUTH_URL" username="$OS_USERNAME" password_file="$OS_PASSWORD_FILE" \
+        tenant_name="$OS_PROJECT" endpoint_type=internal \
+        ip="${!address}" ipport="${!port:-623}" bmc_username="${!user}" \
+        bmc_password_file="${!secret}" lanplus=1 login_timeout=5 power_timeout=20 \
+        shell_timeout=540 max_down_percent="${MAX_DOWN_PERCENT:-50}" \
+        pcmk_host_list="$node" pcmk_off_timeout=60s pcmk_on_timeout=600s \
+        meta provides=unfencing
+    # --force: pcs checks the node against the nodes it knows, and remote nodes made without
+    # pcsd (as in the lab) are not among them
+    pcs stonith level add 1 "$node" "fence-nova-$node" --force
+done
+
+# What "alive" means on a compute node. A failed monitor restarts the resource; start
+# waits (up to its timeout) for the checks to pass and fails otherwise, and a failed start
+# fences the node: nova-compute that comes back by itself costs nothing, one that cannot
+# costs the node. requires=unfencing: nothing starts on a node coming back from fencing
+# before fence_nova has unfenced it, that is before its evacuation has finished.
+pcs resource create liveness ocf:openstack-ha:ComputeLiveness checks="$LIVENESS_CHECKS" \
+    op start timeout=30s on-fail=fence op monitor interval=10s timeout=30s \
+    op stop timeout=20s meta requires=unfencing clone interleave=true
+pcs constraint location liveness-clone rule score=-INFINITY '#kind' ne remote
+
+# The evacuation engine: one copy, on the controllers.
+pcs resource create nova-evacuate ocf:openstack-ha:NovaEvacuate config_file="$ENGINE_CONFIG" \
+    op monitor interval=10s timeout=20s
+pcs constraint location nova-evacuate rule score=-INFINITY '#kind' eq remote
+
+# The cluster's side of the recovery timeline (detection, fencing results).
+pcs alert create id=openstack-ha-timeline path=/usr/lib/openstack-ha/timeline_alert

@@ -1,0 +1,184 @@
+"""A compute node fails in the real cluster and its instances come back by themselves.
+
+The deployment is scripts/configure-cluster.sh on the lab with its cluster (see conftest.py):
+Pacemaker notices, fences through fence_nova (the node's BMC powers it off), the NovaEvacuate
+worker evacuates its servers, and every step lands in the recovery timeline.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from lab import workload
+from nova_evacuate.ledger import State
+
+pytestmark = [pytest.mark.cluster, pytest.mark.lab,
+              pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")]
+
+VICTIM = "compute1"
+RECOVERY_STEPS = ("fence_start", "power_off_confirmed", "forced_down", "evacuation_requested",
+                  "claimed", "instance_done", "evacuation_done")
+
+
+def boot(d, host: str, count: int, prefix: str) -> list[str]:
+    conn = d.lab.openstack.connection(compute_api_version=workload.MICROVERSION)
+    ids = workload.boot(conn, host, count, prefix=prefix,
+                        image_id=workload.image(conn, "plain").id,
+                        flavor_id=workload.flavor(conn, "lab.tiny").id)
+    workload.wait_active(conn, ids)
+    return ids
+
+
+def servers(d, ids):
+    conn = d.lab.openstack.connection(compute_api_version=workload.MICROVERSION)
+    return workload.servers(conn, ids)
+
+
+def migrations(d, host: str) -> list:
+    conn = d.lab.openstack.connection()
+    return list(conn.compute.migrations(source_compute=host, migration_type="evacuation"))
+
+
+def expect_recovery(d, host: str, ids: list[str], since: float, timeout: float = 240) -> list:
+    """Fenced, powered off, evacuated: every server ACTIVE elsewhere; the timeline's events."""
+
+    def evacuated():
+        entry = d.ledger(host)
+        return entry is not None and entry.state is State.DONE
+
+    workload.wait_for(evacuated, timeout, f"{host} evacuated", 1)
+    assert d.fenced(host, since), f"{host} was not fenced by Pacemaker"
+    assert d.lab.bmc.power_state(host) is False
+    now = servers(d, ids)
+    assert all(s.compute_host != host and s.status == "ACTIVE" for s in now.values())
+    assert {m.server_id for m in migrations(d, host)} >= set(ids)
+    events = d.events(since, host)
+    names = [e["event"] for e in events]
+    for step in RECOVERY_STEPS:
+        assert step in names, f"no {step} in the timeline: {names}"
+    # in order: the power-off was confirmed before Nova was touched, and before evacuation
+    first = {n: names.index(n) for n in RECOVERY_STEPS}
+    assert first["power_off_confirmed"] < first["forced_down"] < first["evacuation_requested"]
+    assert first["evacuation_requested"] < first["claimed"] < first["instance_done"]
+    assert sum(n == "instance_done" for n in names) == len(ids)
+    return events
+
+
+def test_pacemaker_remoted_sigkill(healthy):
+    ids = boot(healthy, VICTIM, 6, "remoted")
+    t0 = healthy.mark("failure_injected", VICTIM, how="SIGKILL pacemaker-remoted")
+    healthy.kill_remoted(VICTIM)
+    events = expect_recovery(healthy, VICTIM, ids, t0)
+    assert any(e["event"] == "detected" for e in events), "the alert agent saw no failure"
+
+
+def test_link_cut(healthy):
+    ids = boot(healthy, VICTIM, 6, "link")
+    t0 = healthy.mark("failure_injected", VICTIM, how="link down")
+    healthy.cut_link(VICTIM)
+    expect_recovery(healthy, VICTIM, ids, t0)
+
+
+def test_node_hung(healthy):
+    ids = boot(healthy, VICTIM, 6, "hung")
+    t0 = healthy.mark("failure_injected", VICTIM, how="SIGSTOP every process of the node")
+    healthy.hang(VICTIM)
+    expect_recovery(healthy, VICTIM, ids, t0)
+
+
+def test_nova_compute_dies_and_cannot_restart(healthy):
+    ids = boot(healthy, VICTIM, 6, "nova-dies")
+    t0 = healthy.mark("failure_injected", VICTIM, how="SIGKILL nova-compute")
+    healthy.lab.openstack.kill_compute(VICTIM)
+    events = expect_recovery(healthy, VICTIM, ids, t0)
+    detected = [e for e in events if e["event"] == "detected"]
+    assert any(e.get("rsc", "").startswith("liveness") for e in detected), detected
+
+
+def test_another_critical_check_fails(healthy):
+    ids = boot(healthy, VICTIM, 6, "check")
+    t0 = healthy.mark("failure_injected", VICTIM, how="critical cmd: check fails")
+    healthy.break_check(VICTIM)
+    expect_recovery(healthy, VICTIM, ids, t0)
+    # nova-compute itself was fine until the BMC cut the power
+
+
+def test_bmc_that_fails_to_power_off_means_no_evacuation(healthy):
+    ids = boot(healthy, VICTIM, 4, "stuck")
+    healthy.lab.bmc.set_fault(VICTIM, "stuck-on")
+    t0 = healthy.mark("failure_injected", VICTIM, how="SIGKILL pacemaker-remoted, BMC stuck on")
+    healthy.kill_remoted(VICTIM)
+
+    def refused():
+        return [e for e in healthy.events(t0, VICTIM) if e["event"] == "fence_failed"]
+
+    failures = workload.wait_for(refused, 120, "fence_nova's refusal", 1)
+    assert "power-off not confirmed" in failures[0]["reason"]
+    time.sleep(10)  # Pacemaker retries; every attempt must fail the same way
+    assert not healthy.fenced(VICTIM, t0)
+    assert healthy.ledger(VICTIM) is None
+    svc = healthy.service(VICTIM)
+    assert not svc.is_forced_down and svc.status == "enabled"
+    assert not migrations(healthy, VICTIM)
+    assert all(s.compute_host == VICTIM for s in servers(healthy, ids).values())
+    names = {e["event"] for e in healthy.events(t0, VICTIM)}
+    assert not names & {"power_off_confirmed", "forced_down", "evacuation_requested"}
+
+
+def test_two_nodes_fail_one_after_the_other(healthy):
+    first = boot(healthy, "compute1", 4, "first")
+    second = boot(healthy, "compute2", 4, "second")
+    t0 = healthy.mark("failure_injected", "compute1", how="SIGKILL pacemaker-remoted")
+    healthy.kill_remoted("compute1")
+    expect_recovery(healthy, "compute1", first, t0)
+    t1 = healthy.mark("failure_injected", "compute2", how="SIGKILL pacemaker-remoted")
+    healthy.kill_remoted("compute2")
+    expect_recovery(healthy, "compute2", second, t1)
+    assert {s.compute_host for s in servers(healthy, first + second).values()} == {"compute3"}
+
+
+def test_every_compute_failing_at_once_fences_nothing(healthy):
+    ids = boot(healthy, VICTIM, 3, "all")
+    t0 = healthy.mark("failure_injected", VICTIM, how="SIGKILL pacemaker-remoted everywhere")
+    for host in healthy.hosts:
+        healthy.kill_remoted(host)
+
+    def refusals():
+        found = [e for e in healthy.events(t0) if e["event"] == "fence_failed"]
+        return found if {e["host"] for e in found} == set(healthy.hosts) else None
+
+    found = workload.wait_for(refusals, 120, "fence_nova refusing every node", 1)
+    assert all("not fencing automatically" in e["reason"] for e in found)
+    time.sleep(10)
+    for host in healthy.hosts:
+        assert not healthy.fenced(host, t0), host
+        assert healthy.lab.bmc.power_state(host) is True, host
+        assert healthy.ledger(host) is None, host
+    assert not migrations(healthy, VICTIM)
+    assert all(s.compute_host == VICTIM for s in servers(healthy, ids).values())
+
+
+def test_fenced_node_returns_only_after_its_evacuation(healthy):
+    ids = boot(healthy, VICTIM, 6, "return")
+    t0 = healthy.mark("failure_injected", VICTIM, how="SIGKILL pacemaker-remoted")
+    healthy.kill_remoted(VICTIM)
+    expect_recovery(healthy, VICTIM, ids, t0)
+
+    done = healthy.lab.ipmitool(VICTIM, "chassis", "power", "on")
+    assert done.returncode == 0, done.stderr
+
+    def back():
+        svc = healthy.service(VICTIM)
+        return (svc.state == "up" and svc.status == "enabled" and not svc.is_forced_down
+                and VICTIM in healthy.started_on("liveness"))
+
+    workload.wait_for(back, 240, f"{VICTIM} serving again", 2)
+    assert healthy.ledger(VICTIM) is None
+    names = [e["event"] for e in healthy.events(t0, VICTIM)]
+    assert "unfenced" in names
+    assert names.index("evacuation_done") < names.index("unfenced")
+    # workload is allowed back: a server lands on the returned host
+    again = boot(healthy, VICTIM, 2, "again")
+    assert all(s.compute_host == VICTIM for s in servers(healthy, again).values())

@@ -1,0 +1,223 @@
+"""The evacuation engine through ``nova-evacuate`` against the lab: real Keystone, Glance,
+Placement and Nova with three fake-driver computes.
+
+Each test fences compute1 the way fence_nova does after its power-off (nova-compute dead,
+service forced down, the ledger's request written), then runs the CLI as a process.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab import workload
+from nova_evacuate.ledger import Ledger, State, parse_marker
+from nova_evacuate.nova import connect
+
+pytestmark = [pytest.mark.lab, pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")]
+
+HOST = "compute1"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def lab(clean_lab):
+    return clean_lab
+
+
+@pytest.fixture
+def conn(lab):
+    return lab.openstack.connection(compute_api_version=workload.MICROVERSION)
+
+
+@pytest.fixture
+def nova(lab):
+    return connect(cloud="lab", clouds_yaml=lab.clouds_yaml)
+
+
+def write_conf(lab, tmp_path: Path, **evacuation: Any) -> Path:
+    options = {"poll_interval": 1, **evacuation}
+    path = tmp_path / "openstack-ha.conf"
+    path.write_text(f"[cloud]\ncloud = lab\nclouds_yaml = {lab.clouds_yaml}\n[evacuation]\n"
+                    + "".join(f"{k} = {v}\n" for k, v in options.items()))
+    return path
+
+
+def cli(conf: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nova_evacuate.cli", HOST, "--config-file",
+                           str(conf), *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO)
+
+
+def fence(lab, nova, *hosts: str, request: bool = True) -> None:
+    """What fence_nova leaves behind: nova-compute dead, forced down, evacuation requested."""
+    for host in hosts:
+        lab.openstack.kill_compute(host)
+        service = nova.compute_service(host)
+        nova.force_down(service.id, True)
+        if request:
+            Ledger(nova).request(host)
+
+
+def migrations(conn, host: str = HOST) -> Counter:
+    return Counter(m.server_id for m in conn.compute.migrations(
+        source_compute=host, migration_type="evacuation"))
+
+
+def boot(conn, count: int, prefix: str, *, image, flavor, host: str = HOST) -> list[str]:
+    ids = workload.boot(conn, host, count, prefix=prefix, image_id=image.id, flavor_id=flavor.id)
+    workload.wait_active(conn, ids, timeout=300)
+    return ids
+
+
+@pytest.fixture
+def tagged(conn):
+    """An image and a flavor tagged evacuable; removed afterwards, since anything tagged
+    in the cloud switches filtering on for every later test."""
+    image = workload.image(conn, "evac-tagged-image", evacuable="true")
+    flavor = workload.flavor(conn, "evac.tagged", extra_specs={"evacuable": "true"})
+    yield image, flavor
+    conn.image.delete_image(image, ignore_missing=True)
+    conn.compute.delete_flavor(flavor, ignore_missing=True)
+
+
+def test_selected_servers_move_keep_their_state_and_the_rest_stay(lab, conn, nova, tagged,
+                                                                   tmp_path):
+    tagged_image, tagged_flavor = tagged
+    plain_image, tiny = workload.image(conn, "plain"), workload.flavor(conn, "lab.tiny")
+    by_image = boot(conn, 10, "by-image", image=tagged_image, flavor=tiny)
+    by_flavor = boot(conn, 10, "by-flavor", image=plain_image, flavor=tagged_flavor)
+    untagged = boot(conn, 10, "untagged", image=plain_image, flavor=tiny)
+    (excluded,) = boot(conn, 1, "skip-me", image=tagged_image, flavor=tiny)
+    (in_error,) = boot(conn, 1, "was-error", image=tagged_image, flavor=tiny)
+    stopped = by_image[:2]
+    workload.stop(conn, stopped)
+    conn.compute.reset_server_state(in_error, "error")
+    fence(lab, nova, HOST)
+
+    done = cli(write_conf(lab, tmp_path, exclude_names="^skip-"), "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    selected = set(by_image) | set(by_flavor) | {in_error}
+    assert {i["id"] for i in report["instances"] if i["state"] == "done"} == selected
+    assert {s["id"] for s in report["skipped"]} == set(untagged) | {excluded}
+    assert report["ok"] and report["ledger"] == "done"
+
+    now = workload.servers(conn)
+    for sid in selected:
+        assert now[sid].compute_host in ("compute2", "compute3"), now[sid].name
+        # ACTIVE stays ACTIVE, SHUTOFF stays SHUTOFF; an ERROR server is rebuilt ACTIVE
+        assert now[sid].status == ("SHUTOFF" if sid in stopped else "ACTIVE"), now[sid].name
+        assert not now[sid].is_locked, now[sid].name
+    for sid in [*untagged, excluded]:
+        assert now[sid].compute_host == HOST and now[sid].status == "ACTIVE"
+    moved = migrations(conn)
+    assert set(moved) == selected and set(moved.values()) == {1}
+    entry = parse_marker(nova.compute_service(HOST).disabled_reason)
+    assert (entry.state, entry.evacuated, entry.failed) == (State.DONE, 21, 0)
+
+
+def test_killed_mid_way_a_second_run_finishes_without_evacuating_twice(lab, conn, nova, tmp_path):
+    ids = boot(conn, 30, "resume", image=workload.image(conn, "plain"),
+               flavor=workload.flavor(conn, "lab.tiny"))
+    fence(lab, nova, HOST)
+    conf = write_conf(lab, tmp_path, max_concurrency=3, per_host_concurrency=2)
+    first = subprocess.Popen([sys.executable, "-m", "nova_evacuate.cli", HOST, "--config-file",
+                              str(conf)], cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        workload.wait_for(lambda: len(migrations(conn)) >= 8, 120, "8 evacuations started")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    started = migrations(conn)
+    assert 8 <= len(started) < 30
+    assert parse_marker(nova.compute_service(HOST).disabled_reason).state is State.CLAIMED
+
+    second = cli(conf, "--json")
+    assert second.returncode == 0, second.stderr[-3000:]
+    report = json.loads(second.stdout)
+    assert report["done"] == 30
+    moved = migrations(conn)
+    assert set(moved) == set(ids)
+    assert set(moved.values()) == {1}, "a server was evacuated twice"
+    now = workload.servers(conn, ids)
+    assert all(s.compute_host != HOST and s.status == "ACTIVE" for s in now.values())
+    assert not any(s.is_locked for s in now.values())
+
+
+def test_run_survives_token_expiry_and_a_nova_api_restart(lab, conn, nova, tmp_path):
+    ids = boot(conn, 20, "outage", image=workload.image(conn, "plain"),
+               flavor=workload.flavor(conn, "lab.tiny"))
+    fence(lab, nova, HOST)
+    # Tokens of 15 s: keystoneauth takes a new one whenever less than 120 s are left, so
+    # every request of the run authenticates again (and the run is slow on purpose).
+    lab.openstack.set_token_expiration(15)
+    try:
+        conf = write_conf(lab, tmp_path, max_concurrency=4, per_host_concurrency=2)
+        run = subprocess.Popen([sys.executable, "-m", "nova_evacuate.cli", HOST, "--config-file",
+                                str(conf), "--json"], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        workload.wait_for(lambda: len(migrations(conn)) >= 4, 120, "evacuations under way")
+        lab.openstack.stop_service("nova-api")
+        time.sleep(8)
+        lab.openstack.start_service("nova-api")
+        out, err = run.communicate(timeout=600)
+    finally:
+        lab.openstack.set_token_expiration(3600)
+    assert run.returncode == 0, err[-3000:]
+    assert json.loads(out)["done"] == 20
+    assert set(migrations(conn).values()) == {1}
+    assert all(s.compute_host != HOST for s in workload.servers(conn, ids).values())
+
+
+def test_two_of_three_hosts_down_nothing_moves_and_the_refusal_says_why(lab, conn, nova,
+                                                                        tmp_path):
+    ids = boot(conn, 3, "brake", image=workload.image(conn, "plain"),
+               flavor=workload.flavor(conn, "lab.tiny"))
+    fence(lab, nova, HOST, "compute2", request=False)
+    conf = write_conf(lab, tmp_path)
+
+    refused = cli(conf)
+    assert refused.returncode == 3
+    assert "mass-failure brake" in refused.stderr and "2 of 3" in refused.stderr
+    dry = cli(conf, "--dry-run")
+    assert dry.returncode == 3 and "gates: REFUSED: mass-failure brake" in dry.stdout
+    assert not migrations(conn)
+    assert all(s.compute_host == HOST for s in workload.servers(conn, ids).values())
+    assert nova.compute_service(HOST).disabled_reason is None  # no request, no claim
+
+
+def test_dry_run_reports_a_capacity_shortfall_and_changes_nothing(lab, conn, nova, tmp_path):
+    image = workload.image(conn, "plain")
+    # The fake driver offers 800000 MB per host: one of these fills a host.
+    huge = workload.flavor(conn, "evac.huge", ram=600000)
+    try:
+        victim = boot(conn, 1, "huge", image=image, flavor=huge)
+        for host in ("compute2", "compute3"):
+            boot(conn, 1, f"huge-{host}", image=image, flavor=huge, host=host)
+        fence(lab, nova, HOST, request=False)
+        before = nova.compute_service(HOST)
+
+        dry = cli(write_conf(lab, tmp_path), "--dry-run", "--json")
+        assert dry.returncode == 1, dry.stderr[-3000:]
+        plan = json.loads(dry.stdout)
+        assert plan["gates"] == "pass"
+        assert not plan["capacity_ok"] and plan["shortfall"] == victim
+        text = cli(write_conf(lab, tmp_path), "--dry-run")
+        assert "capacity: SHORTFALL: no surviving host has room for 1 of 1" in text.stdout
+        assert nova.compute_service(HOST) == before
+        assert not migrations(conn)
+    finally:
+        for server in workload.servers(conn).values():
+            conn.compute.delete_server(server.id, force=True)
+        workload.wait_for(lambda: not workload.servers(conn), 120, "servers deleted")
+        conn.compute.delete_flavor(huge, ignore_missing=True)

@@ -1,0 +1,148 @@
+"""The evacuation plan (nova_evacuate/plan.py): selection, order, capacity, the brake."""
+
+from __future__ import annotations
+
+import pytest
+
+from nova_evacuate.plan import (
+    Aggregate,
+    Inventory,
+    Policy,
+    Resources,
+    Server,
+    ServiceState,
+    assign_targets,
+    make_plan,
+    mass_failure_brake,
+    select,
+)
+
+HOST = "compute1"
+
+
+def server(name: str, *, image: str = "img-plain", specs: dict | None = None, ram: int = 64,
+           status: str = "ACTIVE", metadata: dict | None = None, task: str | None = None) -> Server:
+    return Server(id=f"id-{name}", name=name, status=status, host=HOST, task_state=task,
+                  image_id=image, flavor_name="f", vcpus=1, ram_mb=ram, disk_gb=1,
+                  flavor_extra_specs=specs or {}, metadata=metadata or {})
+
+
+FREE = {"compute2": Resources(100, 1000, 100), "compute3": Resources(100, 500, 100)}
+
+
+def names(servers) -> list[str]:
+    return sorted(s.name for s in servers)
+
+
+def test_nothing_tagged_selects_everything():
+    inv = Inventory(HOST, [server("a"), server("b")])
+    chosen, skipped, how = select(inv, Policy())
+    assert names(chosen) == ["a", "b"] and not skipped
+    assert "nothing is tagged" in how
+
+
+def test_a_tagged_image_or_flavor_anywhere_restricts_to_tagged_instances():
+    servers = [server("by-image", image="img-tagged"), server("by-flavor", specs={"evacuable": "True"}),
+               server("plain"), server("false-flavor", specs={"evacuable": "false"})]
+    inv = Inventory(HOST, servers, tagged_images=frozenset({"img-tagged"}))
+    chosen, skipped, _ = select(inv, Policy())
+    assert names(chosen) == ["by-flavor", "by-image"]
+    assert names(s.server for s in skipped) == ["false-flavor", "plain"]
+    assert all("not tagged" in s.reason for s in skipped)
+    # a tagged flavor elsewhere in the cloud is enough to switch filtering on
+    inv = Inventory(HOST, [server("plain")], any_tagged_flavor=True)
+    assert select(inv, Policy())[0] == []
+
+
+def test_a_tagged_aggregate_selects_every_instance_of_its_hosts_only():
+    tagged = Aggregate("ha", frozenset({HOST}), {"evacuable": "true"})
+    inv = Inventory(HOST, [server("plain")], aggregates=[tagged])
+    assert names(select(inv, Policy())[0]) == ["plain"]
+    elsewhere = Aggregate("ha", frozenset({"compute9"}), {"evacuable": "true"})
+    inv = Inventory(HOST, [server("plain")], aggregates=[elsewhere])
+    assert select(inv, Policy())[0] == []
+
+
+def test_instance_filtering_off_selects_everything_even_when_tagged():
+    inv = Inventory(HOST, [server("plain")], tagged_images=frozenset({"x"}))
+    assert names(select(inv, Policy(instance_filtering=False))[0]) == ["plain"]
+
+
+def test_excludes_by_name_and_metadata_are_reported():
+    inv = Inventory(HOST, [server("db-1"), server("web-1", metadata={"ha": "off"}), server("app")])
+    policy = Policy(exclude_names=("^db-",), exclude_metadata=("ha=off",))
+    chosen, skipped, _ = select(inv, policy)
+    assert names(chosen) == ["app"]
+    assert {s.server.name: s.reason for s in skipped} == {
+        "db-1": "name matches exclude_names", "web-1": "metadata matches exclude_metadata"}
+
+
+def test_servers_only_migrating_to_the_host_are_reported_not_moved():
+    inbound = Server(id="id-in", name="in", status="ACTIVE", host="compute2")
+    chosen, skipped, _ = select(Inventory(HOST, [], inbound=[inbound]), Policy())
+    assert not chosen and "still on compute2" in skipped[0].reason
+
+
+def test_order_is_by_priority_in_phases_then_biggest_first():
+    servers = [server("low", metadata={"ha:priority": "-1"}), server("small"),
+               server("big", ram=512), server("high", metadata={"ha:priority": "10"}),
+               server("junk", metadata={"ha:priority": "soon"})]
+    plan = make_plan(Inventory(HOST, servers, free=FREE), Policy())
+    assert [m.server.name for m in plan.moves] == ["high", "big", "junk", "small", "low"]
+    assert [[m.server.name for m in phase] for phase in plan.phases()] == [
+        ["high"], ["big", "junk", "small"], ["low"]]
+
+
+def test_targets_prefer_spare_hosts_then_most_free_memory():
+    servers = [server(f"s{i}", ram=400) for i in range(3)]
+    targets, short = assign_targets(servers, FREE, spare={"compute3"})
+    assert [targets[s.id] for s in servers] == ["compute3", "compute2", "compute2"]
+    assert short == []
+    targets, _ = assign_targets(servers[:1], FREE, spare=set())
+    assert targets["id-s0"] == "compute2"
+
+
+def test_capacity_shortfall_is_reported_and_the_rest_still_planned():
+    servers = [server("big", ram=900), server("huge", ram=2000), server("small")]
+    plan = make_plan(Inventory(HOST, servers, free=FREE), Policy())
+    assert not plan.capacity_ok
+    assert plan.shortfall == ("id-huge",)
+    by_name = {m.server.name: m.target for m in plan.moves}
+    assert by_name == {"huge": None, "big": "compute2", "small": "compute3"}
+
+
+def test_reserved_aggregate_hosts_are_spares():
+    spare = Aggregate("spares", frozenset({"compute3"}))
+    plan = make_plan(Inventory(HOST, [server("a")], free=FREE, aggregates=[spare]),
+                     Policy(reserved_aggregate="spares"))
+    assert plan.moves[0].target == "compute3"
+
+
+@pytest.mark.parametrize(("status", "task", "reset"), [
+    ("ACTIVE", None, False), ("SHUTOFF", None, False), ("ERROR", None, False),
+    ("BUILD", "spawning", True), ("ACTIVE", "rebooting", True)])
+def test_states_nova_refuses_to_evacuate_are_reset_first(status, task, reset):
+    plan = make_plan(Inventory(HOST, [server("a", status=status, task=task)], free=FREE), Policy())
+    assert plan.moves[0].reset_first is reset
+
+
+def states(*down: bool) -> list[ServiceState]:
+    return [ServiceState(f"compute{i}", d) for i, d in enumerate(down, 1)]
+
+
+def test_brake_engages_above_the_fraction_of_down_hosts():
+    assert not mass_failure_brake(states(True, False, False), [], HOST, 0.5, 0).engaged
+    assert not mass_failure_brake(states(True, True, False, False), [], HOST, 0.5, 0).engaged
+    brake = mass_failure_brake(states(True, True, False), [], HOST, 0.5, 0)
+    assert brake.engaged and "2 of 3" in brake.reason and "compute1, compute2" in brake.reason
+    assert mass_failure_brake([], [], HOST, 0.5, 0).engaged
+
+
+def test_brake_per_aggregate_counts_only_aggregates_of_the_host():
+    rack = Aggregate("rack1", frozenset({"compute1", "compute2"}))
+    other = Aggregate("rack2", frozenset({"compute3", "compute4"}))
+    many = states(True, True, True, True, False, False, False, False, False)
+    assert mass_failure_brake(many, [rack], HOST, 0.5, 1).engaged
+    assert "rack1" in mass_failure_brake(many, [rack], HOST, 0.5, 1).reason
+    assert not mass_failure_brake(many, [other], HOST, 0.5, 1).engaged
+    assert not mass_failure_brake(many, [rack], HOST, 0.5, 0).engaged
