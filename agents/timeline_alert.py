@@ -7,7 +7,8 @@ in ``CRM_alert_*`` variables. It records, in :mod:`nova_evacuate.timeline`'s fil
 
 * ``detected``: an operation failed (a result other than expected) on a compute node, or
   the connection resource of a pacemaker_remote node failed: the moment Pacemaker noticed;
-* ``fenced`` / ``fence_failed``: the fencing result for a node, as Pacemaker saw it;
+* ``fenced`` / ``fence_failed``: the result of fencing a node (off or reboot; unfencing is
+  fence_nova's own ``unfenced``), as Pacemaker saw it;
 * ``node_lost``: a cluster node left the membership.
 
 It exits 0 whatever happens: an alert agent's failure helps nobody.
@@ -16,6 +17,7 @@ It exits 0 whatever happens: an alert agent's failure helps nobody.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -44,9 +46,13 @@ def event(env: dict[str, str]) -> tuple[str, str, dict[str, str]] | None:
     kind, node = env.get("CRM_alert_kind", ""), env.get("CRM_alert_node", "")
     desc = env.get("CRM_alert_desc", "")
     if kind == "fencing" and node:
+        # "Operation off of compute1 by ctl1 for ...: OK": unfencing ("on") is fence_nova's
+        # own "unfenced" event, and a controller's unfencing is no part of a recovery.
+        operation = re.match(r"Operation (\S+) of", desc)
+        if operation is not None and operation.group(1) == "on":
+            return None
         ok = env.get("CRM_alert_rc") == "0"
-        return ("fenced" if ok else "fence_failed"), node, {"desc": desc,
-                                                             "task": env.get("CRM_alert_task", "")}
+        return ("fenced" if ok else "fence_failed"), node, {"desc": desc}
     if kind == "node" and desc == "lost" and node:
         return "node_lost", node, {}
     if kind != "resource":
@@ -55,8 +61,8 @@ def event(env: dict[str, str]) -> tuple[str, str, dict[str, str]] | None:
     task, rsc = env.get("CRM_alert_task", ""), env.get("CRM_alert_rsc", "")
     if not rc or rc == target or task not in ("monitor", "start") or task == "stop":
         return None
-    if task == "monitor" and rc == "7" and env.get("CRM_alert_interval", "0") == "0":
-        return None  # a probe finding a resource stopped is not a failure
+    if task == "monitor" and env.get("CRM_alert_interval", "0") == "0" and rc in ("0", "7", "8"):
+        return None  # a probe finding a resource running or stopped is no failure
     host = rsc if rsc and _is_remote_connection(rsc) else node
     return "detected", host, {"rsc": rsc, "task": task, "rc": rc, "desc": desc}
 

@@ -88,7 +88,7 @@ class Stock:
                  f"auth_url={auth['auth_url']}", f"login={auth['username']}",
                  f"passwd_script=/bin/cat {self.d.dir / 'keystone.secret'}",
                  f"tenant_name={auth['project_name']}", "record_only=1", "no_shared_storage=1",
-                 f"pcmk_host_list={host}")
+                 f"pcmk_host_list={host}", "--force")  # pcs does not know the wrapper's name
             _pcs("stonith", "level", "clear", host, check=False)
             _pcs("stonith", "level", "add", "1", host, f"fence-ipmi-{host}",
                  f"fence-compute-{host}", "--force")

@@ -17,11 +17,12 @@ host stays off and a retry completes the remaining steps (each step is idempoten
 ``on`` (unfencing): power on when off, wait within the deadline until the ledger says the
 host's evacuation finished, then clear force-down and, once Nova sees the returning
 nova-compute up, remove the marker and enable the service (unless ``leave_disabled``);
-if it does not report within a minute, the engine's host-return step does that part. Nova refuses to clear force-down while the host's evacuation
-migrations are still ``done``; they become ``completed`` only once the returning
-nova-compute starts, which Pacemaker allows only after unfencing, so that one refusal is
-accepted here: the marker and the disable stay, and the engine's host-return step
-(:mod:`nova_evacuate.worker`) clears all three later (DESIGN.md).
+if it does not report within a minute, the engine's host-return step does that part.
+Nova refuses to clear force-down while the host's evacuation migrations are still
+``done``; they become ``completed`` only once the returning nova-compute starts, which
+Pacemaker allows only after unfencing, so that one refusal is accepted here: the marker
+and the disable stay, and the engine's host-return step (:mod:`nova_evacuate.worker`)
+clears all three later (DESIGN.md).
 """
 
 from __future__ import annotations

@@ -89,7 +89,15 @@ class Deployment:
         return path
 
     def configure(self, timeout: float = 240) -> None:
-        """Run the reference configuration script, then wait until every node serves."""
+        """Run the reference configuration script, then wait until every node serves.
+
+        First the controller's own fence device, which every cluster has before instance HA
+        is added: Pacemaker unfences each node that runs a fencing device that provides
+        unfencing (fence_nova does), the controllers included, through their own devices.
+        In the lab that is fence_labpower, for which ctl1 is always on."""
+        self.pcmk.install_fence_labpower()
+        self.pcmk.pcs("stonith", "create", f"fence-{CONTROLLER}", "fence_labpower",
+                      f"state_dir={self.pcmk.state_dir}", f"pcmk_host_list={CONTROLLER}")
         settings = self.write_settings()
         _sh("bash", str(REPO / "scripts/configure-cluster.sh"), str(settings), timeout=300)
         self.wait_serving(timeout)
@@ -128,20 +136,10 @@ class Deployment:
         return parse_marker(self.service(host).disabled_reason)
 
     def fenced(self, host: str, since: float) -> bool:
-        """Pacemaker fenced ``host`` (successfully) after ``since`` (epoch seconds)."""
-        out = _sh("stonith_admin", "--history", host, "--output-as=xml", check=False).stdout
-        if not out.strip():
-            return False
-        for event in ET.fromstring(out).iter("fence_event"):
-            if event.get("status") == "success" and event.get("action") in ("off", "reboot"):
-                completed = event.get("completed", "")
-                try:
-                    when = time.mktime(time.strptime(completed[:19], "%Y-%m-%d %H:%M:%S"))
-                except ValueError:
-                    continue
-                if when >= since - 1:
-                    return True
-        return False
+        """Pacemaker fenced ``host`` successfully after ``since`` (epoch seconds), as its
+        fencing alert says (``stonith_admin --history`` keeps only a node's latest action,
+        and unfencing follows fencing at once)."""
+        return any(e["event"] == "fenced" for e in self.events(since, host))
 
     @staticmethod
     def events(since: float, host: str | None = None) -> list[dict[str, Any]]:
@@ -163,7 +161,7 @@ class Deployment:
         """Record a lab event (``failure_injected``) in the timeline; its time."""
         from nova_evacuate import timeline
 
-        now = time.time()
+        now = round(time.time(), 3)  # as the timeline stores it: events(now) includes it
         timeline.record(event, host, at=now, by="lab", **fields)
         return now
 

@@ -190,14 +190,23 @@ class OpenStackLab:
 
     def _initdb(self) -> None:
         pg = self._pg_dir()
-        if (pg / "PG_VERSION").exists():
-            return
+        if not (pg / "PG_VERSION").exists():
+            self._run_initdb(pg)
+        # initdb trusts 127.0.0.1 only; with the cluster, the lab listens on 10.251.0.1
+        hba = pg / "pg_hba.conf"
+        line = f"host all all {self.layout.bind_host}/32 trust\n"
+        if line not in hba.read_text():
+            with hba.open("a") as f:
+                f.write(line)
+
+    def _run_initdb(self, pg: Path) -> None:
         pg.mkdir(parents=True, exist_ok=True)
         shutil.chown(pg, "postgres", "postgres")
         pg.chmod(0o700)
         proc = subprocess.run(
             [str(_pg_bin() / "initdb"), "-D", str(pg), "-U", "postgres", "--auth=trust",
-             "-E", "UTF8", "--no-sync"], user="postgres", cwd="/", capture_output=True, text=True,
+             "-E", "UTF8", "--no-sync"], user="postgres", group="postgres", extra_groups=[],
+            cwd="/", capture_output=True, text=True,
             timeout=120, check=False)
         if proc.returncode != 0:
             raise LabError(f"initdb {pg}: {proc.stderr.strip()[-300:]}")

@@ -148,6 +148,9 @@ class Procs:
             proc = subprocess.Popen(
                 list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 env=full_env, start_new_session=True, user=user, cwd="/",
+                # the user's own group too: with root's gid, a root-owned directory's group
+                # bits (none, on pytest's tmp dirs) would apply instead of the others' bits
+                group=user, extra_groups=[] if user else None,
             )
         self._children[proc.pid] = proc
         ticks = None

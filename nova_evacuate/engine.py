@@ -580,6 +580,3 @@ def _latest(migrations: list[Migration]) -> dict[str, Migration]:
             latest[m.server_id] = m
     return latest
 
-
-# The ledger's states a run by hand or the worker finds, for the callers' messages.
-PENDING_STATES = (State.REQUESTED, State.CLAIMED)

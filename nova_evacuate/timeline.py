@@ -7,12 +7,13 @@ value turns recording off)::
     {"ts": 1796045372.125, "event": "power_off_confirmed", "host": "compute1", "by": "fence_nova"}
 
 Events, in the order of a recovery: ``failure_injected`` (the lab or an operator's test),
-``detected`` (Pacemaker's alert: a failed operation of the node's connection or of a
-resource on it), ``fence_start``, ``power_off_confirmed``, ``forced_down``,
-``evacuation_requested`` (fence_nova), ``claimed``, ``instance_done`` /
-``instance_failed`` (one per instance), ``evacuation_done`` / ``evacuation_failed`` (the
-engine), ``fence_failed`` (fence_nova, with the reason), ``unfenced`` (fence_nova ``on``),
-``host_back`` (force-down cleared, service enabled: the engine).
+``detected`` or ``node_lost`` (Pacemaker's alerts: a failed operation of the node's
+connection or of a resource on it; the node leaving), ``fence_start``,
+``power_off_confirmed``, ``forced_down``, ``evacuation_requested`` (fence_nova),
+``claimed``, ``instance_done`` / ``instance_failed`` (one per instance),
+``evacuation_done`` / ``evacuation_failed`` (the engine), ``fence_failed`` (fence_nova,
+with the reason), ``unfenced`` (fence_nova ``on``), ``host_back`` (force-down cleared,
+service enabled: the engine).
 
 Recording never fails the caller: a line that cannot be written is logged and dropped.
 
@@ -41,8 +42,9 @@ LOG = logging.getLogger(__name__)
 DEFAULT_PATH = "/var/log/openstack-ha/timeline.jsonl"
 ENV = "OPENSTACK_HA_TIMELINE"
 
-# Where a recovery starts and what closes it.
-STARTS = ("failure_injected", "detected", "fence_start")
+# Where a recovery starts and what closes it; what counts as Pacemaker noticing.
+DETECTION = ("detected", "node_lost")
+STARTS = ("failure_injected", *DETECTION, "fence_start")
 ENDS = ("evacuation_done", "evacuation_failed")
 
 
@@ -114,8 +116,8 @@ class Recovery:
 
     def parts(self) -> dict[str, float | None]:
         """MTTR and its parts, in seconds; None where the events are missing."""
-        failure = self.first("failure_injected") or self.first("detected", "fence_start")
-        detected = self.first("detected") or self.first("fence_start")
+        failure = self.first("failure_injected") or self.first(*DETECTION, "fence_start")
+        detected = self.first(*DETECTION) or self.first("fence_start")
         requested = self.first("evacuation_requested")
         done = self.last("instance_done")
         ended = self.first(*ENDS)

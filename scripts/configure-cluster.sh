@@ -15,6 +15,10 @@
 #   ENGINE_CONFIG       the evacuation engine's oslo.config file (NovaEvacuate)
 #   LIVENESS_CHECKS     what "alive" means on a compute node (ComputeLiveness checks=)
 #
+# The controllers keep the fence devices they already have: fence_nova provides unfencing,
+# and Pacemaker unfences every node that runs a fencing device with provides=unfencing, the
+# controllers too, through their own devices ("on" of an IPMI device is harmless).
+#
 # Secrets stay in their files: only the paths go into the CIB.
 set -euo pipefail
 if [[ $# -ge 1 ]]; then
@@ -26,9 +30,9 @@ fi
 LIVENESS_CHECKS=${LIVENESS_CHECKS:-"process:nova-compute"}
 
 # Fencing on. stonith-timeout well above corosync's token + consensus (1 s + 1.2 s in the
-# lab; 3 s + 3.6 s by default) and above fence_nova's power-off and Nova steps. "off":
-# a fenced host stays off until someone powers it on (reboot would bring it back at once;
-# unfencing still holds it until its evacuation has finished).
+# lab; 3 s + 3.6 s by default) and above fence_nova's power-off and Nova steps. "off": the
+# host is powered off; Pacemaker then unfences it, and fence_nova's "on" powers it on again
+# only once its evacuation has finished.
 pcs property set stonith-enabled=true stonith-timeout=60s stonith-action=off
 # A device that provides unfencing makes every resource require unfencing by default, the
 # controllers' too (where nothing unfences them): only the compute nodes' resources below
@@ -66,7 +70,8 @@ done
 pcs resource create liveness ocf:openstack-ha:ComputeLiveness checks="$LIVENESS_CHECKS" \
     op start timeout=30s on-fail=fence op monitor interval=10s timeout=30s \
     op stop timeout=20s meta requires=unfencing clone interleave=true
-pcs constraint location liveness-clone rule score=-INFINITY '#kind' ne remote
+# resource-discovery=exclusive: probed and run only there (a probe needs unfencing too)
+pcs constraint location liveness-clone rule resource-discovery=exclusive score=0 '#kind' eq remote
 
 # The evacuation engine: one copy, on the controllers.
 pcs resource create nova-evacuate ocf:openstack-ha:NovaEvacuate config_file="$ENGINE_CONFIG" \

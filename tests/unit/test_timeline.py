@@ -88,11 +88,16 @@ def test_alert_ignores_successes_probes_and_stops():
     assert alert(kind="resource", node="c1", rsc="x", task="monitor", rc="0", target_rc="0") is None
     assert alert(kind="resource", node="c1", rsc="x", task="monitor", rc="7", target_rc="0",
                  interval="0") is None
+    assert alert(kind="resource", node="c1", rsc="x", task="monitor", rc="0", target_rc="7",
+                 interval="0") is None
     assert alert(kind="resource", node="c1", rsc="x", task="stop", rc="1", target_rc="0") is None
     assert alert(kind="attribute", node="c1") is None
 
 
 def test_alert_fencing_results():
-    assert alert(kind="fencing", node="compute1", rc="0", task="off", desc="ok")[0] == "fenced"
-    assert alert(kind="fencing", node="compute1", rc="1", task="off")[0] == "fence_failed"
+    off = "Operation off of compute1 by ctl1 for pacemaker-controld.1@ctl1: "
+    assert alert(kind="fencing", node="compute1", rc="0", desc=off + "OK")[0] == "fenced"
+    assert alert(kind="fencing", node="compute1", rc="1", desc=off + "Error")[0] == "fence_failed"
+    unfence = "Operation on of ctl1 by the cluster for pacemaker-controld.1@ctl1: No fence device"
+    assert alert(kind="fencing", node="ctl1", rc="1", desc=unfence) is None
     assert alert(kind="node", node="ctl2", desc="lost") == ("node_lost", "ctl2", {})
