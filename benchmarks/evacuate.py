@@ -3,15 +3,16 @@
 
 Rows (victim compute1 of a 3-compute lab: real Keystone and Nova 34, fake virt driver):
 
-* ``ours``: ``python -m nova_evacuate.cli compute1 --json`` from this tree, defaults
-  (``max_concurrency=10``, ``per_host_concurrency=4``) but ``poll_interval=1``. It
-  returns when every instance has finished.
+* ``ours``: ``python -m nova_evacuate.cli compute1 --json`` from this tree with
+  ``max_concurrency=10``, ``per_host_concurrency=4`` (the first defaults) and
+  ``poll_interval=1``. It returns when every instance has finished.
 * ``stock``: ``/usr/sbin/fence_evacuate -o off`` (Debian fence-agents 4.12.1,
   python3-novaclient) with ``no_shared_storage=1`` (without it every evacuation fails on
   local storage, yet it exits 0). It sends one evacuate after another and returns once
   they are accepted, not done. It needs ``benchmarks/py311shim`` on PYTHONPATH (Python
   3.11 dropped ``inspect.getargspec``) and ``scripts/bench-deps.sh`` installed.
-* ``ours_c20``: ``ours`` with ``max_concurrency=20``, ``per_host_concurrency=10``.
+* ``ours_c20``: ``ours`` with ``max_concurrency=20``, ``per_host_concurrency=10``: the
+  defaults since this benchmark showed the first ones leave Nova idle.
 
 Per run: ``Lab.reset()`` (no servers, every compute up and enabled) → boot N servers on
 compute1 (``lab.tiny``, image ``plain``) → all ACTIVE → 3 s settle → SIGKILL its

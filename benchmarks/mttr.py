@@ -131,10 +131,10 @@ def one_run(d: Deployment, db: CellDB, mode: str, n: int, serving) -> dict[str, 
     actions = db.actions(ids)
     events = d.events(t0, HOST)
 
-    def first(name: str) -> float | None:
-        return next((e["ts"] for e in events if e["event"] == name), None)
+    def first(*names: str) -> float | None:
+        return next((e["ts"] for e in events if e["event"] in names), None)
 
-    detected = first("detected")
+    detected = first("detected", "node_lost")  # the alert agent: Pacemaker noticed
     fenced = first("evacuation_requested") if mode == "ours" else first("fenced")
     rebuilt = actions["last_rebuilt"]
 
@@ -190,6 +190,11 @@ def markdown(result: dict[str, Any]) -> str:
     for key, value in s.items():
         if key.startswith("ratio"):
             lines.append(f"* MTTR stock/ours at N={key.split('-')[1]}: **{value}**")
+    earlier = sorted({r["earlier_run"] for r in result["runs"] if r.get("earlier_run")})
+    if earlier:
+        modes = sorted({r["mode"] for r in result["runs"] if r.get("earlier_run")})
+        lines += ["", f"Rows {', '.join(modes)}: from the run of {', '.join(earlier)}, same lab"
+                  " and machine (`--modes` ran only the others this time)."]
     lines += ["", "Stock fencing: detected → Pacemaker's fencing result (fence_ipmilan then"
               " fence_compute); ours: detected → fence_nova's evacuation request. Evacuation:"
               " from there to the last instance rebuilt (Nova's records).", "",
@@ -230,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
                 stock.remove()
     finally:
         lab.down()
+    kept: list[dict[str, Any]] = []
+    previous = RESULTS / "mttr.json"
+    if previous.exists():  # the rows of modes not run this time stay, marked as earlier
+        kept = [dict(r, earlier_run=r.get("earlier_run") or json.loads(previous.read_text())["date"])
+                for r in json.loads(previous.read_text())["runs"] if r["mode"] not in args.modes]
+    runs = kept + runs
     result = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores,"
                          f" Python {platform.python_version()}",

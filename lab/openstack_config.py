@@ -149,14 +149,7 @@ lock_path = {lay.state_dir / "nova" / "lock"}
 [oslo_messaging_notifications]
 driver = noop
 [placement]
-auth_type = password
-auth_url = {ks}
-username = nova
-password = {SERVICE_PASSWORD}
-project_name = service
-user_domain_name = Default
-project_domain_name = Default
-region_name = {REGION}
+{_nova_service_user(ks)}region_name = {REGION}
 endpoint_override = {lay.url("placement")}
 [glance]
 endpoint_override = {lay.url("glance")}
@@ -167,14 +160,19 @@ token = admin
 endpoint_override = {lay.url("neutron")}
 [service_user]
 send_service_user_token = true
-auth_type = password
-auth_url = {ks}
+{_nova_service_user(ks)}{_authtoken(lay, "nova")}"""
+
+
+def _nova_service_user(keystone_url: str) -> str:
+    """Password authentication as the service user nova (keystoneauth options)."""
+    return f"""auth_type = password
+auth_url = {keystone_url}
 username = nova
 password = {SERVICE_PASSWORD}
 project_name = service
 user_domain_name = Default
 project_domain_name = Default
-{_authtoken(lay, "nova")}"""
+"""
 
 
 def compute_conf(lay: Layout, host: str) -> str:

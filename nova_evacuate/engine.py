@@ -85,8 +85,8 @@ class Settings:
     """The ``[evacuation]`` and ``[safety]`` options the engine reads."""
 
     policy: Policy = field(default_factory=Policy)
-    max_concurrency: int = 10
-    per_host_concurrency: int = 4
+    max_concurrency: int = 20
+    per_host_concurrency: int = 10
     stagger: float = 0.0
     instance_timeout: float = 600.0
     poll_interval: float = 2.0

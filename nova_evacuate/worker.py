@@ -108,10 +108,11 @@ class Worker:
             try:
                 self.scan()
                 self.last_error = ""
-            except (NovaError, LedgerError) as exc:
-                if str(exc) != self.last_error:
-                    LOG.error("scan failed: %s", exc)
-                self.last_error = str(exc)
+            except Exception as exc:  # Nova, the ledger, attrd: the next scan tries again
+                text = f"{type(exc).__name__}: {exc}"
+                if text != self.last_error:
+                    LOG.error("scan failed: %s", text)
+                self.last_error = text
             self.last_scan = time.monotonic()
         self.write_status()
 
