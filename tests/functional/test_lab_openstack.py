@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from lab.openstack import OpenStackLab
 from lab.openstack_procs import listening
+from lab.workload import wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")]
 
@@ -29,16 +29,6 @@ def lab(clean_lab: Any) -> OpenStackLab:
     """The OpenStack part of the session's lab (tests/conftest.py), from a clean state."""
     return clean_lab.openstack
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not after {timeout}s")
-        time.sleep(interval)
 
 
 def compute_service(conn: Any, host: str) -> Any:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import openstack
 import pytest
+
+from lab.workload import wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -17,13 +18,6 @@ def compute_service(conn, host: str):
     (service,) = [s for s in conn.compute.services(binary="nova-compute") if s.host == host]
     return service
 
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(1)
 
 
 def test_hosts_json_and_clouds_yaml_describe_the_lab(clean_lab, monkeypatch):
