@@ -22,13 +22,6 @@ import subprocess
 import sys
 
 
-def _when(env: dict[str, str]) -> float | None:
-    epoch, usec = env.get("CRM_alert_timestamp_epoch"), env.get("CRM_alert_timestamp_usec")
-    if epoch and epoch.isdigit():
-        return int(epoch) + (int(usec) / 1e6 if usec and usec.isdigit() else 0.0)
-    return None
-
-
 def _is_remote_connection(rsc: str) -> bool:
     """Whether ``rsc`` is an ocf:pacemaker:remote resource: its id is the remote node's name."""
     try:
@@ -76,7 +69,9 @@ def main() -> int:
         name, host, details = found
         from nova_evacuate import timeline
 
-        timeline.record(name, host, at=_when(env), by="pacemaker", **details)
+        # Recorded at the time Pacemaker runs the alert, not CRM_alert_timestamp: for a lost
+        # remote connection that is the failed monitor's start, which can precede the failure.
+        timeline.record(name, host, by="pacemaker", **details)
     except Exception as exc:  # never fail an alert
         print(f"timeline_alert: {exc}", file=sys.stderr)
     return 0
