@@ -19,7 +19,7 @@ from os import PathLike
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlencode
 
-from nova_evacuate.plan import Aggregate, Migration, Resources, Server
+from nova_evacuate.plan import Aggregate, Migration, Resources, Server, is_true
 
 # Services by UUID: from 2.53 ``PUT /os-services/{id}`` takes status, disabled_reason and
 # forced_down together, and ids are UUIDs, stable across cells (2.11-2.52 addressed a service
@@ -231,8 +231,6 @@ class Nova:
     def any_flavor_tagged(self, key: str = "evacuable") -> bool:
         """Whether any flavor, public or not, has extra spec ``key`` true (one call per page:
         flavor lists carry extra specs from 2.61)."""
-        from nova_evacuate.plan import is_true
-
         flavors = self._pages("/flavors/detail", {"is_public": "None"}, "flavors",
                               "list flavors")
         return any(is_true((f.get("extra_specs") or {}).get(key, "")) for f in flavors)
