@@ -7,10 +7,11 @@ attribute, ``ok`` | ``degraded:<check>`` | ``failed:<check>``, visible in
 monitor, so Pacemaker restarts the resource or fences the node, as the
 operation's ``on-fail`` says.
 
-``start`` waits while this node's evacuation is unfinished (the ``evacuate`` node
-attribute is set and not ``no``): a host that is still being evacuated must not
-look ready for workload. Then it runs the checks until they pass. It gives up,
-failing, shortly before its timeout.
+``start`` runs the checks until they pass and gives up, failing, shortly before its
+timeout. It does not look at this node's evacuation: a fenced node stays powered off
+until its evacuation is done (fence_nova's unfencing refuses before that), and the
+reference configuration's location rule on the ``evacuate`` node attribute keeps this
+resource off a node whose evacuation is pending (see nova_evacuate/host_return.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from nova_evacuate import pacemaker
 
 LOG = logging.getLogger(__name__)
 
-EVACUATION_POLL_SECONDS = 1.0
 # How often start runs the checks again while they fail.
 START_RETRY_SECONDS = 1.0
 # Leave this much of start's timeout to report the failure before Pacemaker kills us.
@@ -89,17 +89,6 @@ PARAMETERS = (
         default="openstack-ha-liveness",
         parse=_attribute_name,
     ),
-    Parameter(
-        "evacuate_attribute",
-        shortdesc="Node attribute that marks an unfinished evacuation",
-        longdesc=(
-            "Start does not succeed while this node attribute is set to anything but 'no' "
-            "on this node: the node's instances are still being evacuated elsewhere. The "
-            "fence agent and the evacuation engine keep it (yes / node@epoch / no)."
-        ),
-        default="evacuate",
-        parse=_attribute_name,
-    ),
 )
 
 
@@ -120,6 +109,8 @@ def _node(ctx: Context) -> str:
         return node
     try:
         return pacemaker.local_node_name(timeout=_tool_timeout(ctx))
+    except pacemaker.ToolMissing as exc:
+        raise OCFError(OCFExit.ERR_INSTALLED, f"cannot tell this node's name: {exc}") from None
     except pacemaker.PacemakerError as exc:
         raise OCFError(OCFExit.ERR_GENERIC, f"cannot tell this node's name: {exc}") from None
 
@@ -179,8 +170,6 @@ def _result(verdict: liveness_checks.Verdict) -> OCFExit:
 
 
 def start(ctx: Context) -> OCFExit:
-    node = _node(ctx)
-    _wait_for_evacuation(ctx, node)
     # The checks get until shortly before start's timeout to pass: a nova-compute that its
     # init system is restarting comes back in time; one that cannot fails the start (and
     # with op start on-fail=fence, fences the node).
@@ -189,27 +178,6 @@ def start(ctx: Context) -> OCFExit:
         time.sleep(START_RETRY_SECONDS)
     _publish(ctx, verdict, _state_file(ctx))
     return _result(verdict)
-
-
-def _wait_for_evacuation(ctx: Context, node: str) -> None:
-    name = ctx.params["evacuate_attribute"]
-    logged = False
-    while True:
-        try:
-            value = pacemaker.query_node_attribute(name, node, timeout=_tool_timeout(ctx))
-        except pacemaker.PacemakerError as exc:
-            value = f"unknown ({exc})"  # cannot tell: treat as unfinished
-        if value is None or value == "no":
-            return
-        if not logged:
-            LOG.info("waiting: evacuation of %s is unfinished (%s=%s)", node, name, value)
-            logged = True
-        if ctx.remaining() < START_MARGIN_SECONDS + EVACUATION_POLL_SECONDS:
-            raise OCFError(
-                OCFExit.ERR_GENERIC,
-                f"evacuation of {node} is unfinished ({name}={value}); not starting",
-            )
-        time.sleep(EVACUATION_POLL_SECONDS)
 
 
 def stop(ctx: Context) -> OCFExit:
@@ -224,7 +192,7 @@ def stop(ctx: Context) -> OCFExit:
             pacemaker.delete_node_attribute(
                 ctx.params["attribute"], _node(ctx), timeout=_tool_timeout(ctx)
             )
-        except pacemaker.PacemakerError as exc:
+        except (pacemaker.PacemakerError, OCFError) as exc:
             # The attribute is advisory; a failed stop would get the node fenced.
             LOG.warning("could not remove attribute %s: %s", ctx.params["attribute"], exc)
     os.unlink(state)

@@ -38,12 +38,6 @@ def _positive_number(text: str) -> float:
     return value
 
 
-def _existing_file(text: str) -> str:
-    if text and not os.path.isfile(text):
-        raise ValueError(f"{text} does not exist")
-    return text
-
-
 PARAMETERS = (
     Parameter(
         "config_file",
@@ -54,7 +48,6 @@ PARAMETERS = (
             "Empty: none, every option at its default."
         ),
         default="/etc/openstack-ha/openstack-ha.conf",
-        parse=_existing_file,
     ),
     Parameter(
         "cloud",
@@ -108,10 +101,47 @@ def _status_age(status_file: str) -> float | None:
         return None
 
 
+def _check_config(ctx: Context) -> None:
+    """The engine's configuration is here, readable and valid, or the OCFError that says why.
+
+    Only start and validate-all need it: monitor and stop look at the worker alone, so on a
+    node without the file (every compute node) a probe answers "not running" and a stop
+    succeeds. A file missing or unreadable on this node is OCF_ERR_INSTALLED (Pacemaker may
+    start the resource on another node, which may have it); a file whose contents are wrong
+    is OCF_ERR_CONFIGURED.
+    """
+    path = ctx.params["config_file"]
+    if path:
+        if not os.path.exists(path):
+            raise OCFError(OCFExit.ERR_INSTALLED,
+                           f"configuration file {path} does not exist on this node")
+        if not os.path.isfile(path):
+            raise OCFError(OCFExit.ERR_INSTALLED,
+                           f"configuration file {path} is not a regular file")
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise OCFError(OCFExit.ERR_INSTALLED, f"configuration file {path} cannot be"
+                           f" read: {exc.strerror or exc}") from None
+    from oslo_config import cfg
+
+    from nova_evacuate import conf
+
+    try:
+        conf.load([path] if path else [])
+    except (cfg.Error, ValueError) as exc:
+        raise OCFError(OCFExit.ERR_CONFIGURED, f"configuration file {path}: {exc}") from None
+    except SystemExit:  # oslo's own parser exits on some syntax errors
+        raise OCFError(OCFExit.ERR_CONFIGURED,
+                       f"configuration file {path} cannot be parsed") from None
+
+
 def start(ctx: Context) -> OCFExit:
     pid_file, status_file = _paths(ctx)
     if _worker_pid(pid_file) is not None:
         return OCFExit.SUCCESS
+    _check_config(ctx)
     os.makedirs(os.path.dirname(pid_file), exist_ok=True)
     for stale in (status_file,):
         if os.path.exists(stale):
@@ -192,14 +222,7 @@ def monitor(ctx: Context) -> OCFExit:
 
 
 def validate_all(ctx: Context) -> OCFExit:
-    from oslo_config import cfg
-
-    from nova_evacuate import conf
-
-    try:
-        conf.load([ctx.params["config_file"]] if ctx.params["config_file"] else [])
-    except (cfg.Error, ValueError) as exc:
-        raise OCFError(OCFExit.ERR_CONFIGURED, f"configuration: {exc}") from None
+    _check_config(ctx)
     return OCFExit.SUCCESS
 
 

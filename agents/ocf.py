@@ -249,8 +249,18 @@ def read_parameters(
             values[p.name] = p.value_from(raw)
         except ValueError as exc:
             errors.append(f"parameter '{p.name}': {exc}")
-            values[p.name] = p.value_from(p.default) if p.default is not None else None
+            values[p.name] = _default_value(p) if raw != p.default else None
     return values, errors
+
+
+def _default_value(p: Parameter) -> Any:
+    """The parsed default, or None when there is none or it does not parse either."""
+    if p.default is None:
+        return None
+    try:
+        return p.value_from(p.default)
+    except ValueError:
+        return None
 
 
 def _meta_int(environ: Mapping[str, str], name: str, fallback: int) -> int:
@@ -290,7 +300,19 @@ def run(
     argv: Sequence[str],
     environ: Mapping[str, str] | None = None,
 ) -> int:
-    """Run one OCF action and return its exit code. Never raises."""
+    """Run one OCF action and return its exit code. Never raises, never prints a traceback:
+    whatever escapes the handling in :func:`_run` (logging that cannot be set up, a
+    parameter parser that fails some other way) is one ``ocf-exit-reason:`` line and
+    ``OCF_ERR_GENERIC``."""
+    try:
+        return _run(agent, argv, environ)
+    except Exception as exc:
+        action = argv[0] if len(argv) == 1 else agent.name
+        exit_reason(f"{action}: unexpected error: {type(exc).__name__}: {exc}")
+        return OCFExit.ERR_GENERIC
+
+
+def _run(agent: Agent, argv: Sequence[str], environ: Mapping[str, str] | None) -> int:
     env = dict(os.environ if environ is None else environ)
     if len(argv) != 1:
         print(agent.usage(), file=sys.stderr)

@@ -24,7 +24,17 @@ brought back to healthy for the next run.
 MTTR is crash → last instance rebuilt (Nova's records: the last ``compute_rebuild_instance``
 finish of these instances), the same clock for both.
 
+Second faults during the recovery (``--scenarios``, ours only), injected once a third of the
+servers are rebuilt: ``worker-killed`` (the NovaEvacuate worker SIGKILLed: Pacemaker restarts
+it and it takes the claim over), ``target-died`` (compute2, a rebuild target, loses every
+process: its servers are failed, its fence waits for the brake until compute1 is back, then
+its own evacuation takes them over). For these, ``settled`` is crash → every server ACTIVE,
+with no task, on a host Nova sees up and not forced down (read every 0.5 s), measured for the
+plain ``crash`` beside them.
+
     flock /tmp/ohalab.lock python -m benchmarks.mttr [--sizes 20 50] [--runs 3]
+    flock /tmp/ohalab.lock python -m benchmarks.mttr --modes ours --sizes 30 \
+        --scenarios crash worker-killed target-died
 
 Needs scripts/bench-deps.sh (the stock agents' Python dependencies). Writes
 ``benchmarks/results/mttr.json`` and ``.md``.
@@ -37,6 +47,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -54,6 +65,8 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SHIM = HERE / "py311shim"
 HOST = "compute1"
+TARGET = "compute2"  # the rebuild target that dies in scenario target-died
+SCENARIOS = ("crash", "worker-killed", "target-died")
 STOCK_COMPUTE = Path("/usr/sbin/fence_compute_py311")  # fence_compute with the 3.11 shim
 
 
@@ -110,7 +123,38 @@ class Stock:
         return all(self.d.pcmk.remote_ready(h) for h in self.d.hosts)
 
 
-def one_run(d: Deployment, db: CellDB, mode: str, n: int, serving) -> dict[str, Any]:
+def second_fault(d: Deployment, scenario: str, n: int, since: float) -> None:
+    """Once a third of the servers are rebuilt, the scenario's second fault."""
+    if scenario == "crash":
+        return
+
+    def a_third_done() -> bool:
+        return sum(e["event"] == "instance_done" for e in d.events(since, HOST)) >= n // 3
+
+    workload.wait_for(a_third_done, 300, f"{n // 3} servers evacuated", 0.2)
+    if scenario == "worker-killed":
+        pid = d.worker_pid()
+        if pid is None:
+            raise RuntimeError("no NovaEvacuate worker to kill")
+        (controller,) = d.started_on("nova-evacuate")
+        d.mark("failure_injected", controller, how="SIGKILL the NovaEvacuate worker",
+               bench=scenario)
+        os.kill(pid, signal.SIGKILL)
+    elif scenario == "target-died":
+        d.mark("failure_injected", TARGET, how="node crash", bench=scenario)
+        d.pcmk.power_off(TARGET)
+
+
+def settled(conn: Any, ids: list[str]) -> bool:
+    """Every server ACTIVE, with no task, on a host Nova sees up and not forced down."""
+    live = {s.host for s in conn.compute.services(binary="nova-compute")
+            if s.state == "up" and not s.is_forced_down}
+    return all(s.status == "ACTIVE" and not s.task_state and s.compute_host in live
+               for s in workload.servers(conn, ids).values())
+
+
+def one_run(d: Deployment, db: CellDB, mode: str, n: int, serving,
+            scenario: str | None = None) -> dict[str, Any]:
     conn = d.lab.openstack.connection(compute_api_version=workload.MICROVERSION)
     d.heal(serving=serving)
     ids = workload.boot(conn, HOST, n, prefix=f"mttr-{mode}",
@@ -127,7 +171,14 @@ def one_run(d: Deployment, db: CellDB, mode: str, n: int, serving) -> dict[str, 
             raise RuntimeError(f"{errors} servers in ERROR")
         return moved == n
 
-    workload.wait_for(finished, 600, f"{n} servers ACTIVE away from {HOST}", 0.5)
+    settled_at = None
+    if scenario is None:
+        workload.wait_for(finished, 600, f"{n} servers ACTIVE away from {HOST}", 0.5)
+    else:
+        second_fault(d, scenario, n, t0)
+        workload.wait_for(lambda: settled(conn, ids), 900, "every server ACTIVE on a live host",
+                          0.5)
+        settled_at = time.time()
     actions = db.actions(ids)
     events = d.events(t0, HOST)
 
@@ -141,7 +192,8 @@ def one_run(d: Deployment, db: CellDB, mode: str, n: int, serving) -> dict[str, 
     def span(a: float | None, b: float | None) -> float | None:
         return round(b - a, 2) if a is not None and b is not None else None
 
-    run = {"mode": mode, "n": n, "mttr": span(t0, rebuilt), "detection": span(t0, detected),
+    run = {"mode": mode, "scenario": scenario or "crash", "n": n, "mttr": span(t0, rebuilt),
+           "settled": span(t0, settled_at), "detection": span(t0, detected),
            "fencing": span(detected, fenced), "evacuation": span(fenced, rebuilt),
            "first_evacuate_accepted": span(t0, actions["first_accept"]),
            "instances_rebuilt": actions["instances_rebuilt"]}
@@ -151,17 +203,24 @@ def one_run(d: Deployment, db: CellDB, mode: str, n: int, serving) -> dict[str, 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for mode in ("ours", "stock"):
+    # rows of the scenario set (``settled`` measured) apart from the plain comparison
+    kinds = sorted({(r["mode"], r.get("scenario", "crash"), r.get("settled") is not None)
+                    for r in runs}, key=lambda k: (k[2], k[0], SCENARIOS.index(k[1])))
+    for mode, scenario, with_settled in kinds:
         for n in sorted({r["n"] for r in runs}):
-            mine = [r for r in runs if r["mode"] == mode and r["n"] == n]
+            mine = [r for r in runs if r["mode"] == mode and r["n"] == n
+                    and r.get("scenario", "crash") == scenario
+                    and (r.get("settled") is not None) == with_settled]
             if not mine:
                 continue
-            row = {"runs": len(mine)}
-            for key in ("mttr", "detection", "fencing", "evacuation", "first_evacuate_accepted"):
-                values = [r[key] for r in mine if r[key] is not None]
+            row: dict[str, Any] = {"runs": len(mine)}
+            for key in ("mttr", "settled", "detection", "fencing", "evacuation",
+                        "first_evacuate_accepted"):
+                values = [r[key] for r in mine if r.get(key) is not None]
                 row[key] = {"median": round(statistics.median(values), 2) if values else None,
                             "min": min(values, default=None), "max": max(values, default=None)}
-            out[f"{mode}-{n}"] = row
+            name = f"{mode}-{n}" if not with_settled else f"{mode}+{scenario}-{n}"
+            out[name] = row
     for n in sorted({r["n"] for r in runs}):
         a, b = out.get(f"stock-{n}"), out.get(f"ours-{n}")
         if a and b and a["mttr"]["median"] and b["mttr"]["median"]:
@@ -173,19 +232,20 @@ def markdown(result: dict[str, Any]) -> str:
     s = result["summary"]
     lines = ["# MTTR of a compute node crash: ours against the stock configuration", "",
              f"{result['machine']}; {result['date']}. Median (min–max) seconds over the runs.", "",
-             "| configuration | N | runs | MTTR | detection | fencing | evacuation |"
-             " first evacuate accepted |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| configuration | N | runs | MTTR | settled | detection | fencing | evacuation |"
+             " first evacuate accepted |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for key, row in s.items():
         if key.startswith("ratio"):
             continue
-        mode, n = key.split("-")
+        mode, n = key.rsplit("-", 1)
 
         def cell(name: str, row: dict[str, Any] = row) -> str:
-            v = row[name]
+            v = row.get(name) or {"median": None}
             return "-" if v["median"] is None else f"{v['median']:.1f} ({v['min']:.1f}–{v['max']:.1f})"
 
-        lines.append(f"| {mode} | {n} | {row['runs']} | {cell('mttr')} | {cell('detection')} |"
-                     f" {cell('fencing')} | {cell('evacuation')} | {cell('first_evacuate_accepted')} |")
+        lines.append(f"| {mode} | {n} | {row['runs']} | {cell('mttr')} | {cell('settled')} |"
+                     f" {cell('detection')} | {cell('fencing')} | {cell('evacuation')} |"
+                     f" {cell('first_evacuate_accepted')} |")
     lines.append("")
     for key, value in s.items():
         if key.startswith("ratio"):
@@ -195,7 +255,9 @@ def markdown(result: dict[str, Any]) -> str:
         modes = sorted({r["mode"] for r in result["runs"] if r.get("earlier_run")})
         lines += ["", f"Rows {', '.join(modes)}: from the run of {', '.join(earlier)}, same lab"
                   " and machine (`--modes` ran only the others this time)."]
-    lines += ["", "Stock fencing: detected → Pacemaker's fencing result (fence_ipmilan then"
+    lines += ["", "Rows `ours+SCENARIO`: a second fault a third of the way (see the module's"
+              " docstring); `settled`: crash → every server ACTIVE on a live host.",
+              "", "Stock fencing: detected → Pacemaker's fencing result (fence_ipmilan then"
               " fence_compute); ours: detected → fence_nova's evacuation request. Evacuation:"
               " from there to the last instance rebuilt (Nova's records).", "",
               f"Command: `{result['command']}`"]
@@ -207,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[20, 50])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--modes", nargs="+", default=["ours", "stock"])
+    p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=[],
+                   help="ours only: these scenarios, each measured to 'settled'")
     args = p.parse_args(argv)
     if shutil.which("fence_ipmilan") is None or not Path("/usr/sbin/fence_evacuate").exists():
         print("run scripts/bench-deps.sh first (fence-agents and its Python dependencies)")
@@ -222,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         if "ours" in args.modes:
             for n in args.sizes:
                 for _ in range(args.runs):
-                    runs.append(one_run(d, db, "ours", n, d.serving))
+                    if not args.scenarios:
+                        runs.append(one_run(d, db, "ours", n, d.serving))
+                    for scenario in args.scenarios:
+                        runs.append(one_run(d, db, "ours", n, d.serving, scenario))
         if "stock" in args.modes:
             d.heal()
             stock = Stock(d)
@@ -238,8 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     kept: list[dict[str, Any]] = []
     previous = RESULTS / "mttr.json"
     if previous.exists():  # the rows of modes not run this time stay, marked as earlier
+        ran = {(m, s) for m in args.modes for s in (args.scenarios or [None])}
         kept = [dict(r, earlier_run=r.get("earlier_run") or json.loads(previous.read_text())["date"])
-                for r in json.loads(previous.read_text())["runs"] if r["mode"] not in args.modes]
+                for r in json.loads(previous.read_text())["runs"]
+                if (r["mode"], r.get("scenario") if r.get("settled") is not None else None)
+                not in ran]
     runs = kept + runs
     result = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores,"

@@ -7,8 +7,8 @@ moves over unchanged, and adds the cloud (clouds.yaml) and power-driver (BMC)
 parameters.  :func:`check_config` is the cross-option validation run for
 ``validate-all`` and before every action.
 
-The fencing sequence itself is not in this release: every power or Nova action
-fails closed (exit 1) rather than report a fence that did not happen.
+The fencing sequence itself (what ``off``, ``on`` and the rest do) is in
+:mod:`fence_compute.fencing`, loaded only for those actions.
 
 Importing this module must stay cheap (no openstacksdk, keystoneauth1 or
 pyghmi): Pacemaker runs ``metadata`` and ``validate-all`` often.
@@ -318,6 +318,20 @@ _OPTIONS = (
         ),
     ),
     Option(
+        "unfence_power",
+        "Power the host on when it is unfenced",
+        default="on",
+        getopt="--unfence-power=[on|keep-off]",
+        choices=("on", "keep-off"),
+        longdesc=(
+            "Unfencing (on) never powers on a host whose evacuation is still pending: it"
+            " refuses at once, and the evacuation engine asks Pacemaker to unfence the host"
+            " once the evacuation is done. on: then power it on through its BMC."
+            " keep-off: leave it off for inspection; the operator powers it on"
+            " (ipmitool chassis power on) when it may serve again."
+        ),
+    ),
+    Option(
         "max_down_percent",
         "Refuse to fence when more compute nodes than this look down",
         "integer",
@@ -418,9 +432,10 @@ FENCE_NOVA = FenceAgent(
         "Fences an OpenStack compute host for instance high availability: powers it off"
         " through its BMC and verifies that it is off, forces its nova-compute service down"
         " and disables it, and records that its instances need evacuation; it succeeds only"
-        " when all of this is confirmed. As an unfencing device (on), it waits until the"
-        " host's evacuation has finished before clearing the forced-down state and"
-        " re-enabling the service. It accepts every parameter of fence_compute."
+        " when all of this is confirmed. As an unfencing device (on), it refuses at once"
+        " while the host's evacuation is pending, so the host stays off; once the"
+        " evacuation has finished it powers the host on and clears what Nova allows."
+        " It accepts every parameter of fence_compute."
     ),
     options=_OPTIONS,
     actions=(

@@ -14,19 +14,15 @@ never touched. Power off but Nova or Keystone unreachable: exit 1 with that reas
 host stays off and a retry completes the remaining steps (each step is idempotent, so an
 ``off`` on a host already fenced this way repeats no work).
 
-``on`` (unfencing): power on when off, wait within the deadline until the ledger says the
-host's evacuation finished, then clear force-down and, once Nova sees the returning
-nova-compute up, remove the marker and enable the service (unless ``leave_disabled``);
-if it does not report within a minute, the engine's host-return step does that part.
-Nova refuses to clear force-down while the host's evacuation migrations are still
-``done``; they become ``completed`` only once the returning nova-compute starts, which
-Pacemaker allows only after unfencing, so that one refusal is accepted here: the marker
-and the disable stay, and the engine's host-return step (:mod:`nova_evacuate.worker`)
-clears all three later (DESIGN.md).
+``on`` (unfencing) returns within seconds whatever the evacuation's state: while it is
+pending it refuses (exit 1) without touching the power, so the host stays off; once it has
+finished it powers the host on (``unfence_power=on``) and clears what Nova allows now. The
+decision and the whole way back are :mod:`nova_evacuate.host_return`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -44,32 +40,25 @@ LOG = logging.getLogger(__name__)
 
 # Time the Nova and ledger steps may take after the power step, within the deadline.
 NOVA_BUDGET_SECONDS = 30.0
-# How often unfencing re-reads the ledger while the evacuation runs.
-LEDGER_POLL_SECONDS = 2.0
-# How long unfencing waits for the returning nova-compute to report before re-enabling.
-REPORT_UP_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
 class Target:
     """The host to fence, as the cluster names it, and the deadlines of this action.
 
-    ``power_deadline``: login + power wait + power timeout from the start.
-    ``wait_deadline``: unfencing waits for the evacuation until then, ``shell_timeout``
-    more (fence_compute's 180 s by default); Pacemaker's own action timeout bounds it
-    from outside. ``deadline``: the whole action, the Nova steps included.
+    ``power_deadline``: login + power wait + power timeout from the start. ``deadline``:
+    the whole action, the Nova steps included (NOVA_BUDGET_SECONDS more).
     """
 
     host: str
     power_deadline: float
-    wait_deadline: float
     deadline: float
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
 
-def _target(options: Options, unfencing: bool = False, host: str | None = None) -> Target:
+def _target(options: Options, host: str | None = None) -> Target:
     host = host or options.text("plug")
     if not host:
         raise FenceError("no target host (plug, port or nodename)")
@@ -78,8 +67,7 @@ def _target(options: Options, unfencing: bool = False, host: str | None = None) 
         + (options.seconds("power_wait") or 0)
         + (options.seconds("power_timeout") or 0)
     )
-    wait_deadline = power_deadline + ((options.seconds("shell_timeout") or 0) if unfencing else 0)
-    return Target(host, power_deadline, wait_deadline, wait_deadline + NOVA_BUDGET_SECONDS)
+    return Target(host, power_deadline, power_deadline + NOVA_BUDGET_SECONDS)
 
 
 # --- power ---------------------------------------------------------------------------
@@ -225,92 +213,145 @@ def off(options: Options) -> int:
     except FenceError as exc:
         timeline.record("fence_failed", target.host, reason=str(exc))
         raise
+    _hold_connection(target.host)
     return ExitCode.SUCCESS
+
+
+def _hold_connection(host: str) -> None:
+    """While the host is off, Pacemaker must not retry its connection (each try blocks the
+    cluster's transitions for the connection's start timeout). Advisory: the fence stands."""
+    from nova_evacuate import pacemaker
+
+    try:
+        if pacemaker.hold_connection(host, int(time.time())):
+            LOG.info("%s: its cluster connection is held until it is unfenced", host)
+    except pacemaker.NoCluster:
+        pass  # run by hand
+    except pacemaker.PacemakerError as exc:
+        LOG.warning("%s: its cluster connection is not held (%s): Pacemaker retries it while"
+                    " the host is off", host, exc)
 
 
 def on(options: Options) -> int:
-    from nova_evacuate import timeline
-    from nova_evacuate.ledger import evacuation_finished
-    from nova_evacuate.nova import ForceUpRefused, NovaError
+    """Unfencing, short whatever the evacuation's state (no action waits on another's
+    progress): the decision is :func:`nova_evacuate.host_return.next_step`.
 
-    target = _target(options, unfencing=True)
-    outcome = _power(options, target, "on")
-    if not outcome.may_proceed:
-        LOG.error("%s: power-on not confirmed (%s)", target.host, outcome.reason)
-        return ExitCode.FAILURE
+    Pending evacuation: exit 1 at once, power untouched, so the host stays off and
+    nothing that requires unfencing starts there; the NovaEvacuate worker asks Pacemaker
+    to unfence it again once the ledger says done. Finished (or nothing of ours): power
+    on (``unfence_power=on``), then clear what Nova allows now; the worker does the rest.
+    """
+    from nova_evacuate import host_return, timeline
+    from nova_evacuate.ledger import LedgerError, parse_marker
+    from nova_evacuate.nova import ForceUpRefused, NovaError
+    from nova_evacuate.pacemaker import PacemakerError
+
+    target = _target(options)
+    leave_disabled = options.flag("leave_disabled")
     try:
         client = _nova(options, target)
-        ledger = _ledger(options, client)
-        while not evacuation_finished(entry := ledger.read(target.host)) and entry is not None:
-            if time.monotonic() + LEDGER_POLL_SECONDS > target.wait_deadline:
-                raise FenceError(
-                    f"{target.host}: evacuation still {entry.state}; not re-enabling the host"
-                )
-            time.sleep(LEDGER_POLL_SECONDS)
         service = client.compute_service(target.host, _domain(options))
-        try:
-            if service.forced_down:
+        entry = parse_marker(service.disabled_reason)
+    except (NovaError, LedgerError) as exc:
+        raise FenceError(f"{target.host}: cannot read its evacuation from Nova ({exc});"
+                         " not unfencing") from None
+    step = host_return.next_step(
+        host_return.HostState(entry, service.forced_down, service.state == "up"),
+        leave_disabled=leave_disabled)
+    if not step.may_power_on:
+        LOG.error("%s: not unfencing: %s", target.host, step.why)
+        timeline.record("unfence_refused", target.host, reason=step.why)
+        return ExitCode.FAILURE
+    if options.text("unfence_power") == "keep-off":
+        powered = _powered(options, target)
+        LOG.info("%s: unfence_power=keep-off: power left %s", target.host,
+                 "on" if powered else "off; power it on when it may serve again")
+    else:
+        outcome = _power(options, target, "on")
+        if not outcome.may_proceed:
+            LOG.error("%s: power-on not confirmed (%s)", target.host, outcome.reason)
+            return ExitCode.FAILURE
+        powered = True
+    if powered:
+        _release_connection(target.host)
+    try:
+        if step.clear_force_down:
+            # Nova keeps it until the returning nova-compute has cleaned up its
+            # evacuated instances; the worker clears it then (host_return, step 3).
+            with contextlib.suppress(ForceUpRefused):
                 service = client.force_down(service.id, False)
-        except ForceUpRefused:
-            # The marker (done or failed) stays and the service disabled: the engine's
-            # host-return step clears force-down, the marker and the disable once the
-            # returning nova-compute has cleaned up (Pacemaker starts it only after this).
-            LOG.info("%s: unfenced; force-down stays until nova-compute cleans up its"
-                     " evacuated instances, then the engine clears it and re-enables", target.host)
-            timeline.record("unfenced", target.host, forced_down="kept until nova-compute is back")
-            return ExitCode.SUCCESS
-        # Enable only a service Nova sees up: enabling one it sees down leaves the
-        # COMPUTE_STATUS_DISABLED trait in Placement until the compute's periodic sync.
-        if not _reports_up(client, target, options):
-            LOG.info("%s: unfenced; nova-compute does not report yet: the engine removes"
-                     " the marker and re-enables the service once it does", target.host)
-            timeline.record("unfenced", target.host, enabled="once nova-compute reports")
-            return ExitCode.SUCCESS
-        ledger.clear(target.host)
-        if not options.flag("leave_disabled"):
-            client.enable(service.id)
-    except NovaError as exc:
-        raise FenceError(f"{target.host}: Nova: {exc}") from None
-    LOG.info("%s: unfenced%s", target.host, " (left disabled)" if options.flag("leave_disabled") else "")
-    timeline.record("unfenced", target.host, enabled=not options.flag("leave_disabled"))
+            step = host_return.next_step(
+                host_return.HostState(entry, service.forced_down, service.state == "up"),
+                leave_disabled=leave_disabled)
+        if step.clear_marker:
+            _ledger(options, client).clear(target.host)
+            if step.enable:
+                client.enable(service.id)
+    except (NovaError, LedgerError, PacemakerError) as exc:
+        # The host is powered on, its evacuation finished: the worker finishes the return.
+        LOG.warning("%s: unfenced; Nova: %s; the evacuation worker finishes the return",
+                    target.host, exc)
+    LOG.info("%s: unfenced (%s)", target.host, step.why)
+    timeline.record("unfenced", target.host, state=step.why)
     return ExitCode.SUCCESS
 
 
-def _reports_up(client, target: Target, options: Options) -> bool:
-    """Wait (up to REPORT_UP_SECONDS, within the deadline) for Nova to see the service up."""
-    until = min(time.monotonic() + REPORT_UP_SECONDS, target.deadline - 5)
-    while True:
-        if client.compute_service(target.host, _domain(options)).state == "up":
-            return True
-        if time.monotonic() + LEDGER_POLL_SECONDS > until:
-            return False
-        time.sleep(LEDGER_POLL_SECONDS)
+def _bmc_power_state(options: Options, target: Target) -> str | None:
+    """"on" or "off" as the host's BMC says; None without a power driver."""
+    from fence_compute.power import PowerError
+
+    driver = power_driver(options, target.host)
+    if isinstance(driver, NoPowerDriver):
+        return None
+    try:
+        return driver.power_state(target.power_deadline)
+    except PowerError as exc:
+        raise FenceError(f"{target.host}: {exc}") from None
+    finally:
+        driver.close(time.monotonic() + 2)
+
+
+def _powered(options: Options, target: Target) -> bool:
+    """Whether the host has power (without a power driver: assumed, since the other device
+    of its topology level powers it on)."""
+    return _bmc_power_state(options, target) != "off"
+
+
+def _release_connection(host: str) -> None:
+    """The host has power: Pacemaker may connect to it again (see :func:`_hold_connection`).
+    A release that fails fails the unfencing, which is asked again: the host must rejoin."""
+    from nova_evacuate import pacemaker
+
+    try:
+        if pacemaker.release_connection(host):
+            LOG.info("%s: its cluster connection is released", host)
+    except pacemaker.NoCluster:
+        pass  # run by hand
+    except pacemaker.PacemakerError as exc:
+        raise FenceError(f"{host}: powered on, but its cluster connection stays held: {exc}"
+                         ) from None
 
 
 def reboot(options: Options) -> int:
-    """Off, verified as for ``off``, then power back on, and nothing more.
+    """Off, verified as for ``off``, and the host stays off.
 
-    The host may boot, but its service stays forced down and disabled: only
-    unfencing (``on``) re-enables it, once its evacuation has finished. Waiting for
-    the evacuation here would make the whole fence fail for Pacemaker.
+    The power-on half of a reboot waits for the host's evacuation, as unfencing does
+    (:mod:`nova_evacuate.host_return`): a host powered on while its instances are being
+    rebuilt elsewhere would start them a second time. The NovaEvacuate worker asks
+    Pacemaker to unfence it (power it on) once the evacuation is done.
     """
     if off(options) != ExitCode.SUCCESS:
         return ExitCode.FAILURE
-    target = _target(options)
-    outcome = _power(options, target, "on")
-    if not outcome.may_proceed:
-        LOG.error("%s: fenced, but power-on not confirmed (%s)", target.host, outcome.reason)
-        return ExitCode.FAILURE
-    LOG.info("%s: fenced and powered on; Nova keeps it disabled until its evacuation"
-             " finishes and unfencing re-enables it", target.host)
+    LOG.info("%s: fenced; it stays powered off until its evacuation is done, then it is"
+             " unfenced", _target(options).host)
     return ExitCode.SUCCESS
 
 
 def status(options: Options) -> int:
     """From the BMC: on 0, off 2, unknown 1; with power_driver=none, from Nova's service."""
     target = _target(options)
-    driver = power_driver(options, target.host)
-    if isinstance(driver, NoPowerDriver):
+    state = _bmc_power_state(options, target)
+    if state is None:
         from nova_evacuate.nova import NovaError
 
         try:
@@ -320,14 +361,6 @@ def status(options: Options) -> int:
         # fence_compute's reading: forced down or down means fenced ("off")
         is_off = service.forced_down or service.state == "down"
         return ExitCode.STATUS_OFF if is_off else ExitCode.SUCCESS
-    from fence_compute.power import PowerError
-
-    try:
-        state = driver.power_state(target.power_deadline)
-    except PowerError as exc:
-        raise FenceError(f"{target.host}: {exc}") from None
-    finally:
-        driver.close(time.monotonic() + 2)
     return ExitCode.STATUS_OFF if state == "off" else ExitCode.SUCCESS
 
 

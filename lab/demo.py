@@ -5,9 +5,10 @@ pacemaker_remoted and nova-compute, one IPMI BMC each), configures it with
 scripts/configure-cluster.sh as an operator would, boots instances on compute1, crashes
 compute1 (every process of the node killed at once, its BMC still on), and shows the
 recovery as it happens: Pacemaker notices, fence_nova powers the node off through its BMC
-and marks it in Nova, the NovaEvacuate worker evacuates every instance. Then Pacemaker
-unfences the node (fence_nova ``on`` waits for the evacuation, then powers it on) and it
-serves again. The timeline with the MTTR and its
+and marks it in Nova, the NovaEvacuate worker evacuates every instance while the node stays
+powered off (Pacemaker's unfencing is refused until then). Then the worker asks Pacemaker
+to unfence the node (fence_nova ``on`` powers it on) and it serves again. The timeline with
+the MTTR and its
 parts ends the show, and the lab is torn down.
 
     python -m lab.demo [--instances 20] [--keep] [--state-dir DIR]
@@ -90,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         d.pcmk.power_off(VICTIM)
         say(f"CRASH: every process of {VICTIM} killed (its BMC still reports power on)")
         shown = watch(d, ids, t0, "evacuation_done", 300)
-        say(f"{VICTIM} evacuated; Pacemaker now unfences it: fence_nova saw the evacuation"
-            " done and powers it on through its BMC")
+        say(f"{VICTIM} evacuated while it stayed powered off; the worker asks Pacemaker to"
+            " unfence it: fence_nova sees the evacuation done and powers it on through its BMC")
         watch(d, [], t0, "unfenced", 300, shown)
 
         def back() -> bool:

@@ -4,7 +4,10 @@ The controller ``ctl1`` is corosync (knet on 127.0.0.1) plus pacemakerd, run in 
 namespaces. Each compute node is a ``pacemaker-remoted`` in its own network namespace
 (``ohalab-<name>``, reached over a veth pair), its own mount namespace (private
 ``/var/lib/pacemaker``, ``/run/resource-agents`` and ``/var/log/pacemaker``) and its own UTS
-namespace (hostname = node name). A compute node "crashes" the way a real one does: every process
+namespace (hostname = node name). Like a real compute host, a node does not see the controllers'
+configuration and secrets: /etc/openstack-ha, /etc/openstack and the lab's state dirs are covered
+by empty directories of its own, with only what the node needs shown again (see
+:meth:`PacemakerLab.up`). A compute node "crashes" the way a real one does: every process
 in its network namespace is SIGKILLed at once (:meth:`PacemakerLab.power_off`), and "boots" by
 starting remoted there again (:meth:`PacemakerLab.power_on`).
 
@@ -60,6 +63,11 @@ PCMK_VAR_LIB = Path("/var/lib/pacemaker")
 PCMK_LOG_DIR = Path("/var/log/pacemaker")
 RA_TMP_DIR = Path("/run/resource-agents")
 PCMK_AUTHKEY = Path("/etc/pacemaker/authkey")
+
+# What a real compute node does not have: the controllers' configuration and secrets (the
+# engine's openstack-ha.conf, clouds.yaml). In a node an empty directory of its own covers each;
+# the agents' launchers (/usr/lib/ocf/resource.d, /usr/sbin) and their venv (/opt) stay visible.
+NODE_HIDDEN_ETC = (Path("/etc/openstack-ha"), Path("/etc/openstack"))
 
 # A machine-wide pointer to the running lab, so that a second lab (another state dir) is refused
 # with a clear message instead of fighting over corosync and the CIB.
@@ -222,11 +230,12 @@ def _libc_check(rc: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _node_preexec(
-    netns: str, hostname: str, binds: Sequence[tuple[Path, Path]]
-) -> Callable[[], None]:
+_Mount = tuple[Path, Path, int]  # source, target, extra mount flags
+
+
+def _node_preexec(netns: str, hostname: str, mounts: Sequence[_Mount]) -> Callable[[], None]:
     netns_path = f"/run/netns/{netns}".encode()
-    bind_args = [(bytes(src), bytes(dst)) for src, dst in binds]
+    mount_args = [(bytes(src), bytes(dst), flags) for src, dst, flags in mounts]
 
     def enter() -> None:
         fd = os.open(netns_path, os.O_RDONLY)
@@ -235,11 +244,18 @@ def _node_preexec(
         _libc_check(_libc.unshare(_CLONE_NEWNS | _CLONE_NEWUTS), "unshare")
         # Private propagation first, or the bind mounts below would leak into the host's view.
         _libc_check(_libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "mount /")
-        for src, dst in bind_args:
-            _libc_check(_libc.mount(src, dst, None, _MS_BIND, None), "bind mount")
+        for src, dst, flags in mount_args:
+            _libc_check(_libc.mount(src, dst, None, _MS_BIND | flags, None),
+                        f"bind mount {dst.decode()}")
         socket.sethostname(hostname)
 
     return enter
+
+
+def _outermost(paths: Sequence[Path]) -> list[Path]:
+    """PATHS without those inside another of them, sorted."""
+    unique = sorted(set(paths))
+    return [p for p in unique if not any(o != p and p.is_relative_to(o) for o in unique)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -669,6 +685,62 @@ class PacemakerLab:
             self._ensure_node_network(name, index)
             self._start_remoted(name)
 
+    def node_view_dir(self, name: str) -> Path:
+        """Where the node's own directories that cover the hidden ones live, as seen from the
+        host: its disk, kept across its power cycles and the lab's next up()."""
+        return self.nodes_dir / name / "view"
+
+    def _node_view(self, name: str) -> list[_Mount]:
+        """The mounts that give node NAME its own view of the host's files, in order, with
+        the directories they need created (on the host: mount points must exist).
+
+        Each hidden directory is covered by an empty directory of the node's own; a shared
+        path inside it is bound back from the host into that directory first, so it comes
+        along when the directory is bound, recursively, over the hidden one. A missing
+        /etc/openstack-ha or /etc/openstack is created empty on the host (a mount point must
+        exist, and a file created there later must not appear in the nodes); down() removes
+        it again if it is still empty.
+        """
+        view = self._state().get("node_view", {})
+        hidden = _outermost([*NODE_HIDDEN_ETC, self.state_dir,
+                             *(Path(p) for p in view.get("hidden", ()))])
+        shared = sorted({self.log_dir, *(Path(p) for p in view.get("shared", ()))},
+                        key=lambda p: len(p.parts))
+        local = [Path(p.replace("{node}", name)) for p in view.get("local", ())]
+        created = set(self._state().get("created_etc", []))
+        for etc in NODE_HIDDEN_ETC:
+            if not etc.exists():
+                etc.mkdir(mode=0o755, parents=True)
+                created.add(str(etc))
+        if created != set(self._state().get("created_etc", [])):
+            self._save_state(created_etc=sorted(created))
+        mounts: list[_Mount] = []
+        covers: list[_Mount] = []
+        for path in hidden:
+            path.mkdir(parents=True, exist_ok=True)
+            # named after the path it covers, so that it is the same one at every boot
+            own = self.node_view_dir(name) / str(path).strip("/").replace("/", "%")
+            own.mkdir(parents=True, exist_ok=True)
+            own.chmod(stat.S_IMODE(path.stat().st_mode))
+            for inner in local:
+                if inner.is_relative_to(path):
+                    (own / inner.relative_to(path)).mkdir(parents=True, exist_ok=True)
+            for inner in shared:
+                if inner.is_relative_to(path) and inner != path:
+                    inner.mkdir(parents=True, exist_ok=True)
+                    (own / inner.relative_to(path)).mkdir(parents=True, exist_ok=True)
+                    mounts.append((inner, own / inner.relative_to(path), 0))
+            covers.append((own, path, _MS_REC))
+        # A directory that holds the node's own directories is covered last: the others'
+        # sources must still be reachable when they are bound.
+        covers.sort(key=lambda m: self.node_view_dir(name).is_relative_to(m[1]))
+        return [*mounts, *covers]
+
+    def _remove_created_etc(self) -> None:
+        for path in self._state().get("created_etc", []):
+            with contextlib.suppress(OSError):  # not empty any more: somebody's, now
+                Path(path).rmdir()
+
     def _start_remoted(self, name: str, inside: int | None = None) -> None:
         remoted = self._state().get("remoted") or str(ensure_remoted(self.cache_dir))
         node_dir = self.nodes_dir / name
@@ -680,6 +752,11 @@ class PacemakerLab:
         for src, dst in binds:
             if not src.is_dir() or not dst.is_dir():
                 raise LabError(f"cannot boot {name}: {src} or {dst} is not a directory")
+        # Pacemaker's own directories first: their sources are in the state dir, which the
+        # node's view then hides.
+        mounts = [(src, dst, 0) for src, dst in binds]
+        if inside is None:
+            mounts += self._node_view(name)
         log = self.remoted_log(name)
         stdout = log.with_suffix(".stdout")
         env = _daemon_env(PCMK_logfile=str(log), PCMK_logfacility="none",
@@ -696,7 +773,7 @@ class PacemakerLab:
                 # (lab/node_init.py) that reaps the node's orphans and outlives remoted.
                 argv = ["setsid", "--fork", "unshare", "--pid", "--fork", "--mount-proc",
                         "/usr/bin/python3", "-I", "-S", str(NODE_INIT), remoted]
-                preexec = _node_preexec(self.netns(name), name, binds)
+                preexec = _node_preexec(self.netns(name), name, mounts)
             try:
                 proc = subprocess.run(
                     argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -746,12 +823,28 @@ class PacemakerLab:
 
     # ---------------------------------------------------------------- up
 
-    def up(self, computes: Sequence[str] = ("compute1",), *, owned: bool = True) -> None:
+    def up(
+        self,
+        computes: Sequence[str] = ("compute1",),
+        *,
+        owned: bool = True,
+        hidden: Sequence[Path] = (),
+        shared: Sequence[Path] = (),
+        local: Sequence[str | Path] = (),
+    ) -> None:
         """Start the cluster and its compute nodes, and return once every node is online.
 
         ``owned``: the lab belongs to this process; once the process is gone, a later up() in
         another state dir may tear it down as an orphan. The CLI passes False: its lab is
         meant to outlive it, and must be taken down explicitly.
+
+        What a node sees of the host's files, as a real compute host would: ``hidden``
+        directories (besides /etc/openstack-ha, /etc/openstack and this lab's state dir, always
+        hidden) are covered in each node by an empty directory of its own; ``shared`` paths
+        inside them are the host's again (this lab's log dir always is); ``local`` paths inside
+        them are directories of the node's own, kept across its power cycles (``{node}`` in a
+        path is the node's name). Everything else (/usr, /opt, /etc/pacemaker...) is the
+        host's.
         """
         computes = list(computes)
         if len(set(computes)) != len(computes) or len(computes) >= 250:
@@ -769,6 +862,9 @@ class PacemakerLab:
             nodes={name: i for i, name in enumerate(computes, start=1)},
             remoted=str(remoted),
             owner=os.getpid() if owned else None,
+            node_view={"hidden": [str(Path(p).absolute()) for p in hidden],
+                       "shared": [str(Path(p).absolute()) for p in shared],
+                       "local": [str(Path(p).absolute()) for p in local]},
         )
         REGISTRY.parent.mkdir(parents=True, exist_ok=True)
         _write_atomic(REGISTRY, json.dumps({"state_dir": str(self.state_dir),
@@ -867,7 +963,14 @@ class PacemakerLab:
             prev = self.state_dir / "log.prev"
             shutil.rmtree(prev, ignore_errors=True)
             self.log_dir.rename(prev)
-        shutil.rmtree(self.nodes_dir, ignore_errors=True)
+        # A node's Pacemaker state starts afresh; its own directories (node_view_dir: its
+        # disk) are kept, as a real host keeps its disk: nova-compute refuses to start on a
+        # host whose node identity (state_path/compute_id) was lost while Nova remembers it.
+        if self.nodes_dir.is_dir():
+            for node in self.nodes_dir.iterdir():
+                for entry in node.iterdir() if node.is_dir() else ():
+                    if entry.name != "view":
+                        shutil.rmtree(entry, ignore_errors=True)
         for path in (self.etc_dir, self.log_dir, self.run_dir):
             path.mkdir(parents=True, exist_ok=True)
         self.log_dir.chmod(0o755)
@@ -1032,6 +1135,7 @@ logging {{
                         entry.unlink()
         if not other_lab_running:
             remove_control_address()
+        self._remove_created_etc()
         if reg.get("state_dir") == str(self.state_dir):
             REGISTRY.unlink(missing_ok=True)
         self.state_file.unlink(missing_ok=True)

@@ -90,7 +90,14 @@ class Lab:
         if self.pacemaker is not None:
             (self.state_dir / "cluster").touch()
             ensure_control_address()
-            self.pacemaker.up(hosts, owned=owned)
+            # A node sees none of the lab's state (secrets, clouds.yaml, the other services'
+            # configuration), as a real compute host does not: only the configuration of its
+            # nova-compute, and a directory of its own for that service's state.
+            lay = self.openstack.layout
+            self.pacemaker.up(
+                hosts, owned=owned, hidden=[self.state_dir],
+                shared=[lay.etc / "nova", lay.state_dir / "home"],
+                local=[lay.compute_dir("{node}") / sub for sub in ("instances", "lock")])
         self.openstack.up(hosts, token_expiration=token_expiration,
                           computes_in_nodes=self.pacemaker is not None)
         endpoints = self.bmc.up({

@@ -8,19 +8,25 @@
 2. Ledger: record the request if nobody did (a run by hand), then claim the host; the claim
    is renewed while the run lasts and a run that loses it stops issuing work.
 3. Plan (:mod:`nova_evacuate.plan`) from what Nova, Glance and Placement say now, including
-   what an earlier run already did: evacuation migrations from the host since shortly
-   before the request are read first, so a server evacuated (or being evacuated) by a run
-   that was killed is tracked, never evacuated a second time.
+   what an earlier run already did: evacuation migrations since shortly before the request
+   are read first, so a server evacuated (or being evacuated) from the host by a run that
+   was killed is tracked, never evacuated a second time, and a server that was being
+   evacuated *to* the host when it died is evacuated again from there.
 4. Execute, one thread: evacuate requests go out in plan order, phase by phase, within
    ``max_concurrency`` and ``per_host_concurrency`` (by target host), ``stagger`` apart;
    each server is locked with a reason first (which carries its original status, so a
    resumed run can still restore it) and unlocked when it ends. Progress is read from
    ``os-migrations`` with one filtered list call per poll, and server states with one
    ``changes-since`` list call when migrations finished, never one GET per server.
+   Destinations are watched: while a server's migration is under way or done, the compute
+   services are listed once per poll, and a server whose destination is down or forced
+   down is failed at once, naming it (that host's own evacuation takes the server over).
+   A server is done only in its final state (the table of :mod:`nova_evacuate.plan`) on
+   a live destination: where Nova's rebuild left it running but it is meant to be stopped
+   or paused, the engine stops or pauses it first.
    A failed migration is retried up to ``migration_retries`` times, a failed API call up to
    ``api_retries`` times, each server's budget apart; a server still unfinished after
-   ``instance_timeout`` is reported timed out. A stopped server is stopped again where
-   Nova did not keep it so (after a state reset).
+   ``instance_timeout`` is reported timed out.
 5. Ledger: done when every planned server finished on another host, else failed, with the
    counts.
 
@@ -126,6 +132,7 @@ class Track:
 
     move: Planned
     original_status: str
+    failed_host: str  # the host this run evacuates (the timeline's host for this server)
     state: str = PENDING
     reason: str = ""
     dest: str | None = None
@@ -189,8 +196,11 @@ class Engine:
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 stopping: Callable[[], bool] = lambda: False) -> None:
+                 stopping: Callable[[], bool] = lambda: False,
+                 holder_gone: Callable[[str], bool] | None = None) -> None:
         self.nova = nova
+        # engine id → known to be gone, so its claim is free at once (ledger.claimable)
+        self.holder_gone = holder_gone or (lambda holder: holder_dead_here(holder, self.by))
         self.stopping = stopping
         self._progress_lock = threading.Lock()
         self.ledger = ledger
@@ -236,9 +246,12 @@ class Engine:
     def inventory(self, host: str, since: datetime) -> tuple[Inventory, list[Migration]]:
         nova, policy = self.nova, self.settings.policy
         on_host = nova.servers(host=host)
-        migrations = nova.evacuation_migrations(host, since)
+        # Every evacuation since: the ones from the host (an earlier run's) and the ones
+        # that were rebuilding servers onto it when it failed.
+        migrations = nova.evacuation_migrations(None, since)
         here = {s.id for s in on_host}
-        moved_ids = {m.server_id for m in migrations} - here
+        moved_ids = ({m.server_id for m in migrations if m.source_host == host}
+                     | planning.rebuilding_onto(host, migrations)) - here
         moved = nova.servers(changes_since=since, ids=moved_ids) if moved_ids else []
         filtering = policy.instance_filtering
         services = [s for s in nova.compute_services()
@@ -271,8 +284,8 @@ class Engine:
         requested_at = entry.at
         expiry = timedelta(seconds=self.settings.claim_expiry)
         if entry.state is State.CLAIMED and entry.by != self.by:
-            if holder_dead_here(entry.by, self.by):
-                expiry = timedelta(0)  # its engine died on this very node: no need to wait
+            if self.holder_gone(entry.by):
+                expiry = timedelta(0)  # its engine is gone: no need to wait
             if self.now() - entry.at >= expiry:
                 LOG.warning("%s: taking over the evacuation claimed by %s at %s", host,
                             entry.by, entry.at.isoformat())
@@ -306,19 +319,21 @@ class Engine:
     def _track(self, move: Planned, host: str) -> Track:
         server = move.server
         ours = locked_by_us(server)
-        return Track(move, original_status=ours or server.status, we_locked=ours is not None,
+        return Track(move, original_status=ours or server.status, failed_host=host,
+                     we_locked=ours is not None,
                      reset_done=ours is not None and server.status == "ERROR")
 
     def _resume(self, tracks: list[Track], migrations: list[Migration], host: str) -> None:
         """Pick up what an earlier run did: servers already moved are done (after the usual
-        verification), evacuations under way are tracked, not sent again."""
-        latest = _latest(migrations)
+        verification), evacuations under way are tracked, not sent again. An evacuation
+        *to* the host (it died during or right after that rebuild) is evacuated anew."""
+        latest = planning.latest_migrations(migrations)
         for track in tracks:
             m = latest.get(track.server.id)
             if m is None:
                 continue
             moved_away = track.server.host != host
-            if not m.finished or (m.succeeded and moved_away):
+            if m.dest_host != host and (not m.finished or (m.succeeded and moved_away)):
                 track.state, track.started, track.dest = SUBMITTED, self.clock(), m.dest_host
                 track.attempts = 1
                 track.last_migration_id = m.id - 1  # this migration is the one to follow
@@ -422,15 +437,17 @@ class Engine:
         if not active:
             return
         try:
-            latest = _latest(self.nova.evacuation_migrations(host, since))
+            # From any host: a server taken over from a dead destination is still
+            # evacuated from its first failed host, which Nova names as its source.
+            latest = planning.latest_migrations(self.nova.evacuation_migrations(None, since))
         except NovaError as exc:
             LOG.warning("%s: cannot read migrations (%s); trying again", host, exc)
             self._check_timeouts(active)
             return
-        finished: list[Track] = []
+        watched: list[Track] = []  # a migration under way or done, or a state restore
         for track in active:
             if track.state == RESTORING:
-                finished.append(track)
+                watched.append(track)
                 continue
             m = latest.get(track.server.id)
             if m is None or m.id <= track.last_migration_id:
@@ -439,26 +456,49 @@ class Engine:
                 continue
             track.uncertain = False
             track.dest = m.dest_host or track.dest
-            if not m.finished:
-                continue
-            if m.succeeded:
-                finished.append(track)
+            if not m.finished or m.succeeded:
+                watched.append(track)
                 continue
             track.last_migration_id = m.id
             if track.attempts <= self.settings.migration_retries:
                 LOG.warning("%s: evacuation migration of %s %s; evacuating again",
                             host, track.server.name, m.status)
-                track.state = PENDING
+                track.state, track.dest = PENDING, None  # the scheduler picks anew
                 self.progress(track)
             else:
                 self._end(track, FAILED, f"evacuation migration {m.status}"
                                          f" ({track.attempts} attempts)")
+        finished = self._watch(watched, latest, host)
         if finished:
             self._verify(finished, host, since)
         self._check_timeouts([t for t in active if t.state not in ENDS])
 
+    def _watch(self, tracks: list[Track], latest: dict[str, Migration],
+               host: str) -> list[Track]:
+        """Fail the servers whose destination died; return the rest whose migration is
+        done (or whose state is being restored), to verify."""
+        live: set[str] = set()
+        if any(t.dest for t in tracks):
+            try:  # one list call per poll, whatever the number of servers
+                live = {s.host for s in self.nova.compute_services()
+                        if s.state == "up" and not s.forced_down}
+            except NovaError as exc:
+                LOG.warning("%s: cannot read compute services (%s); trying again", host, exc)
+                return []  # nothing counts as done on a destination not known to be live
+        finished: list[Track] = []
+        for track in tracks:
+            if track.dest and track.dest not in live:
+                self._end(track, FAILED, f"destination {track.dest} died during the rebuild"
+                                         f" (down or forced down); its evacuation takes the"
+                                         f" server over")
+            elif track.state == RESTORING or latest[track.server.id].succeeded:
+                finished.append(track)
+        return finished
+
     def _verify(self, tracks: list[Track], host: str, since: datetime) -> None:
-        """Servers whose migration is done: on another host, in the state they had."""
+        """Servers whose migration is done, on a live destination: done once in their final
+        state (:func:`plan.final_status`), after a stop or a pause where the rebuild left
+        them running."""
         try:
             now = {s.id: s for s in self.nova.servers(changes_since=since,
                                                       ids=[t.server.id for t in tracks])}
@@ -469,21 +509,33 @@ class Engine:
             server = now.get(track.server.id)
             if server is None:
                 self._end(track, FAILED, "the server was deleted during its evacuation")
-            elif server.host == host or server.task_state:
-                continue  # Nova has not finished saving it yet
+            elif server.task_state or server.host in (host, None) or \
+                    (track.dest is not None and server.host != track.dest):
+                continue  # Nova has not finished saving it on its destination yet
             elif server.status == "ERROR":
                 self._end(track, FAILED, f"ended in ERROR on {server.host}")
-            elif track.original_status == "SHUTOFF" and server.status == "ACTIVE":
-                if track.state != RESTORING:
-                    try:  # Nova kept it running after a state reset: stop it as it was
-                        self.nova.stop(server.id)
-                        track.state = RESTORING
-                        self.progress(track)
-                    except NovaError as exc:
-                        self._api_failure(track, exc)
-            elif server.status in ("ACTIVE", "SHUTOFF"):
-                track.dest = server.host
-                self._end(track, DONE, f"{server.status} on {server.host}")
+            else:
+                self._settle(track, server)
+
+    def _settle(self, track: Track, server: Server) -> None:
+        """``server``, rebuilt on its destination: done in its final state, else brought to it."""
+        wanted = planning.final_status(track.original_status)
+        track.dest = server.host
+        restore = {"SHUTOFF": self.nova.stop, "PAUSED": self.nova.pause}.get(wanted)
+        if server.status == wanted:
+            self._end(track, DONE, f"{wanted} on {server.host}")
+        elif track.state == RESTORING:
+            pass  # the stop or pause is under way
+        elif server.status == "ACTIVE" and restore is not None:
+            try:  # rebuilt running (after a state reset): bring it to its final state
+                restore(server.id)
+                track.state = RESTORING
+                self.progress(track)
+            except NovaError as exc:
+                self._api_failure(track, exc)
+        else:
+            self._end(track, FAILED, f"came back {server.status} on {server.host},"
+                                     f" not {wanted}")
 
     def _check_timeouts(self, tracks: list[Track]) -> None:
         limit = self.settings.instance_timeout
@@ -497,7 +549,7 @@ class Engine:
         log = LOG.info if state == DONE else LOG.error
         log("%s (%s): %s: %s", track.server.name, track.server.id, state, reason)
         timeline.record("instance_done" if state == DONE else "instance_failed",
-                        track.server.host or "", server=track.server.id, name=track.server.name,
+                        track.failed_host, server=track.server.id, name=track.server.name,
                         dest=track.dest, state=state, reason=reason)
         if track.we_locked:
             self._unlock(track)
@@ -571,12 +623,3 @@ def holder_dead_here(holder: str, me: str) -> bool:
     except PermissionError:
         return False
     return False
-
-
-def _latest(migrations: list[Migration]) -> dict[str, Migration]:
-    latest: dict[str, Migration] = {}
-    for m in migrations:
-        if m.server_id not in latest or m.id > latest[m.server_id].id:
-            latest[m.server_id] = m
-    return latest
-

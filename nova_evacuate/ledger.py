@@ -198,6 +198,24 @@ def evacuation_finished(entry: LedgerEntry | None) -> bool:
     return entry is None or entry.state in FINISHED
 
 
+def claimable(entry: LedgerEntry | None, by: str, now: datetime, claim_expiry: timedelta,
+              *, holder_gone: bool = False) -> bool:
+    """The one claim rule: may engine ``by`` claim (or renew) the evacuation ``entry`` now?
+
+    Requested: yes. Claimed by ``by``: yes (a renewal). Claimed by another engine: once the
+    claim is ``claim_expiry`` old, or at once when its holder is known to be gone (its
+    process died on this node, or its node left the cluster cleanly, that is fenced).
+    Nothing, done or failed: no (a new failure is a request first).
+    """
+    if entry is None:
+        return False
+    if entry.state is State.REQUESTED:
+        return True
+    if entry.state is not State.CLAIMED:
+        return False
+    return entry.by == by or holder_gone or now - entry.at >= claim_expiry
+
+
 def next_entry(current: LedgerEntry | None, wanted: State, now: datetime, by: str,
                claim_expiry: timedelta, *, evacuated: int | None = None,
                failed: int | None = None, note: str = "") -> LedgerEntry:
@@ -229,8 +247,7 @@ def next_entry(current: LedgerEntry | None, wanted: State, now: datetime, by: st
     if current is None:
         raise refused
     if wanted is State.CLAIMED:
-        expired = now - current.at >= claim_expiry
-        if state is State.REQUESTED or (state is State.CLAIMED and (current.by == by or expired)):
+        if claimable(current, by, now, claim_expiry):
             return LedgerEntry(State.CLAIMED, now, by, note=note, **carried)
         raise refused
     if (state is State.CLAIMED or state in FINISHED) and current.by == by:

@@ -197,11 +197,12 @@ class Nova:
         return [server_from_wire(s) for s in found
                 if s.get("status") != "DELETED" and (wanted is None or s["id"] in wanted)]
 
-    def evacuation_migrations(self, source_host: str, since: datetime) -> list[Migration]:
-        """Evacuation migrations from ``source_host`` changed since ``since``: one list call
-        per page, whatever the number of servers being tracked."""
-        query = {"source_compute": source_host, "migration_type": "evacuation",
-                 "changes-since": _nova_format(since)}
+    def evacuation_migrations(self, source_host: str | None, since: datetime) -> list[Migration]:
+        """Evacuation migrations from ``source_host`` (None: from any host) changed since
+        ``since``: one list call per page, whatever the number of servers being tracked."""
+        query = {"migration_type": "evacuation", "changes-since": _nova_format(since)}
+        if source_host:
+            query["source_compute"] = source_host
         found = self._pages("/os-migrations", query, "migrations", "list migrations",
                             source_host)
         return [migration_from_wire(m) for m in found]
@@ -221,6 +222,9 @@ class Nova:
 
     def stop(self, server_id: str) -> None:
         self._action(server_id, {"os-stop": None}, "stop")
+
+    def pause(self, server_id: str) -> None:
+        self._action(server_id, {"pause": None}, "pause")
 
     def _action(self, server_id: str, body: dict[str, Any], op: str) -> None:
         self._call("POST", f"/servers/{server_id}/action", f"{op} server", server_id, body,

@@ -22,6 +22,10 @@ class PacemakerError(Exception):
     """A Pacemaker tool failed; the message is one line for the operator."""
 
 
+class ToolMissing(PacemakerError):
+    """A Pacemaker command-line tool is not installed here."""
+
+
 def _exec(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
@@ -33,14 +37,20 @@ def _exec(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[st
             check=False,
         )
     except FileNotFoundError:
-        raise PacemakerError(f"{argv[0]} not found: is pacemaker-cli-utils installed?") from None
+        raise ToolMissing(f"{argv[0]} not found: is pacemaker-cli-utils installed?") from None
     except subprocess.TimeoutExpired:
         raise PacemakerError(f"{argv[0]} gave no answer within {timeout:.0f}s") from None
 
 
+_NO_CLUSTER = ("not connected", "connection refused", "could not connect")
+
+
 def _failure(done: subprocess.CompletedProcess[str]) -> PacemakerError:
     text = (done.stderr or done.stdout).strip().splitlines()
-    return PacemakerError(f"{done.args[0]} exited {done.returncode}: {text[-1] if text else ''}")
+    message = f"{done.args[0]} exited {done.returncode}: {text[-1] if text else ''}"
+    if any(t in f"{done.stdout}\n{done.stderr}".lower() for t in _NO_CLUSTER):
+        return NoCluster(message)
+    return PacemakerError(message)
 
 
 def local_node_name(timeout: float = 10) -> str:
@@ -100,28 +110,93 @@ def node_attribute_values(name: str, timeout: float = 10) -> dict[str, str]:
             if m and m["value"]}
 
 
+def unfence(node: str, timeout: float = 60) -> None:
+    """Ask Pacemaker's fencer to unfence ``node`` (``stonith_admin --unfence``): it runs
+    the node's unfencing devices' ``on`` through its topology and waits for the result."""
+    seconds = max(int(timeout), 1)
+    done = _exec(["stonith_admin", "--unfence", node, "--timeout", str(seconds)], seconds + 5)
+    if done.returncode != 0:
+        raise _failure(done)
+
+
+# Meta attribute marking a remote node's connection resource as held by this suite (the
+# value is when), so that only a hold of ours is released.
+HOLD_META = "openstack-ha-hold"
+_NOT_FOUND = ("not found", "does not exist", "no such")
+
+
+def _meta(node: str, *args: str) -> list[str]:
+    return ["crm_resource", "--resource", node, "--meta", *args]
+
+
+def hold_connection(node: str, since: int, timeout: float = 10) -> bool:
+    """Keep Pacemaker from connecting to the pacemaker_remote ``node`` while it is off.
+
+    A connection start to a host that is off lasts its whole timeout, and no new transition
+    begins while an action runs: the cluster would answer nothing else (a second failure, a
+    dead NovaEvacuate worker) for a minute at a time. The connection resource (named as the
+    node) gets ``target-role=Stopped`` and the hold's mark. False when the node has no
+    connection resource of that name (a node not in the cluster).
+    """
+    done = _exec(_meta(node, "--set-parameter", HOLD_META, "--parameter-value", str(since)),
+                 timeout)
+    if done.returncode != 0:
+        if any(text in (done.stderr + done.stdout).lower() for text in _NOT_FOUND):
+            return False
+        raise _failure(done)
+    done = _exec(_meta(node, "--set-parameter", "target-role", "--parameter-value", "Stopped"),
+                 timeout)
+    if done.returncode != 0:
+        raise _failure(done)
+    return True
+
+
+def release_connection(node: str, timeout: float = 10) -> bool:
+    """Undo :func:`hold_connection`: Pacemaker connects to ``node`` again. Only a hold of
+    ours is released (an operator's own ``target-role`` stays); False when there was none."""
+    done = _exec(_meta(node, "--get-parameter", HOLD_META), timeout)
+    if done.returncode != 0 or not done.stdout.strip():
+        return False
+    for name in ("target-role", HOLD_META):
+        done = _exec(_meta(node, "--delete-parameter", name), timeout)
+        if done.returncode not in (0, _EXIT_NO_SUCH):
+            raise _failure(done)
+    return True
+
+
 class NoCluster(PacemakerError):
     """Pacemaker does not run here: there is no cluster view to consult."""
 
 
-def remote_nodes_down(timeout: float = 10) -> dict[str, bool]:
-    """Every pacemaker_remote node and whether the cluster sees it down (offline or
-    unclean), from ``crm_mon``. :class:`NoCluster` when Pacemaker does not run here."""
+def _cluster_nodes(timeout: float) -> list[dict[str, str]]:
+    """The cluster's nodes as ``crm_mon`` shows them (name, type, online, unclean, ...).
+    :class:`NoCluster` when Pacemaker does not run here."""
     import xml.etree.ElementTree as ET
 
     done = _exec(["crm_mon", "--one-shot", "--output-as=xml"], timeout)
     if done.returncode != 0:
-        text = f"{done.stdout}\n{done.stderr}".lower()
-        if "not connected" in text or "connection refused" in text or "could not connect" in text:
-            raise NoCluster("Pacemaker is not running on this node")
         raise _failure(done)
     try:
         root = ET.fromstring(done.stdout)
     except ET.ParseError as exc:
         raise PacemakerError(f"crm_mon gave unreadable XML: {exc}") from None
-    return {n.get("name", ""): n.get("online") != "true" or n.get("unclean") == "true"
-            for n in root.iter("node") if n.get("type") == "remote"}
+    return [dict(n.attrib) for n in root.iterfind("nodes/node")]
 
+
+def remote_nodes_down(timeout: float = 10) -> dict[str, bool]:
+    """Every pacemaker_remote node and whether the cluster sees it down (offline or
+    unclean). :class:`NoCluster` when Pacemaker does not run here."""
+    return {n.get("name", ""): n.get("online") != "true" or n.get("unclean") == "true"
+            for n in _cluster_nodes(timeout) if n.get("type") == "remote"}
+
+
+def cluster_node_gone(node: str, timeout: float = 10) -> bool:
+    """Whether the cluster node ``node`` (a controller) left the cluster cleanly: offline and
+    not unclean, that is fenced or stopped. A node awaiting fencing is not gone: it may
+    still run what it ran."""
+    return any(n.get("name") == node and n.get("type") == "member"
+               and n.get("online") != "true" and n.get("unclean") != "true"
+               for n in _cluster_nodes(timeout))
 
 
 def rejoined(node: str, timeout: float = 10) -> bool:

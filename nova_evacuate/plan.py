@@ -14,10 +14,37 @@ Selection follows fence_evacuate's semantics, widened to aggregates and excludes
   an ``exclude_metadata`` key=value, is left alone and reported.
 
 Servers in ERROR are evacuated like the others (Nova allows it, and on a dead host ERROR is
-usually the failure itself); a server in another transitional state (BUILD, a task under
-way) has its state reset to ERROR first, since Nova refuses to evacuate it otherwise, and is
-then restored to its original power state. A server that was only migrating *to* the failed
-host is still on its source host and is reported, not evacuated.
+usually the failure itself); a server in any other state than ACTIVE, SHUTOFF or ERROR, or
+with a task under way, has its state reset to ERROR first, since Nova refuses to evacuate it
+otherwise. A server that was being evacuated *to* the failed host when it died (its
+migration under way: Nova still names the first failed host as its host; one just done is
+on the failed host already) is the failed host's to evacuate and is among the inventory's
+servers. A server that was only live-migrating to the failed host is still on its source
+host and is reported, not evacuated.
+
+What each server comes back as (:data:`FINAL_STATUS`, by its status before the failure; the
+engine counts a server done only in this state, on a live host). An evacuation rebuilds the
+guest from its disk: whatever it held in memory died with the host.
+
+=============  ========  ==================================================================
+before         after     how, and why
+=============  ========  ==================================================================
+ACTIVE         ACTIVE    Nova (pinned 2.94) rebuilds it running.
+SHUTOFF        SHUTOFF   Nova rebuilds it stopped; after a state reset it comes back
+                         running and the engine stops it again.
+PAUSED         PAUSED    reset, rebuilt (a fresh boot), then paused by the engine: its
+                         owner asked it not to run, pausing costs nothing, and ``unpause``
+                         still works (it resumes the freshly booted guest).
+SUSPENDED      SHUTOFF   reset, rebuilt, then stopped by the engine. Its saved memory was
+                         on the failed host; suspending the fresh guest would write a new
+                         memory image (a full-memory write on a host taking load) and claim
+                         a saved state that no longer exists. Stopped says what is true: not
+                         running, and ``start`` boots it from its disk.
+ERROR          ACTIVE    deliberately: the rebuild repairs it (on a dead host ERROR is
+                         usually the failure itself).
+anything else  ACTIVE    (BUILD, REBOOT, RESCUE, ...: a transition under way) reset to ERROR,
+                         then as ERROR.
+=============  ========  ==================================================================
 
 Ordering: a per-server integer priority in metadata (``priority_key``); higher first, one
 phase per priority, each phase starting when the previous one has finished.
@@ -43,6 +70,14 @@ EVACUABLE_STATUSES = frozenset({"ACTIVE", "SHUTOFF", "ERROR"})
 # Evacuation migrations still under way; any other status is an end.
 MIGRATION_FINISHED = frozenset({"done", "completed", "failed", "error", "cancelled"})
 MIGRATION_SUCCEEDED = frozenset({"done", "completed"})
+# The table of the module's docstring: status before the failure → status after evacuation.
+FINAL_STATUS = {"ACTIVE": "ACTIVE", "SHUTOFF": "SHUTOFF", "PAUSED": "PAUSED",
+                "SUSPENDED": "SHUTOFF", "ERROR": "ACTIVE"}
+
+
+def final_status(original_status: str) -> str:
+    """The status a server that was ``original_status`` comes back in (module docstring)."""
+    return FINAL_STATUS.get(original_status, "ACTIVE")
 
 
 def is_true(value: object) -> bool:
@@ -96,6 +131,25 @@ class Migration:
         return self.status in MIGRATION_SUCCEEDED
 
 
+def latest_migrations(migrations: Iterable[Migration]) -> dict[str, Migration]:
+    """Each server's newest evacuation migration (ids grow with time), by server id."""
+    latest: dict[str, Migration] = {}
+    for m in migrations:
+        if m.server_id not in latest or m.id > latest[m.server_id].id:
+            latest[m.server_id] = m
+    return latest
+
+
+def rebuilding_onto(host: str, migrations: Iterable[Migration]) -> set[str]:
+    """Ids of the servers whose newest evacuation targets ``host`` and is still under way:
+    the ones being rebuilt onto it when it failed, which its own evacuation takes over
+    (Nova still names their first failed host as their host). One just done is on ``host``
+    already (Nova saves the host before the migration's end); a failed one stays with the
+    engine that sent it, which evacuates it again elsewhere."""
+    return {sid for sid, m in latest_migrations(migrations).items()
+            if m.dest_host == host and not m.finished}
+
+
 @dataclass(frozen=True)
 class Aggregate:
     name: str
@@ -138,12 +192,13 @@ class Inventory:
     """What the plan is made from: everything read before anything moves."""
 
     host: str
-    servers: Sequence[Server]  # on the failed host, or evacuated from it since the request
+    # on the failed host, evacuated from it since the request, or being evacuated to it
+    servers: Sequence[Server]
     tagged_images: frozenset[str] = frozenset()  # ids of images with evacuable=true
     any_tagged_flavor: bool = False  # some flavor in the cloud has evacuable=true
     aggregates: Sequence[Aggregate] = ()
     free: Mapping[str, Resources] = field(default_factory=dict)  # target host → free
-    inbound: Sequence[Server] = ()  # servers elsewhere whose migration targets the host
+    inbound: Sequence[Server] = ()  # servers elsewhere live-migrating to the host
 
 
 @dataclass(frozen=True)

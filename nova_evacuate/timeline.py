@@ -12,8 +12,9 @@ connection or of a resource on it; the node leaving), ``fence_start``,
 ``power_off_confirmed``, ``forced_down``, ``evacuation_requested`` (fence_nova),
 ``claimed``, ``instance_done`` / ``instance_failed`` (one per instance),
 ``evacuation_done`` / ``evacuation_failed`` (the engine), ``fence_failed`` (fence_nova,
-with the reason), ``unfenced`` (fence_nova ``on``), ``host_back`` (force-down cleared,
-service enabled: the engine).
+with the reason), ``unfence_refused`` (fence_nova ``on`` while the evacuation is pending:
+the host stays off), ``unfence_requested`` (the worker, once it is done), ``unfenced``
+(fence_nova ``on``), ``host_back`` (force-down cleared, service enabled: the engine).
 
 Recording never fails the caller: a line that cannot be written is logged and dropped.
 

@@ -16,12 +16,15 @@ Each scan:
 * a host whose ledger entry is ``requested``, or ``claimed`` by an engine whose claim
   expired (or by a dead process on this node), is claimed and evacuated; the safety gates
   apply, and a refusal is logged once per reason and kept in the status file;
-* host return: a host whose evacuation finished (done or failed), once it is back in the
-  cluster (online and clean; Pacemaker unfences it), gets force-down cleared
-  (Nova refuses while the evacuation records are 'done', that is until the returning
-  nova-compute has cleaned up; tried again each scan), then, once Nova sees it up, the
-  marker removed and the service enabled unless ``leave_disabled``; it is checked again for
-  a while, since a restarting nova-compute can write back a stale forced-down flag;
+* host return (:mod:`nova_evacuate.host_return`): a host whose evacuation finished (done
+  or failed) is unfenced at once: the worker asks Pacemaker (``stonith_admin --unfence``),
+  whose ``fence_nova on`` powers it on and releases its cluster connection; Pacemaker's own
+  unfencing of the node is refused until then, so this is how a fenced host gets its power
+  back by itself. Once it is back in the cluster (online and clean), its force-down is
+  cleared (Nova refuses until the returning nova-compute has cleaned up; tried again each
+  scan), then, once Nova sees it up, the marker removed and the service enabled unless
+  ``leave_disabled``; it is checked again for a while, since a restarting nova-compute can
+  write back a stale forced-down flag;
 * the node-attribute mirror is put right where it disagrees with Nova.
 
     python -m nova_evacuate.worker [--config-file FILE] [--cloud NAME] --status-file PATH
@@ -42,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nova_evacuate import engine as engine_mod
-from nova_evacuate import timeline
+from nova_evacuate import host_return, timeline
 from nova_evacuate.ledger import (
     FINISHED,
     AttributeMirror,
@@ -51,6 +54,7 @@ from nova_evacuate.ledger import (
     LedgerError,
     State,
     attribute_value,
+    claimable,
     parse_marker,
 )
 from nova_evacuate.nova import ComputeService, ForceUpRefused, Nova, NovaError
@@ -59,6 +63,10 @@ LOG = logging.getLogger(__name__)
 
 # After force-down is cleared, how long the host is watched for a stale flag coming back.
 RECHECK_SECONDS = 120.0
+# A failed unfencing request (BMC or fencer unreachable) is sent again after this long.
+UNFENCE_RETRY_SECONDS = 30.0
+# How long one unfencing request may take (fence_nova on: one Nova read, a power-on).
+UNFENCE_TIMEOUT_SECONDS = 60.0
 
 
 class Worker:
@@ -67,7 +75,9 @@ class Worker:
                  attributes: Callable[[], dict[str, str]] | None = None,
                  status_file: str | None = None, nova_interval: float = 10.0,
                  tick: float = 1.0, by: str | None = None,
-                 rejoined: Callable[[str], bool] | None = None) -> None:
+                 rejoined: Callable[[str], bool] | None = None,
+                 unfence: Callable[[str], None] | None = None,
+                 node_gone: Callable[[str], bool] | None = None) -> None:
         self.nova_factory = nova_factory
         self.settings = settings
         self.leave_disabled = leave_disabled
@@ -76,6 +86,13 @@ class Worker:
         # node → is it back in the cluster: the host-return step acts only on a node the
         # cluster took back (Pacemaker then unfences it). None without Pacemaker.
         self.rejoined = rejoined
+        # node → ask Pacemaker to unfence it (power it on) once its evacuation is finished.
+        self.unfence = unfence
+        # cluster node → it left the cluster cleanly (fenced): its engines' claims are free.
+        self.node_gone = node_gone
+        # host → (the finished entry's time, monotonic time of the request, outcome or None
+        # while it runs): one request per finished evacuation, again only after a failure.
+        self.unfencing: dict[str, tuple[datetime, float, str | None]] = {}
         self.status_file = status_file
         self.nova_interval = nova_interval
         self.tick = tick
@@ -152,13 +169,21 @@ class Worker:
     # ------------------------------------------------------------------ evacuations
 
     def _claimable(self, entry: LedgerEntry, now: datetime) -> bool:
-        if entry.state is State.REQUESTED:
+        return claimable(entry, self.by, now, timedelta(seconds=self.settings.claim_expiry),
+                         holder_gone=entry.state is State.CLAIMED and self.holder_gone(entry.by))
+
+    def holder_gone(self, holder: str) -> bool:
+        """The engine ``holder`` is known to be gone: its process died on this node, or its
+        node left the cluster cleanly (fenced; a node awaiting fencing may still run it)."""
+        if engine_mod.holder_dead_here(holder, self.by):
             return True
-        if entry.state is not State.CLAIMED:
+        if self.node_gone is None:
             return False
-        if now - entry.at >= timedelta(seconds=self.settings.claim_expiry):
-            return True
-        return entry.by == self.by or engine_mod.holder_dead_here(entry.by, self.by)
+        try:
+            return self.node_gone(holder.partition("/")[0])
+        except Exception as exc:
+            LOG.debug("cannot tell whether %s is gone: %s", holder, exc)
+            return False
 
     def _start(self, host: str) -> None:
         def run() -> None:
@@ -166,7 +191,8 @@ class Worker:
                 nova = self.nova_factory()
                 ledger = Ledger(nova, self.mirror, domain=self.settings.domain)
                 engine = engine_mod.Engine(nova, ledger, self.settings, by=self.by,
-                                           stopping=self.stop_event.is_set)
+                                           stopping=self.stop_event.is_set,
+                                           holder_gone=self.holder_gone)
                 report = engine.run(host)
                 self.refused.pop(host, None)
                 LOG.info("%s: evacuation %s: %d done, %d failed or timed out", host,
@@ -195,36 +221,69 @@ class Worker:
     # ------------------------------------------------------------------ host return
 
     def _host_return(self, service: ComputeService, entry: LedgerEntry) -> None:
-        """Force-down first; the marker and the disable only once nova-compute reports up.
-
-        Nova accepts the force-up only once the returning nova-compute has cleaned up its
-        evacuated instances (or when there were none), and enabling a service Nova sees
-        down leaves the COMPUTE_STATUS_DISABLED trait on its resource provider until the
-        compute's next periodic sync, so nothing could be scheduled there for a minute.
-        """
+        """The steps of :mod:`nova_evacuate.host_return` this worker takes: unfencing a host
+        whose evacuation finished, then clearing force-down, the marker and the disable."""
+        # At once, whatever the cluster shows: while Pacemaker retries its connection to a
+        # powered-off node (its hold failed), crm_mon lists the node online for the attempt.
+        self._ask_unfence(service.host, entry)
         if self.rejoined is not None:
             try:
                 if not self.rejoined(service.host):
-                    return  # not back in the cluster: nothing to return
+                    return  # not back in the cluster yet: nothing to clear
             except Exception as exc:
                 LOG.warning("%s: cannot read the cluster's view of it: %s", service.host, exc)
                 return
-        if service.forced_down:
+        step = host_return.next_step(
+            host_return.HostState(entry, service.forced_down, service.state == "up"),
+            leave_disabled=self.leave_disabled)
+        if step.clear_force_down:
             try:
-                self.nova.force_down(service.id, False)
+                service = self.nova.force_down(service.id, False)
                 LOG.info("%s: force-down cleared", service.host)
             except ForceUpRefused:
                 LOG.debug("%s: force-up still refused; nova-compute is not back yet",
                           service.host)
-            return
-        if service.state != "up":
+                return
+            step = host_return.next_step(
+                host_return.HostState(entry, service.forced_down, service.state == "up"),
+                leave_disabled=self.leave_disabled)
+        if not step.clear_marker:
             return  # not reporting yet: next scan
         self.ledger.clear(service.host)
-        if not self.leave_disabled:
+        if step.enable:
             self.nova.enable(service.id)
+        self.unfencing.pop(service.host, None)
         self.rechecks[service.host] = time.monotonic() + RECHECK_SECONDS
-        LOG.info("%s: returned%s", service.host, "" if self.leave_disabled else ", service enabled")
-        timeline.record("host_back", service.host, enabled=not self.leave_disabled)
+        LOG.info("%s: returned: %s", service.host, step.why)
+        timeline.record("host_back", service.host, enabled=step.enable)
+
+    def _ask_unfence(self, host: str, entry: LedgerEntry) -> None:
+        """Ask Pacemaker once per finished evacuation to unfence ``host``, in a thread: the
+        request waits for fence_nova's ``on``, and the scan must go on meanwhile."""
+        if self.unfence is None:
+            return
+        asked = self.unfencing.get(host)
+        if asked is not None and asked[0] == entry.at:
+            _, when, outcome = asked
+            if outcome != "failed" or time.monotonic() - when < UNFENCE_RETRY_SECONDS:
+                return  # running, done, or failed too recently
+        self.unfencing[host] = (entry.at, time.monotonic(), None)
+        unfence = self.unfence
+
+        def run() -> None:
+            try:
+                unfence(host)
+                outcome = "done"
+                LOG.info("%s: evacuation %s: unfenced", host, entry.state)
+            except Exception as exc:
+                outcome = "failed"
+                LOG.error("%s: evacuation %s, but unfencing failed: %s; asking again in"
+                          " %.0f s", host, entry.state, exc, UNFENCE_RETRY_SECONDS)
+            self.unfencing[host] = (entry.at, time.monotonic(), outcome)
+
+        LOG.info("%s: evacuation %s: asking Pacemaker to unfence it", host, entry.state)
+        timeline.record("unfence_requested", host, evacuation=str(entry.state))
+        threading.Thread(target=run, name=f"unfence-{host}", daemon=True).start()
 
     def _recheck(self, service: ComputeService) -> None:
         until = self.rechecks.get(service.host)
@@ -304,7 +363,10 @@ def main(argv: list[str] | None = None) -> int:
                     leave_disabled=conf.evacuation.leave_disabled, mirror=mirror,
                     attributes=attributes, status_file=args.status_file,
                     nova_interval=args.nova_interval, by=by,
-                    rejoined=None if args.no_pacemaker else pacemaker.rejoined)
+                    rejoined=None if args.no_pacemaker else pacemaker.rejoined,
+                    unfence=None if args.no_pacemaker else (
+                        lambda node: pacemaker.unfence(node, UNFENCE_TIMEOUT_SECONDS)),
+                    node_gone=None if args.no_pacemaker else pacemaker.cluster_node_gone)
 
     def stop(signum: int, frame: Any) -> None:
         worker.stop_event.set()

@@ -14,6 +14,8 @@
 #   AUTH_URL, OS_USERNAME, OS_PROJECT, OS_PASSWORD_FILE   Keystone, for fence_nova
 #   ENGINE_CONFIG       the evacuation engine's oslo.config file (NovaEvacuate)
 #   LIVENESS_CHECKS     what "alive" means on a compute node (ComputeLiveness checks=)
+#   MAX_DOWN_PERCENT    the mass-failure brake (fence_nova max_down_percent, default 50)
+#   UNFENCE_POWER       on | keep-off (fence_nova unfence_power, default on)
 #
 # The controllers keep the fence devices they already have: fence_nova provides unfencing,
 # and Pacemaker unfences every node that runs a fencing device with provides=unfencing, the
@@ -31,8 +33,9 @@ LIVENESS_CHECKS=${LIVENESS_CHECKS:-"process:nova-compute"}
 
 # Fencing on. stonith-timeout well above corosync's token + consensus (1 s + 1.2 s in the
 # lab; 3 s + 3.6 s by default) and above fence_nova's power-off and Nova steps. "off": the
-# host is powered off; Pacemaker then unfences it, and fence_nova's "on" powers it on again
-# only once its evacuation has finished.
+# host is powered off and stays off until its evacuation has finished: fence_nova's "on"
+# refuses before that (at once: no action waits), and the NovaEvacuate worker asks
+# Pacemaker to unfence the node, which powers it on, once the evacuation is done.
 pcs property set stonith-enabled=true stonith-timeout=60s stonith-action=off
 # A device that provides unfencing makes every resource require unfencing by default, the
 # controllers' too (where nothing unfences them): only the compute nodes' resources below
@@ -42,10 +45,10 @@ pcs resource defaults update requires=fencing
 # One fence_nova device per compute node (each BMC has its own credentials; with shared
 # ones a single device with bmc_map= covers every node): power off through the node's BMC,
 # confirm, force its nova-compute service down and record the evacuation request. It also
-# unfences (provides=unfencing): "on" waits until the node's evacuation has finished, then
-# lets the node serve again; pcmk_on_timeout covers that wait (shell_timeout).
+# unfences (provides=unfencing): "on" powers the node on only once its evacuation has
+# finished (unfence_power=keep-off leaves it off for inspection).
 # max_down_percent: with more of the compute nodes down than this, fencing refuses (a
-# partition, not hardware); 70 lets two of three fail one after the other.
+# partition, not hardware).
 for node in $COMPUTES; do
     v=${node//-/_}
     address="BMC_ADDRESS_$v" port="BMC_PORT_$v" user="BMC_USERNAME_$v" secret="BMC_PASSWORD_FILE_$v"
@@ -54,8 +57,8 @@ for node in $COMPUTES; do
         tenant_name="$OS_PROJECT" endpoint_type=internal \
         ip="${!address}" ipport="${!port:-623}" bmc_username="${!user}" \
         bmc_password_file="${!secret}" lanplus=1 login_timeout=5 power_timeout=20 \
-        shell_timeout=540 max_down_percent="${MAX_DOWN_PERCENT:-50}" \
-        pcmk_host_list="$node" pcmk_off_timeout=60s pcmk_on_timeout=600s \
+        max_down_percent="${MAX_DOWN_PERCENT:-50}" unfence_power="${UNFENCE_POWER:-on}" \
+        pcmk_host_list="$node" pcmk_off_timeout=60s pcmk_on_timeout=60s \
         meta provides=unfencing
     # --force: pcs checks the node against the nodes it knows, and remote nodes made without
     # pcsd (as in the lab) are not among them
@@ -72,6 +75,11 @@ pcs resource create liveness ocf:openstack-ha:ComputeLiveness checks="$LIVENESS_
     op stop timeout=20s meta requires=unfencing clone interleave=true
 # resource-discovery=exclusive: probed and run only there (a probe needs unfencing too)
 pcs constraint location liveness-clone rule resource-discovery=exclusive score=0 '#kind' eq remote
+# Nothing of the compute node's runs while its evacuation is pending (evacuate=yes or
+# node@epoch; "no" or absent once it is done): Pacemaker re-evaluates the attribute itself,
+# so no start waits. Give every resource of the compute nodes (nova-compute, where Pacemaker
+# manages it) the same rule.
+pcs constraint location liveness-clone rule score=-INFINITY defined evacuate and evacuate ne no
 
 # The evacuation engine: one copy, on the controllers.
 pcs resource create nova-evacuate ocf:openstack-ha:NovaEvacuate config_file="$ENGINE_CONFIG" \

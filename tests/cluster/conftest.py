@@ -6,6 +6,8 @@ import pytest
 import yaml
 from cluster_helpers import sh
 
+from nova_evacuate import pacemaker
+
 NODE = "compute1"
 
 
@@ -37,6 +39,7 @@ def cluster(pacemaker_lab, clean_lab, tmp_path):
     for device in ("fence-nova", "fence-ipmi"):
         pacemaker_lab.pcs("stonith", "delete", device, check=False)
     pacemaker_lab.pcs("property", "unset", "stonith-action", check=False)
+    pacemaker.release_connection(NODE)  # fence_nova off held it while the node was off
     pacemaker_lab.reconnect(NODE)
     sh("attrd_updater", "-n", "evacuate", "-D", "-N", NODE, check=False)
 

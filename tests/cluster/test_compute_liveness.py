@@ -103,12 +103,12 @@ def liveness(lab):
 def test_pcs_and_crm_resource_show_the_installed_agents_meta_data(lab):
     described = lab.pcs("resource", "describe", "ocf:openstack-ha:ComputeLiveness").stdout
     assert "Tells Pacemaker whether an OpenStack compute node can serve instances" in described
-    assert "checks" in described and "evacuate_attribute" in described
+    assert "checks" in described and "check_timeout" in described
     shown = sh("crm_resource", "--show-metadata", "ocf:openstack-ha:ComputeLiveness").stdout
     root = ET.fromstring(shown)
     assert root.get("name") == "ComputeLiveness"
     assert {p.get("name") for p in root.iter("parameter")} == {
-        "checks", "check_timeout", "attribute", "evacuate_attribute",
+        "checks", "check_timeout", "attribute",
     }
 
 
@@ -225,25 +225,20 @@ def test_a_failing_degraded_check_is_published_but_not_fatal(lab):
     assert attribute("liveness-by-hand") is None
 
 
-def test_start_waits_while_the_nodes_evacuation_is_unfinished(lab):
-    sh("attrd_updater", "-n", "evacuate", "-U", "yes", "-N", NODE)
+def test_the_reference_location_rule_keeps_it_off_a_node_whose_evacuation_is_pending(liveness):
+    """scripts/configure-cluster.sh's rule: Pacemaker, not a waiting start, keeps the compute
+    resources off a node while its ``evacuate`` attribute is yes or node@epoch."""
+    liveness.pcs("constraint", "location", "liveness-clone", "rule", "score=-INFINITY",
+                 "defined", "evacuate", "and", "evacuate", "ne", "no")
     try:
-        lab.wait_until(lambda: attribute("evacuate") == "yes", 10, "evacuate=yes")
-        started = time.monotonic()
-        refused = run_agent_in_node(lab, "start", 6, checks="cmd:/bin/true")
-        assert refused.returncode == 1
-        assert f"evacuation of {NODE} is unfinished (evacuate=yes)" in refused.stderr
-        assert time.monotonic() - started < 6 + 5  # gave up within its own timeout
-
-        # The evacuation finishes while start waits: start then succeeds.
-        finisher = subprocess.Popen(
-            ["bash", "-c", f"sleep 3; attrd_updater -n evacuate -U no -N {NODE}"]
-        )
-        started = time.monotonic()
-        done = run_agent_in_node(lab, "start", 60, checks="cmd:/bin/true")
-        finisher.wait()
-        assert done.returncode == 0, done.stderr
-        assert time.monotonic() - started >= 2.5
+        sh("attrd_updater", "-n", "evacuate", "-U", "ctl1@1700000000", "-N", NODE)
+        liveness.wait_until(lambda: resource_role("liveness") != "Started", 30,
+                            "liveness stopped on the node while its evacuation is claimed")
+        sh("attrd_updater", "-n", "evacuate", "-U", "no", "-N", NODE)
+        liveness.wait_until(lambda: resource_role("liveness") == "Started", 30,
+                            "liveness started again once the evacuation is done")
+        sh("attrd_updater", "-n", "evacuate", "-D", "-N", NODE)
+        time.sleep(MONITOR_INTERVAL)  # an absent attribute keeps it running too
+        assert resource_role("liveness") == "Started"
     finally:
-        run_agent_in_node(lab, "stop", 20)
         sh("attrd_updater", "-n", "evacuate", "-D", "-N", NODE, check=False)

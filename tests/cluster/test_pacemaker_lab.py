@@ -198,3 +198,89 @@ def test_cli_status_reads_the_state_of_a_lab_started_elsewhere(lab: PacemakerLab
     assert status["up"] is True
     assert status["nodes"][NODE]["powered"] is True
     assert status["nodes"][NODE]["online"] is True
+
+
+REPO = Path(__file__).resolve().parents[2]
+NOVA_EVACUATE = Path("/usr/lib/ocf/resource.d/openstack-ha/NovaEvacuate")
+ENGINE_CONF = Path("/etc/openstack-ha/openstack-ha.conf")
+CLOUDS_YAML = Path("/etc/openstack/clouds.yaml")
+
+
+def in_node(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """ARGV inside the node, the way the lab starts nova-compute there (its CLI)."""
+    prefix = ["env", "-i", *(f"{k}={v}" for k, v in (env or {}).items())] if env else []
+    return subprocess.run(
+        [sys.executable, "-m", "lab.pacemaker", "exec", NODE, "--", *prefix, *argv],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def controller_configuration() -> Iterator[None]:
+    """The controller's engine configuration and clouds.yaml, as on a real controller
+    (written only where none exists, and removed again)."""
+    written = []
+    for path, text in ((ENGINE_CONF, "[cloud]\ncloud = lab\n"),
+                       (CLOUDS_YAML, "clouds: {lab: {auth: {password: controller-secret}}}\n")):
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            path.chmod(0o600)
+            written.append(path)
+    try:
+        yield
+    finally:
+        for path in written:
+            path.unlink(missing_ok=True)
+
+
+def test_a_node_sees_its_own_etc_not_the_controllers_configuration_or_secrets(
+    lab: PacemakerLab, controller_configuration: None
+) -> None:
+    # The controller has them ...
+    secrets = [lab.etc_dir / "corosync-authkey", lab.state_file]
+    for path in (ENGINE_CONF, CLOUDS_YAML, *secrets):
+        assert path.is_file(), path
+    # ... the node does not: not the files, not even the lab's state dir beyond its log.
+    for path in (ENGINE_CONF, CLOUDS_YAML, *secrets):
+        done = in_node("test", "-e", str(path))
+        assert done.returncode == 1, f"{path} is visible inside {NODE}: {done.stderr}"
+    listed = in_node("ls", "-A", "/etc/openstack-ha", "/etc/openstack", str(lab.state_dir))
+    assert listed.returncode == 0, listed.stderr
+    assert "openstack-ha.conf" not in listed.stdout and "clouds.yaml" not in listed.stdout
+    assert "etc" not in listed.stdout.split() and "state.json" not in listed.stdout
+    # What a compute host has stays: the agents, their launchers and venv, remoted's log.
+    for path in (NOVA_EVACUATE, Path("/opt/openstack-ha/venv/bin/python3"),
+                 lab.remoted_log(NODE)):
+        if path.exists():
+            assert in_node("test", "-e", str(path)).returncode == 0, path
+    assert in_node("crm_node", "-n").stdout.strip() == NODE
+    # A file the controller gets later does not appear in the node either.
+    late = Path("/etc/openstack-ha/ohalab-late.conf")
+    try:
+        late.write_text("[cloud]\n")
+        assert in_node("test", "-e", str(late)).returncode == 1
+    finally:
+        late.unlink(missing_ok=True)
+
+
+def test_nova_evacuate_inside_a_node_without_its_configuration(
+    lab: PacemakerLab, controller_configuration: None, tmp_path: Path
+) -> None:
+    """Issue 10, defect 6, on a node: the engine's configuration is on the controller only;
+    NovaEvacuate's probe there says "not running", its stop succeeds, and nothing crashes."""
+    if not NOVA_EVACUATE.exists():
+        pytest.skip(f"{NOVA_EVACUATE} is not installed (run openstack-ha-install)")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OCF_ROOT": "/usr/lib/ocf",
+           "OCF_RESOURCE_INSTANCE": "nova-evacuate", "OCF_RESKEY_CRM_meta_interval": "0",
+           "OCF_RESKEY_CRM_meta_on_node": NODE, "OCF_RESKEY_CRM_meta_timeout": "20000",
+           "HA_LOGFACILITY": "none"}
+    for action, expected in (("monitor", 7), ("stop", 0), ("start", 5), ("validate-all", 5)):
+        done = in_node(str(NOVA_EVACUATE), action, env=env)
+        assert done.returncode == expected, f"{action}: {done.stdout} {done.stderr}"
+        assert "Traceback" not in done.stderr, done.stderr
+    assert f"configuration file {ENGINE_CONF} does not exist on this node" in done.stderr
+    # On the controller, with the same parameters, the configuration is found.
+    done = subprocess.run([str(NOVA_EVACUATE), "validate-all"], capture_output=True, text=True,
+                          env={**env, "OCF_RESKEY_CRM_meta_on_node": "ctl1"}, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr

@@ -98,31 +98,40 @@ def test_selected_servers_move_keep_their_state_and_the_rest_stay(lab, conn, nov
     untagged = boot(conn, 10, "untagged", image=plain_image, flavor=tiny)
     (excluded,) = boot(conn, 1, "skip-me", image=tagged_image, flavor=tiny)
     (in_error,) = boot(conn, 1, "was-error", image=tagged_image, flavor=tiny)
+    (paused,) = boot(conn, 1, "was-paused", image=tagged_image, flavor=tiny)
+    (suspended,) = boot(conn, 1, "was-suspended", image=tagged_image, flavor=tiny)
     stopped = by_image[:2]
     workload.stop(conn, stopped)
     conn.compute.reset_server_state(in_error, "error")
+    conn.compute.pause_server(paused)
+    conn.compute.suspend_server(suspended)
+    workload.wait_for(lambda: {sid: s.status for sid, s in workload.servers(
+        conn, [paused, suspended]).items()} == {paused: "PAUSED", suspended: "SUSPENDED"},
+        60, "paused and suspended")
     fence(lab, nova, HOST)
 
     done = cli(write_conf(lab, tmp_path, exclude_names="^skip-"), "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
-    selected = set(by_image) | set(by_flavor) | {in_error}
+    selected = set(by_image) | set(by_flavor) | {in_error, paused, suspended}
     assert {i["id"] for i in report["instances"] if i["state"] == "done"} == selected
     assert {s["id"] for s in report["skipped"]} == set(untagged) | {excluded}
     assert report["ok"] and report["ledger"] == "done"
 
     now = workload.servers(conn)
+    # the table of nova_evacuate/plan.py: ACTIVE stays ACTIVE, SHUTOFF stays SHUTOFF, PAUSED
+    # is paused again, SUSPENDED comes back SHUTOFF, an ERROR server is rebuilt ACTIVE
+    final = {**dict.fromkeys(stopped, "SHUTOFF"), paused: "PAUSED", suspended: "SHUTOFF"}
     for sid in selected:
         assert now[sid].compute_host in ("compute2", "compute3"), now[sid].name
-        # ACTIVE stays ACTIVE, SHUTOFF stays SHUTOFF; an ERROR server is rebuilt ACTIVE
-        assert now[sid].status == ("SHUTOFF" if sid in stopped else "ACTIVE"), now[sid].name
+        assert now[sid].status == final.get(sid, "ACTIVE"), now[sid].name
         assert not now[sid].is_locked, now[sid].name
     for sid in [*untagged, excluded]:
         assert now[sid].compute_host == HOST and now[sid].status == "ACTIVE"
     moved = migrations(conn)
     assert set(moved) == selected and set(moved.values()) == {1}
     entry = parse_marker(nova.compute_service(HOST).disabled_reason)
-    assert (entry.state, entry.evacuated, entry.failed) == (State.DONE, 21, 0)
+    assert (entry.state, entry.evacuated, entry.failed) == (State.DONE, 23, 0)
 
 
 def test_killed_mid_way_a_second_run_finishes_without_evacuating_twice(lab, conn, nova, tmp_path):

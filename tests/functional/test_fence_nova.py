@@ -16,6 +16,7 @@ from datetime import timedelta
 import pytest
 
 from nova_evacuate import nova as nova_adapter
+from nova_evacuate import pacemaker
 from nova_evacuate.ledger import Ledger
 
 pytestmark = pytest.mark.lab
@@ -27,6 +28,14 @@ HOST = "compute1"
 def lab(pacemaker_lab, clean_lab):
     yield clean_lab
     subprocess.run(["attrd_updater", "-n", "evacuate", "-D", "-N", HOST], check=False)
+    pacemaker.release_connection(HOST)
+
+
+def connection_held(host: str = HOST) -> bool:
+    """fence_nova holds the cluster's connection to a host it powered off (target-role)."""
+    done = subprocess.run(["crm_resource", "--resource", host, "--meta", "--get-parameter",
+                           "target-role"], capture_output=True, text=True, check=False)
+    return done.returncode == 0 and done.stdout.strip() == "Stopped"
 
 
 def fence(lab, action: str, host: str = HOST, timeout: float = 120, **extra: str):
@@ -72,6 +81,7 @@ def test_off_powers_off_forces_down_and_requests_evacuation(lab):
     assert svc.is_forced_down and svc.status == "disabled"
     assert svc.disabled_reason.startswith("openstack-ha:v1 evacuation=requested ")
     assert evacuate_attribute() == "yes"
+    assert connection_held()
     status, _ = fence(lab, "status")
     assert status.returncode == 2
 
@@ -111,39 +121,79 @@ def test_off_with_keystone_down_fails_after_power_off_and_a_retry_completes(lab)
     assert service(lab).is_forced_down
 
 
-def test_on_waits_for_the_evacuation_and_then_re_enables(lab):
-    assert fence(lab, "off")[0].returncode == 0
-    refused, took = fence(lab, "on", shell_timeout="3")
-    assert refused.returncode == 1
-    assert "evacuation still requested; not re-enabling the host" in refused.stderr
-    assert took < 3 + 8 + 3 + 15  # login + power + shell_timeout, generous margin
-    assert service(lab).status == "disabled"
-
-    # What the evacuation engine does when it has finished this host.
+def finish_evacuation(lab) -> None:
+    """What the evacuation engine does when it has finished this host."""
     client = nova_adapter.connect(cloud="lab", clouds_yaml=lab.clouds_yaml)
     ledger = Ledger(client, domain=None)
     ledger.claim(HOST, "test/1", None, timedelta(seconds=60))
     ledger.finish(HOST, True, evacuated=0, failed=0, by="test/1")
 
-    done, _ = fence(lab, "on")
+
+def return_host(lab, leave_disabled: bool = False, timeout: float = 90) -> None:
+    """The NovaEvacuate worker's host-return step, scanned until nothing is left to do."""
+    from nova_evacuate.engine import Settings
+    from nova_evacuate.worker import Worker
+
+    worker = Worker(lambda: nova_adapter.connect(cloud="lab", clouds_yaml=lab.clouds_yaml),
+                    Settings(), leave_disabled=leave_disabled)
+    deadline = time.monotonic() + timeout
+    while True:
+        svc = service(lab)
+        if not svc.is_forced_down and not (svc.disabled_reason or "").startswith("openstack-ha:"):
+            return
+        assert time.monotonic() < deadline, f"not returned: {svc.status} {svc.disabled_reason}"
+        worker.scan()
+        time.sleep(1)
+
+
+def test_on_refuses_at_once_while_the_evacuation_is_pending_and_keeps_the_power_off(lab):
+    assert fence(lab, "off")[0].returncode == 0
+    refused, took = fence(lab, "on")
+    assert refused.returncode == 1
+    assert "evacuation requested" in refused.stderr and "stays powered off" in refused.stderr
+    assert took < 15  # one Nova read: no waiting on the evacuation
+    assert lab.bmc.power_state(HOST) is False
+    assert not lab.openstack.compute_running(HOST)
+    assert service(lab).status == "disabled"
+    assert connection_held()
+
+    finish_evacuation(lab)
+    done, took = fence(lab, "on")
     assert done.returncode == 0, done.stderr
+    assert took < 3 + 8 + 15
     assert lab.bmc.power_state(HOST) is True
     assert lab.openstack.compute_running(HOST)
+    assert not connection_held()  # Pacemaker may connect to it again
+    return_host(lab)
     svc = service(lab)
-    assert svc.status == "enabled" and not svc.disabled_reason
+    assert svc.status == "enabled" and not svc.disabled_reason and not svc.is_forced_down
     assert evacuate_attribute() is None
+
+
+def test_on_with_unfence_power_keep_off_leaves_the_host_off(lab):
+    assert fence(lab, "off")[0].returncode == 0
+    finish_evacuation(lab)
+    done, _ = fence(lab, "on", unfence_power="keep-off")
+    assert done.returncode == 0, done.stderr
+    assert lab.bmc.power_state(HOST) is False
+    assert not lab.openstack.compute_running(HOST)
+    assert service(lab).status == "disabled"
+    assert connection_held()
+    # the operator powers it on after the inspection; the next unfencing releases it
+    assert lab.ipmitool(HOST, "chassis", "power", "on").returncode == 0
+    again, _ = fence(lab, "on", unfence_power="keep-off")
+    assert again.returncode == 0, again.stderr
+    assert not connection_held()
 
 
 def test_on_with_leave_disabled_keeps_the_service_disabled(lab):
     assert fence(lab, "off")[0].returncode == 0
-    client = nova_adapter.connect(cloud="lab", clouds_yaml=lab.clouds_yaml)
-    ledger = Ledger(client, domain=None)
-    ledger.claim(HOST, "test/1", None, timedelta(seconds=60))
-    ledger.finish(HOST, True, evacuated=0, failed=0, by="test/1")
+    finish_evacuation(lab)
     done, _ = fence(lab, "on", leave_disabled="1")
     assert done.returncode == 0, done.stderr
+    return_host(lab, leave_disabled=True)
     svc = service(lab)
-    assert svc.status == "disabled"
+    assert svc.status == "disabled" and not svc.is_forced_down
     assert not (svc.disabled_reason or "").startswith("openstack-ha:")
 
 
@@ -154,11 +204,11 @@ def test_unknown_host_fails_with_a_clear_message_and_changes_nothing(lab):
     assert all(s.status == "enabled" for s in lab.openstack.connection().compute.services())
 
 
-def test_reboot_fences_then_powers_on_and_keeps_the_service_disabled(lab):
+def test_reboot_fences_and_leaves_the_power_off_until_the_evacuation_is_done(lab):
     done, _ = fence(lab, "reboot")
     assert done.returncode == 0, done.stderr
-    assert lab.bmc.power_state(HOST) is True
-    assert lab.openstack.compute_running(HOST)
+    assert lab.bmc.power_state(HOST) is False
+    assert not lab.openstack.compute_running(HOST)
     svc = service(lab)
     assert svc.is_forced_down and svc.status == "disabled"
     assert svc.disabled_reason.startswith("openstack-ha:v1 evacuation=requested ")

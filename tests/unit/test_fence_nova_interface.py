@@ -368,11 +368,20 @@ UNREACHABLE = {
 }
 
 
-@pytest.mark.parametrize("action", ["off", "on", "reboot", "status"])
+@pytest.mark.parametrize("action", ["off", "reboot", "status"])
 def test_power_actions_fail_closed_when_the_bmc_does_not_answer(invoke, action):
     rc, log = invoke(_stdin(UNREACHABLE, action=action, port="compute-1", nodename="compute-1"))
     assert rc == 1
     assert "127.0.0.1:9" in log
+    assert SECRET not in log
+
+
+def test_on_fails_closed_without_powering_on_when_nova_cannot_say_the_evacuation_is_done(invoke):
+    # unfencing reads the ledger before anything else: no Nova, no power-on
+    rc, log = invoke(_stdin(UNREACHABLE, action="on", port="compute-1", nodename="compute-1"))
+    assert rc == 1
+    assert "cannot read its evacuation from Nova" in log and "not unfencing" in log
+    assert "127.0.0.1:9" not in log
     assert SECRET not in log
 
 

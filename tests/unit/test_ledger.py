@@ -23,6 +23,7 @@ from nova_evacuate.ledger import (
     LedgerError,
     State,
     attribute_value,
+    claimable,
     evacuation_finished,
     format_marker,
     next_entry,
@@ -101,6 +102,34 @@ def test_refused_transitions_name_the_transition(current, wanted, by) -> None:
     with pytest.raises(LedgerError) as err:
         next_entry(current, wanted, LATER, by, EXPIRY)
     assert f"{current.state if current else 'nothing'} → {wanted} by {by} refused" in str(err.value)
+
+
+EXPIRY = timedelta(seconds=60)
+
+
+@pytest.mark.parametrize(("current", "by", "age", "gone", "expected"), [
+    (None, ME, 0, False, False),                    # nothing requested
+    (State.REQUESTED, ME, 0, False, True),
+    (State.DONE, ME, 0, False, False),              # a new failure is a request first
+    (State.FAILED, OTHER, 999, True, False),
+    (State.CLAIMED, ME, 0, False, True),            # renewal by its holder
+    (State.CLAIMED, OTHER, 59, False, False),       # another's live claim
+    (State.CLAIMED, OTHER, 60, False, True),        # expired
+    (State.CLAIMED, OTHER, 1, True, True),          # its holder is gone: at once
+])
+def test_the_one_claim_rule(current, by, age, gone, expected) -> None:
+    existing = entry(current) if current else None
+    assert claimable(existing, by, T0 + timedelta(seconds=age), EXPIRY,
+                     holder_gone=gone) is expected
+
+
+def test_next_entry_follows_the_claim_rule() -> None:
+    live = entry(State.CLAIMED, by=OTHER)
+    with pytest.raises(LedgerError):
+        next_entry(live, State.CLAIMED, T0 + timedelta(seconds=1), ME, EXPIRY)
+    # a holder known to be gone is passed as an expiry of zero
+    taken = next_entry(live, State.CLAIMED, T0 + timedelta(seconds=1), ME, timedelta(0))
+    assert taken.state is State.CLAIMED and taken.by == ME
 
 
 def test_a_claim_exactly_as_old_as_the_expiry_can_be_taken_over() -> None:

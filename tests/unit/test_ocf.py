@@ -155,3 +155,48 @@ def test_an_agent_runs_as_a_process_and_answers_meta_data():
     )
     assert done.returncode == 0
     assert '<resource-agent name="ComputeLiveness"' in done.stdout
+
+
+def _needs_a_file(text):
+    if not Path(text).is_file():
+        raise ValueError(f"{text} does not exist")
+    return text
+
+
+def _parser_crashing(text):
+    raise TypeError("parser bug")
+
+
+# Issue 10, defect 6: a default that does not parse on this node (a file the controllers have
+# and a compute node does not) made read_parameters raise, and every action a traceback.
+FILE_AGENT = Agent(
+    name="FileSample", version="0.1", shortdesc="s", longdesc="l",
+    parameters=(Parameter("conf", "a file", "a file", default="/nonexistent/x.conf",
+                          parse=_needs_a_file),),
+    actions=AGENT.actions,
+)
+
+
+@pytest.mark.parametrize(
+    ("action", "interval", "expected"),
+    [("monitor", "0", OCFExit.NOT_RUNNING), ("stop", "0", OCFExit.SUCCESS),
+     ("start", "0", OCFExit.ERR_CONFIGURED), ("validate-all", "0", OCFExit.ERR_CONFIGURED),
+     ("monitor", "10000", OCFExit.ERR_CONFIGURED)],
+)
+def test_a_default_that_does_not_parse_is_a_configuration_error_not_a_crash(
+        capsys, action, interval, expected):
+    env = {"HA_LOGFACILITY": "none", "OCF_RESKEY_CRM_meta_interval": interval}
+    assert ocf.run(FILE_AGENT, [action], env) == expected
+    assert "Traceback" not in capsys.readouterr().err
+    if action == "stop":
+        assert _handler_seen.last.params == {"conf": None}
+
+
+def test_run_never_raises_whatever_fails_outside_the_handler(capsys):
+    agent = Agent(name="Broken", version="0.1", shortdesc="s", longdesc="l",
+                  parameters=(Parameter("p", "p", "p", default="x", parse=_parser_crashing),),
+                  actions=AGENT.actions)
+    assert ocf.run(agent, ["start"], {"HA_LOGFACILITY": "none"}) == OCFExit.ERR_GENERIC
+    err = capsys.readouterr().err
+    assert "ocf-exit-reason:start: unexpected error: TypeError: parser bug" in err
+    assert "Traceback" not in err

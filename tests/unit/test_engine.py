@@ -1,0 +1,491 @@
+"""The evacuation engine (nova_evacuate/engine.py) over an in-memory Nova.
+
+:class:`FakeNova` implements the Nova port the engine and the ledger call, and behaves as
+Nova at the pinned microversion 2.94 does where it matters here: evacuate is refused unless
+the server's host is down and the server is ACTIVE, SHUTOFF or ERROR with no task; the
+API records an ``accepted`` evacuation migration at once; the rebuild ends (on the next
+engine sleep) with the server on its destination, SHUTOFF if it was SHUTOFF, else ACTIVE.
+Time is the engine's injected clock, advanced by its sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nova_evacuate import plan as planning
+from nova_evacuate.engine import DONE, FAILED, Engine, Settings, lock_reason
+from nova_evacuate.ledger import Ledger, State, parse_marker
+from nova_evacuate.nova import ComputeService, NovaError, match_service
+from nova_evacuate.plan import Migration, Resources, Server
+
+HOST = "compute1"
+T0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+POLL = 2.0
+
+
+@dataclass
+class FakeNova:
+    """Nova in memory: services, servers, evacuation migrations, and a call log."""
+
+    services: dict[str, ComputeService] = field(default_factory=dict)
+    vms: dict[str, Server] = field(default_factory=dict)
+    migrations: list[Migration] = field(default_factory=list)
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    held: set[str] = field(default_factory=set)  # server ids whose rebuild does not finish
+    full: set[str] = field(default_factory=set)  # hosts Placement shows without room
+    fail_once: set[str] = field(default_factory=set)  # server ids whose next rebuild errors
+    after_step: Any = None  # called after each simulated step (a host dying, say)
+    steps: int = 0
+
+    # ---------------------------------------------------------------- setup helpers
+
+    def add_host(self, host: str, *, down: bool = False) -> None:
+        self.services[host] = ComputeService(f"id-{host}", host, "down" if down else "up",
+                                             "enabled", down, None, None)
+
+    def add_server(self, name: str, status: str = "ACTIVE", *, host: str = HOST,
+                   task: str | None = None, **kw: Any) -> Server:
+        server = Server(id=f"id-{name}", name=name, status=status, host=host, task_state=task,
+                        vcpus=1, ram_mb=64, disk_gb=1, **kw)
+        self.vms[server.id] = server
+        return server
+
+    def kill(self, host: str) -> None:
+        """What fence_nova leaves: the service down and forced down."""
+        self.services[host] = replace(self.services[host], state="down", forced_down=True)
+
+    def migrate(self, server_id: str, source: str, dest: str | None, status: str) -> Migration:
+        m = Migration(len(self.migrations) + 1, server_id, status, source, dest,
+                      T0.timestamp())
+        self.migrations.append(m)
+        return m
+
+    def count(self, op: str) -> int:
+        return sum(c[0] == op for c in self.calls)
+
+    # ---------------------------------------------------------------- the port: services
+
+    def compute_service(self, host: str, domain: str | None = None) -> ComputeService:
+        return match_service(self.services.values(), host, domain)
+
+    def compute_services(self) -> list[ComputeService]:
+        self.calls.append(("compute_services", None))
+        return list(self.services.values())
+
+    def disable(self, service_id: str, reason: str | None) -> ComputeService:
+        host = service_id.removeprefix("id-")
+        self.services[host] = replace(self.services[host], status="disabled",
+                                      disabled_reason=reason)
+        return self.services[host]
+
+    # ---------------------------------------------------------------- what selection reads
+
+    def aggregates(self) -> list[planning.Aggregate]:
+        return []
+
+    def tagged_images(self) -> frozenset[str]:
+        return frozenset()
+
+    def any_flavor_tagged(self) -> bool:
+        return False
+
+    def free_resources(self, hosts: Any) -> dict[str, Resources]:
+        return {h: Resources() if h in self.full else Resources(100, 100000, 1000)
+                for h in hosts}
+
+    # ---------------------------------------------------------------- servers
+
+    def servers(self, *, host: str | None = None, changes_since: datetime | None = None,
+                ids: Any = None) -> list[Server]:
+        self.calls.append(("servers", host))
+        wanted = set(ids) if ids is not None else None
+        return [s for s in self.vms.values() if (host is None or s.host == host)
+                and (wanted is None or s.id in wanted)]
+
+    def evacuation_migrations(self, source_host: str | None, since: datetime) -> list[Migration]:
+        self.calls.append(("evacuation_migrations", source_host))
+        return [m for m in self.migrations if source_host is None or m.source_host == source_host]
+
+    def lock(self, server_id: str, reason: str) -> None:
+        self.calls.append(("lock", server_id))
+        self.vms[server_id] = replace(self.vms[server_id], locked=True, locked_reason=reason)
+
+    def unlock(self, server_id: str) -> None:
+        self.calls.append(("unlock", server_id))
+        self.vms[server_id] = replace(self.vms[server_id], locked=False, locked_reason=None)
+
+    def reset_state(self, server_id: str, state: str) -> None:
+        self.calls.append(("reset_state", server_id))
+        self.vms[server_id] = replace(self.vms[server_id], status=state.upper(), task_state=None)
+
+    def evacuate(self, server_id: str, host: str | None = None) -> None:
+        self.calls.append(("evacuate", server_id))
+        server = self.vms[server_id]
+        source = self.services[server.host or ""]
+        if source.state == "up" and not source.forced_down:
+            raise NovaError("refused", f"compute service of {server.host} is still in use", 400)
+        if server.status not in ("ACTIVE", "SHUTOFF", "ERROR") or server.task_state:
+            raise NovaError("refused", f"cannot 'evacuate' while in {server.status}", 409)
+        self.migrate(server_id, server.host or "", host, "accepted")
+        self.vms[server_id] = replace(server, task_state="rebuilding")
+
+    def stop(self, server_id: str) -> None:
+        self.calls.append(("stop", server_id))
+        self.vms[server_id] = replace(self.vms[server_id], status="SHUTOFF")
+
+    def pause(self, server_id: str) -> None:
+        self.calls.append(("pause", server_id))
+        self.vms[server_id] = replace(self.vms[server_id], status="PAUSED")
+
+    # ---------------------------------------------------------------- time passing
+
+    def live(self, host: str | None) -> bool:
+        service = self.services.get(host or "")
+        return service is not None and service.state == "up" and not service.forced_down
+
+    def step(self) -> None:
+        """Every rebuild under way and not held gets a destination if it had none, then
+        errors (``fail_once``: the server left in ERROR on its host) or, on a live host,
+        finishes (Nova 2.94: SHUTOFF stays SHUTOFF, ACTIVE and ERROR come back ACTIVE)."""
+        self.steps += 1
+        for i, m in enumerate(self.migrations):
+            if m.status != "accepted" or m.server_id in self.held:
+                continue
+            if m.dest_host is None:  # the scheduler picks
+                m = self.migrations[i] = replace(m, dest_host=min(filter(self.live,
+                                                                         self.services)))
+            server = self.vms[m.server_id]
+            if m.server_id in self.fail_once:
+                self.fail_once.discard(m.server_id)
+                self.vms[m.server_id] = replace(server, status="ERROR", task_state=None)
+                self.migrations[i] = replace(m, status="error")
+            elif self.live(m.dest_host):
+                status = "SHUTOFF" if server.status == "SHUTOFF" else "ACTIVE"
+                self.vms[m.server_id] = replace(server, host=m.dest_host, status=status,
+                                                task_state=None)
+                self.migrations[i] = replace(m, status="done")
+        if self.after_step:
+            self.after_step(self)
+
+
+@dataclass
+class Clock:
+    t: float = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def now(self) -> datetime:
+        return T0 + timedelta(seconds=self.t)
+
+
+@pytest.fixture
+def nova() -> FakeNova:
+    fake = FakeNova()
+    fake.add_host(HOST, down=True)
+    for host in ("compute2", "compute3", "compute4"):
+        fake.add_host(host)
+    return fake
+
+
+@pytest.fixture
+def timeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "timeline.jsonl"
+    monkeypatch.setenv("OPENSTACK_HA_TIMELINE", str(path))
+    return path
+
+
+def events(path: Path, *names: str) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return [e for e in lines if e["event"] in names]
+
+
+def engine(nova: FakeNova, clock: Clock, **settings: Any) -> Engine:
+    def sleep(seconds: float) -> None:
+        clock.t += seconds
+        nova.step()
+
+    return Engine(nova, Ledger(nova, clock=clock.now),  # type: ignore[arg-type]
+                  Settings(poll_interval=POLL, **settings), by="ctl-1/1", clock=clock,
+                  sleep=sleep, now=clock.now)
+
+
+def by_name(report: Any) -> dict[str, Any]:
+    return {t.server.name: t for t in report.tracks}
+
+
+# ---------------------------------------------------------------------------- (4) the timeline
+
+
+def test_instance_done_is_recorded_under_the_failed_host_after_a_resume(nova, timeline):
+    """An earlier run, killed: 'moved' is already on compute2, 'moving' is under way, 'left'
+    was never sent. The resuming run records every instance under compute1."""
+    moved = nova.add_server("moved", host="compute2", locked=True,
+                            locked_reason=lock_reason(HOST, "ACTIVE"))
+    nova.migrate(moved.id, HOST, "compute2", "done")
+    moving = nova.add_server("moving", task="rebuilding", locked=True,
+                             locked_reason=lock_reason(HOST, "ACTIVE"))
+    nova.migrate(moving.id, HOST, "compute3", "accepted")
+    nova.add_server("left")
+    clock = Clock()
+    ledger = Ledger(nova, clock=clock.now)  # type: ignore[arg-type]
+    ledger.request(HOST, T0)
+    ledger.claim(HOST, "ctl-2/77", T0, timedelta(seconds=60))  # the run that was killed
+    clock.t = 600.0  # its claim has long expired
+
+    report = engine(nova, clock).run(HOST)
+
+    assert report.ok and {t.state for t in report.tracks} == {DONE}
+    done = events(timeline, "instance_done")
+    assert sorted(e["name"] for e in done) == ["left", "moved", "moving"]
+    assert {e["host"] for e in done} == {HOST}
+    assert {e["name"]: e["dest"] for e in done}["moved"] == "compute2"
+    # resumed, not sent again
+    assert nova.count("evacuate") == 1 and len(nova.migrations) == 3
+    assert not any(s.locked for s in nova.vms.values())
+
+
+# ---------------------------------------------------------------------------- (5) final states
+
+ROWS = [  # (status before, task, status after): the table of plan.py's docstring
+    ("ACTIVE", None, "ACTIVE"),
+    ("SHUTOFF", None, "SHUTOFF"),
+    ("PAUSED", None, "PAUSED"),
+    ("SUSPENDED", None, "SHUTOFF"),
+    ("ERROR", None, "ACTIVE"),
+    ("BUILD", "spawning", "ACTIVE"),  # "anything else"
+]
+
+
+def docstring_table() -> dict[str, str]:
+    """The 'before → after' rows of the table in plan.py's docstring."""
+    lines = (planning.__doc__ or "").splitlines()
+    rules = [i for i, line in enumerate(lines) if line.startswith("=====")]
+    body = "\n".join(lines[rules[1] + 1:rules[2]])
+    return dict(re.findall(r"^(\S+(?: else)?)\s+([A-Z]+)\s", body, re.MULTILINE))
+
+
+def test_the_docstring_table_is_the_code_and_the_rows_tested():
+    table = docstring_table()
+    assert table == {**planning.FINAL_STATUS, "anything else": "ACTIVE"}
+    assert {before if before in table else "anything else": after
+            for before, _, after in ROWS} == table
+    assert planning.final_status("REBOOT") == "ACTIVE"
+
+
+@pytest.mark.parametrize(("before", "task", "after"), ROWS)
+def test_each_server_comes_back_in_the_state_the_table_says(nova, timeline, before, task, after):
+    server = nova.add_server("vm", before, task=task)
+
+    report = engine(nova, Clock()).run(HOST)
+
+    (track,) = report.tracks
+    assert (track.state, track.reason) == (DONE, f"{after} on {track.dest}")
+    now = nova.vms[server.id]
+    assert now.status == after and now.host in ("compute2", "compute3", "compute4")
+    assert not now.locked and report.ok
+    reset = before not in ("ACTIVE", "SHUTOFF", "ERROR") or task is not None
+    assert nova.count("reset_state") == int(reset)
+    # the engine acts after the rebuild only where Nova did not keep the state
+    assert nova.count("pause") == int(after == "PAUSED")
+    assert nova.count("stop") == int(after == "SHUTOFF" and before != "SHUTOFF")
+
+
+def test_a_server_that_comes_back_in_another_state_is_failed_not_done(nova, timeline):
+    server = nova.add_server("vm", "ACTIVE")
+
+    def shut_off(fake: FakeNova) -> None:  # e.g. Nova at 2.95, which lands servers stopped
+        fake.vms[server.id] = replace(fake.vms[server.id], status="SHUTOFF")
+
+    nova.after_step = shut_off
+    report = engine(nova, Clock()).run(HOST)
+    (track,) = report.tracks
+    assert track.state == FAILED and "came back SHUTOFF" in track.reason
+    assert "not ACTIVE" in track.reason and not report.ok
+
+
+# ---------------------------------------------------------------------------- (3) watched targets
+
+
+def test_a_finished_migration_onto_a_live_destination_is_done(nova, timeline):
+    for i in range(5):
+        nova.add_server(f"vm{i}")
+    clock = Clock()
+
+    report = engine(nova, clock).run(HOST)
+
+    assert report.ok and report.count(DONE) == 5
+    assert all(t.reason == f"ACTIVE on {t.dest}" for t in report.tracks)
+    assert parse_marker(nova.services[HOST].disabled_reason).state is State.DONE
+    # per poll: one migration list and at most one service list, never one GET per server
+    polls = nova.steps
+    assert nova.count("evacuation_migrations") == polls + 1  # + the inventory
+    assert nova.count("compute_services") <= polls + 2  # + the brake and the inventory
+    assert nova.count("servers") <= polls + 2
+
+
+@pytest.mark.parametrize("when", ["during the rebuild", "right after it"])
+def test_a_destination_that_dies_fails_its_servers_at_once_naming_it(nova, timeline, when):
+    doomed = nova.add_server("doomed")
+    nova.add_server("fine")
+    clock = Clock()
+    run = engine(nova, clock, instance_timeout=600)
+    plan, _ = run.plan(HOST)
+    target = {m.server.name: m.target for m in plan.moves}["doomed"]
+    assert target != {m.server.name: m.target for m in plan.moves}["fine"]
+    if when == "during the rebuild":
+        nova.held.add(doomed.id)
+
+    def die(fake: FakeNova) -> None:
+        if fake.steps == 1:  # the first poll after the requests went out
+            fake.kill(target)
+
+    nova.after_step = die
+    report = run.run(HOST)
+
+    tracks = by_name(report)
+    assert tracks["fine"].state == DONE
+    assert tracks["doomed"].state == FAILED
+    assert tracks["doomed"].reason.startswith(f"destination {target} died during the rebuild")
+    assert clock.t <= 2 * POLL, "failed at the first poll that saw it, not at the timeout"
+    assert not report.ok and parse_marker(nova.services[HOST].disabled_reason).state is State.FAILED
+    (failed,) = events(timeline, "instance_failed")
+    assert (failed["host"], failed["name"], failed["dest"]) == (HOST, "doomed", target)
+    assert not nova.vms[doomed.id].locked
+
+
+def test_the_dead_destinations_evacuation_takes_over_what_was_rebuilding_onto_it(nova, timeline):
+    """compute1 fails; 'arrived' lands on compute2 and is done; 'stuck' is still being
+    rebuilt there when compute2 dies. compute2's own evacuation moves both, once."""
+    arrived = nova.add_server("arrived")
+    stuck = nova.add_server("stuck", "SHUTOFF")
+    nova.add_host("compute5")  # two of five down: under the brake's fraction
+    nova.full = {"compute3", "compute4", "compute5"}  # the first run targets compute2 only
+    nova.held.add(stuck.id)
+    nova.after_step = lambda fake: fake.steps == 2 and fake.kill("compute2")
+    clock = Clock()
+
+    report = engine(nova, clock).run(HOST)
+
+    assert by_name(report)["arrived"].state == DONE
+    assert "destination compute2 died" in by_name(report)["stuck"].reason
+    assert nova.vms[stuck.id].host == HOST and nova.vms[stuck.id].task_state  # Nova's view
+    nova.full, nova.held, nova.after_step = set(), set(), None
+
+    second = engine(nova, clock).run("compute2")
+
+    assert second.ok and {t.server.name for t in second.tracks} == {"arrived", "stuck"}
+    now = nova.vms
+    assert now[arrived.id].host not in (HOST, "compute2") and now[arrived.id].status == "ACTIVE"
+    # a stopped server that was mid-rebuild is still stopped where it lands
+    assert now[stuck.id].host not in (HOST, "compute2") and now[stuck.id].status == "SHUTOFF"
+    per_server = [m.server_id for m in nova.migrations]
+    assert per_server.count(arrived.id) == 2 and per_server.count(stuck.id) == 2
+    done = [(e["host"], e["name"]) for e in events(timeline, "instance_done")]
+    assert sorted(done) == [(HOST, "arrived"), ("compute2", "arrived"), ("compute2", "stuck")]
+
+
+def test_a_failed_rebuild_is_sent_again_and_its_first_destination_dying_does_not_fail_it(
+        nova, timeline):
+    server = nova.add_server("vm")
+    nova.fail_once.add(server.id)
+    first: list[str] = []
+
+    def then(fake: FakeNova) -> None:
+        if fake.steps == 1:  # the first rebuild errored: its host dies, the retry waits
+            first.append(fake.migrations[0].dest_host or "")
+            fake.kill(first[0])
+            fake.held.add(server.id)
+        elif fake.steps == 3:
+            fake.held.clear()
+
+    nova.after_step = then
+    report = engine(nova, Clock()).run(HOST)
+
+    (track,) = report.tracks
+    assert report.ok and track.attempts == 2, track.reason
+    assert track.dest not in (HOST, first[0]) and nova.vms[server.id].status == "ACTIVE"
+    assert [m.status for m in nova.migrations] == ["error", "done"]
+
+
+def test_a_destination_not_known_to_be_live_counts_nothing_done(nova, timeline):
+    """The service list cannot be read: no server counts as done until it can."""
+    nova.add_server("vm")
+    real = nova.compute_services
+    reads = {"n": 0}
+
+    def flaky() -> list[ComputeService]:
+        reads["n"] += 1
+        if 3 <= reads["n"] <= 4:  # after the brake and the inventory: the first two polls
+            raise NovaError("unreachable", "list compute services: cannot reach the cloud")
+        return real()
+
+    nova.compute_services = flaky  # type: ignore[method-assign]
+    clock = Clock()
+    report = engine(nova, clock).run(HOST)
+    assert report.ok and clock.t == 3 * POLL
+
+
+def test_a_host_takes_over_only_the_live_evacuations_onto_it():
+    def m(mid: int, sid: str, status: str, dest: str, source: str = HOST) -> Migration:
+        return Migration(mid, sid, status, source, dest, 0.0)
+
+    migrations = [m(1, "under-way", "rebuilding", "compute2"), m(2, "landed", "done", "compute2"),
+                  m(3, "failed-there", "error", "compute2"),
+                  m(4, "sent-on", "done", "compute2"), m(5, "sent-on", "accepted", "compute3"),
+                  m(6, "elsewhere", "accepted", "compute3")]
+    # "landed" is on compute2 already: Nova names it there, the inventory lists it anyway
+    assert planning.rebuilding_onto("compute2", migrations) == {"under-way"}
+
+
+# ---------------------------------------------------------------------------- the Nova adapter
+
+
+@dataclass
+class Answer:
+    body: Any
+    status_code: int = 200
+
+    @property
+    def content(self) -> bytes:
+        return json.dumps(self.body).encode() if self.body is not None else b""
+
+    def json(self) -> Any:
+        return self.body
+
+
+@dataclass
+class Wire:
+    answers: list[Answer]
+    sent: list[tuple[str, str, Any, str | None]] = field(default_factory=list)
+
+    def request(self, path: str, method: str, json: Any = None,
+                microversion: str | None = None) -> Answer:
+        self.sent.append((method, path, json, microversion))
+        return self.answers.pop(0)
+
+
+def test_the_adapter_lists_evacuations_from_any_host_and_pauses_at_2_94():
+    from nova_evacuate.nova import Nova
+
+    wire = Wire([Answer({"migrations": [{"id": 7, "instance_uuid": "u1", "status": "done",
+                                         "source_compute": HOST, "dest_compute": "compute2",
+                                         "created_at": "2026-12-01T12:00:00.000000"}]}),
+                 Answer(None, 202)])
+    nova = Nova(type("Conn", (), {"compute": wire})())
+    (found,) = nova.evacuation_migrations(None, T0)
+    assert (found.source_host, found.dest_host, found.succeeded) == (HOST, "compute2", True)
+    nova.pause("u1")
+    assert wire.sent == [
+        ("GET", "/os-migrations?migration_type=evacuation&changes-since=2026-12-01T12%3A00%3A00Z"
+                "&limit=1000", None, "2.94"),
+        ("POST", "/servers/u1/action", {"pause": None}, "2.94")]
