@@ -170,8 +170,15 @@ def _mark_failed_over(options: Options, target: Target) -> None:
 # --- actions -----------------------------------------------------------------------------
 
 
-def mass_failure(options: Options) -> str | None:
-    """Why fencing must not happen now (too many compute nodes look down), or None."""
+def mass_failure(options: Options, target: str) -> str | None:
+    """Why fencing must not happen now (too many compute nodes look down), or None.
+
+    A node this agent fenced and holds off while it is evacuated (its connection held, see
+    :func:`_hold_connection`) is a failure already handled, not one that "looks down": it
+    does not count. Counting it would also deadlock the recovery: Pacemaker starts nothing
+    (the held node's connection neither) while a fence is pending, so a second failure
+    refused because of the first would keep the first from ever returning.
+    """
     from nova_evacuate import pacemaker
 
     limit = options.number("max_down_percent")
@@ -179,15 +186,24 @@ def mass_failure(options: Options) -> str | None:
         return None
     try:
         nodes = pacemaker.remote_nodes_down()
+        held = pacemaker.held_connections() - {target}
     except pacemaker.NoCluster:
         return None  # run by hand: nothing automatic to hold back
     except pacemaker.PacemakerError as exc:
         return f"cannot read the cluster's view of the compute nodes ({exc})"
-    down = sorted(name for name, is_down in nodes.items() if is_down)
+    return brake_reason(nodes, held, limit)
+
+
+def brake_reason(nodes: dict[str, bool], held: set[str], limit: int) -> str | None:
+    """The brake's verdict over the cluster's view: node → looks down, and the nodes held
+    (fenced by this agent, not counted). None: fencing may go on."""
+    down = sorted(name for name, is_down in nodes.items() if is_down and name not in held)
     if nodes and len(down) * 100 > limit * len(nodes):
+        handled = sorted(held & set(nodes))
         return (f"{len(down)} of {len(nodes)} compute nodes look down ({', '.join(down)}),"
                 f" more than max_down_percent={limit}: a partition or a broken observer,"
-                " not fencing automatically")
+                " not fencing automatically"
+                + (f" (fenced and held, not counted: {', '.join(handled)})" if handled else ""))
     return None
 
 
@@ -196,7 +212,7 @@ def off(options: Options) -> int:
 
     target = _target(options)
     timeline.record("fence_start", target.host, by="fence_nova")
-    refusal = mass_failure(options)
+    refusal = mass_failure(options, target.host)
     if refusal is not None:
         LOG.error("%s: %s; power and Nova left untouched", target.host, refusal)
         timeline.record("fence_failed", target.host, reason=refusal)
@@ -289,7 +305,7 @@ def on(options: Options) -> int:
                 client.enable(service.id)
     except (NovaError, LedgerError, PacemakerError) as exc:
         # The host is powered on, its evacuation finished: the worker finishes the return.
-        LOG.warning("%s: unfenced; Nova: %s; the evacuation worker finishes the return",
+        LOG.warning("%s: unfenced, but %s; the evacuation worker finishes the return",
                     target.host, exc)
     LOG.info("%s: unfenced (%s)", target.host, step.why)
     timeline.record("unfenced", target.host, state=step.why)

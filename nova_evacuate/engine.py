@@ -20,7 +20,11 @@
    ``changes-since`` list call when migrations finished, never one GET per server.
    Destinations are watched: while a server's migration is under way or done, the compute
    services are listed once per poll, and a server whose destination is down or forced
-   down is failed at once, naming it (that host's own evacuation takes the server over).
+   down is failed at once, naming it (that host's own evacuation takes the server over),
+   unless its rebuild never started there and Nova still places it on the failed host:
+   then it is reset and sent elsewhere (a destination that hangs before it starts leaves
+   its migration as created, which ``changes-since`` never lists: the destination named
+   in the request is what is watched).
    A server is done only in its final state (the table of :mod:`nova_evacuate.plan`) on
    a live destination: where Nova's rebuild left it running but it is meant to be stopped
    or paused, the engine stops or pauses it first.
@@ -54,7 +58,7 @@ from typing import Any
 
 from nova_evacuate import plan as planning
 from nova_evacuate import timeline
-from nova_evacuate.ledger import FINISHED, Ledger, LedgerEntry, LedgerError, State
+from nova_evacuate.ledger import FINISHED, Ledger, LedgerEntry, LedgerError, State, parse_marker
 from nova_evacuate.nova import ComputeService, Nova, NovaError
 from nova_evacuate.plan import Inventory, Migration, Plan, Planned, Policy, Server, ServiceState
 
@@ -144,6 +148,9 @@ class Track:
     uncertain: bool = False  # the last request failed without an answer; look before resending
     we_locked: bool = False
     reset_done: bool = False
+    # its last request went to a destination that died before starting the rebuild: Nova
+    # still shows it rebuilding on the failed host, so the next request resets it first
+    stuck: bool = False
 
     @property
     def server(self) -> Server:
@@ -201,6 +208,9 @@ class Engine:
         self.nova = nova
         # engine id → known to be gone, so its claim is free at once (ledger.claimable)
         self.holder_gone = holder_gone or (lambda holder: holder_dead_here(holder, self.by))
+        # The hosts Nova last showed up and not forced down (None: not read yet); a planned
+        # target outside them is not named in an evacuate request.
+        self.live_hosts: set[str] | None = None
         self.stopping = stopping
         self._progress_lock = threading.Lock()
         self.ledger = ledger
@@ -234,7 +244,8 @@ class Engine:
         return service
 
     def brake(self, host: str) -> planning.Brake:
-        services = [ServiceState(s.host, s.state == "down" or s.forced_down)
+        services = [ServiceState(s.host, s.state == "down" or s.forced_down,
+                                 fenced=_carries_marker(s.disabled_reason))
                     for s in self.nova.compute_services()]
         aggregates = self.nova.aggregates() if self.settings.max_down_per_aggregate else []
         return planning.mass_failure_brake(services, aggregates, host,
@@ -391,14 +402,16 @@ class Engine:
     def _submit(self, track: Track, host: str) -> None:
         server = track.server
         target = track.move.target if track.attempts == 0 else None  # a retry: scheduler's pick
+        if target is not None and self.live_hosts is not None and target not in self.live_hosts:
+            target = None  # the planned host died since the plan: the scheduler picks
         try:
             if not server.locked and not track.we_locked:
                 self.nova.lock(server.id, lock_reason(host, track.original_status))
                 track.we_locked = True
-            if track.move.reset_first and not track.reset_done:
+            if (track.move.reset_first and not track.reset_done) or track.stuck:
                 # Nova evacuates only ACTIVE, SHUTOFF or ERROR servers with no task
                 self.nova.reset_state(server.id, "error")
-                track.reset_done = True
+                track.reset_done, track.stuck = True, False
             self.nova.evacuate(server.id, target)
         except NovaError as exc:
             self._api_failure(track, exc)
@@ -406,6 +419,9 @@ class Engine:
         track.attempts += 1
         track.uncertain = False
         track.state = SUBMITTED
+        # Watched from now on: Nova's changes-since misses a migration never updated since
+        # its creation, which is what a destination that hangs before it starts leaves.
+        track.dest = target
         if track.started is None:
             track.started = self.clock()
         LOG.info("%s: evacuating %s (%s)%s", host, server.name, server.id,
@@ -453,6 +469,8 @@ class Engine:
             if m is None or m.id <= track.last_migration_id:
                 if track.uncertain and self.clock() >= track.not_before:
                     track.state = PENDING  # nothing was accepted: send it again
+                elif track.dest:
+                    watched.append(track)  # not listed yet: its destination is watched
                 continue
             track.uncertain = False
             track.dest = m.dest_host or track.dest
@@ -485,15 +503,47 @@ class Engine:
             except NovaError as exc:
                 LOG.warning("%s: cannot read compute services (%s); trying again", host, exc)
                 return []  # nothing counts as done on a destination not known to be live
+            self.live_hosts = live
         finished: list[Track] = []
+        dead = [t for t in tracks if t.dest and t.dest not in live]
+        unstarted = self._still_on(host, [t for t in dead if self._unseen(t, latest)])
         for track in tracks:
-            if track.dest and track.dest not in live:
+            m = latest.get(track.server.id)
+            if track in dead and track.server.id in unstarted \
+                    and track.attempts <= self.settings.migration_retries:
+                # Its rebuild never started there, and it is still on the host this run
+                # evacuates (powered off, confirmed): sending it elsewhere is safe.
+                LOG.warning("%s: destination %s of %s died before the rebuild started;"
+                            " evacuating again", host, track.dest, track.server.name)
+                track.state, track.dest, track.stuck = PENDING, None, True
+                track.last_migration_id = max(track.last_migration_id,
+                                              m.id if m is not None else 0)
+                self.progress(track)
+            elif track in dead:
                 self._end(track, FAILED, f"destination {track.dest} died during the rebuild"
                                          f" (down or forced down); its evacuation takes the"
                                          f" server over")
-            elif track.state == RESTORING or latest[track.server.id].succeeded:
+            elif track.state == RESTORING or (
+                    m is not None and m.id > track.last_migration_id and m.succeeded):
                 finished.append(track)
         return finished
+
+    @staticmethod
+    def _unseen(track: Track, latest: dict[str, Migration]) -> bool:
+        """No migration of our last request listed yet, or one still as created."""
+        m = latest.get(track.server.id)
+        return m is None or m.id <= track.last_migration_id or m.status == "accepted"
+
+    def _still_on(self, host: str, tracks: list[Track]) -> set[str]:
+        """Of ``tracks``, the servers Nova still places on ``host`` (one list call)."""
+        if not tracks:
+            return set()
+        try:
+            now = self.nova.servers(ids=[t.server.id for t in tracks])
+        except NovaError as exc:
+            LOG.warning("%s: cannot read servers (%s)", host, exc)
+            return set()  # unknown: failed, and taken over by that host's evacuation
+        return {s.id for s in now if s.host == host}
 
     def _verify(self, tracks: list[Track], host: str, since: datetime) -> None:
         """Servers whose migration is done, on a live destination: done once in their final
@@ -608,6 +658,13 @@ class Engine:
         LOG.error("%s: the ledger still says claimed; the claim expires and a new run"
                   " verifies and records the end", report.host)
         return None
+
+
+def _carries_marker(reason: str | None) -> bool:
+    try:
+        return parse_marker(reason) is not None
+    except LedgerError:
+        return False  # not readable as ours: counted as an unexplained failure
 
 
 def holder_dead_here(holder: str, me: str) -> bool:

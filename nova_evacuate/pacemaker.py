@@ -151,6 +151,22 @@ def hold_connection(node: str, since: int, timeout: float = 10) -> bool:
     return True
 
 
+def held_connections(timeout: float = 10) -> set[str]:
+    """The nodes whose connection resource :func:`hold_connection` holds."""
+    import xml.etree.ElementTree as ET
+
+    done = _exec(["cibadmin", "--query", "--scope", "resources"], timeout)
+    if done.returncode != 0:
+        raise _failure(done)
+    try:
+        root = ET.fromstring(done.stdout)
+    except ET.ParseError as exc:
+        raise PacemakerError(f"cibadmin gave unreadable XML: {exc}") from None
+    return {p.get("id", "") for p in root.iter("primitive")
+            if any(nv.get("name") == HOLD_META for m in p.iterfind("meta_attributes")
+                   for nv in m.iterfind("nvpair"))}
+
+
 def release_connection(node: str, timeout: float = 10) -> bool:
     """Undo :func:`hold_connection`: Pacemaker connects to ``node`` again. Only a hold of
     ours is released (an operator's own ``target-role`` stays); False when there was none."""

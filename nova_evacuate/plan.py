@@ -339,6 +339,7 @@ def without_target(plan: Plan) -> Plan:
 class ServiceState:
     host: str
     down: bool  # Nova shows it down, or it is forced down
+    fenced: bool = False  # it carries the ledger's marker: fenced by this suite, power off
 
 
 @dataclass(frozen=True)
@@ -355,10 +356,13 @@ def mass_failure_brake(services: Sequence[ServiceState], aggregates: Sequence[Ag
     More than ``max_down_fraction`` of all compute services down or forced down, or more
     than ``max_down_per_aggregate`` (0: no limit) down in one aggregate that ``host`` is in:
     that pattern is a partition or a broken observer more often than failed hardware.
+    Another host this suite fenced (the ledger's marker: its power-off was confirmed, past
+    the fence agent's own brake) is a failure already handled and does not count; with it
+    counted, a second failure during a recovery would wait for the first host to return.
     """
     if not services:
         return Brake(True, "Nova lists no compute services")
-    down = sorted(s.host for s in services if s.down)
+    down = sorted(s.host for s in services if s.down and (s.host == host or not s.fenced))
     fraction = len(down) / len(services)
     if fraction > max_down_fraction:
         return Brake(True, f"{len(down)} of {len(services)} compute services are down"

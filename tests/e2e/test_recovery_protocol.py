@@ -8,9 +8,13 @@ a time) so that a second fault lands mid-way:
   ``evacuation_done``; then it is unfenced and serves again;
 * the NovaEvacuate worker SIGKILLed mid-way: Pacemaker restarts it, the new worker takes the
   claim over (its holder died on the same node) and resumes; no server is evacuated twice;
-* a target dies mid-rebuild: its servers are failed, with the reason, within seconds of Nova
-  seeing it down; the brake refuses its fence while the first host is off; once that host
-  is back, the target is fenced and its own evacuation takes the servers over.
+* a target hangs, then dies, with rebuilds sent to it: each is resolved within seconds of
+  Nova seeing it dead (sent elsewhere when it never started, else failed with the reason);
+  the target is fenced and evacuated at once (the first host, fenced by the suite, counts
+  toward neither brake), its own evacuation taking over what was rebuilt onto it. (A server
+  sent again from the first host leaves Nova two evacuation records of it, and the
+  returning nova-compute completes one per server: that host's force-down stays until its
+  nova-compute restarts once more. Known, see the README; not asserted here.)
 
 Each test ends with the same checks: every server ACTIVE on a live host, exactly one
 successful evacuation migration each, no lock of ours left, the ledger's counts in the
@@ -19,10 +23,12 @@ timeline, no fence of a node that did not fail, and the host serving again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -39,11 +45,16 @@ SERVERS = 30
 SLOW = "max_concurrency = 2\nper_host_concurrency = 1\n"
 
 
+@pytest.fixture(scope="module")
+def slow_engine(deployment):
+    deployment.reconfigure_engine(SLOW)
+    yield
+    deployment.reconfigure_engine()
+
+
 @pytest.fixture
-def slow(healthy):
-    healthy.reconfigure_engine(SLOW)
-    yield healthy
-    healthy.reconfigure_engine()
+def slow(slow_engine, healthy):
+    return healthy
 
 
 def boot(d, count: int, prefix: str) -> list[str]:
@@ -69,7 +80,8 @@ def serving_again(d) -> bool:
             and VICTIM in d.started_on("liveness"))
 
 
-def assert_recovered(d, ids: list[str], since: float) -> None:
+def assert_recovered(d, ids: list[str], since: float, also_fenced: frozenset[str] | set[str]
+                     = frozenset()) -> None:
     conn = d.lab.openstack.connection(compute_api_version=workload.MICROVERSION)
     live = {s.host for s in conn.compute.services(binary="nova-compute")
             if s.state == "up" and not s.is_forced_down}
@@ -85,7 +97,7 @@ def assert_recovered(d, ids: list[str], since: float) -> None:
     done = evacuation_done(d, since)
     assert done is not None and done["done"] == len(ids) and done["failed"] == 0, done
     fenced = {e["host"] for e in d.events(since) if e["event"] == "fenced"}
-    assert fenced == {VICTIM}, f"fenced: {fenced}"
+    assert fenced == {VICTIM, *also_fenced}, f"fenced: {fenced}"
 
 
 def test_the_failed_host_stays_off_until_its_evacuation_is_done(slow):
@@ -163,33 +175,33 @@ def test_a_target_that_dies_mid_rebuild_strands_no_server(slow):
                    for m in conn.compute.migrations(source_compute=VICTIM,
                                                     migration_type="evacuation"))
 
-    workload.wait_for(lambda: some_done(d, t0, 6) and rebuilding_onto("compute2"), 180,
-                      "evacuation under way, a rebuild onto compute2 among it", 0.2)
-    t1 = d.mark("failure_injected", "compute2", how="every process of the node SIGKILLed")
+    workload.wait_for(lambda: some_done(d, t0, 6), 180, "evacuation under way", 0.2)
+    # compute2 hangs first (its nova-compute stopped), so that rebuilds sent to it stay under
+    # way however fast the fake driver is; then its power is cut
+    for pid in d.pcmk.node_pids("compute2"):
+        with contextlib.suppress(OSError):
+            if b"nova-compute" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGSTOP)
+    workload.wait_for(lambda: rebuilding_onto("compute2"), 60, "a rebuild onto compute2", 0.5)
+    t1 = d.mark("failure_injected", "compute2", how="hung, then every process SIGKILLed")
     d.pcmk.power_off("compute2")
 
-    def failed_onto_compute2() -> list:
-        return [e for e in d.events(t1, VICTIM) if e["event"] == "instance_failed"
-                and "destination compute2 died" in e.get("reason", "")]
-
-    # resolved within seconds of Nova seeing compute2 down (service_down_time 10 s in the lab),
-    # not after the 600 s per-server timeout; generous margin
-    stranded = workload.wait_for(failed_onto_compute2, 90, "servers on compute2 failed", 1)
-    # the brake holds compute2 while compute1 is off: 2 of 3 down
-    refusals = workload.wait_for(
-        lambda: [e for e in d.events(t1, "compute2") if e["event"] == "fence_failed"],
-        90, "compute2's fence refused", 1)
-    assert "2 of 3 compute nodes look down" in refusals[0]["reason"]
+    # every server sent to compute2 is resolved within seconds of Nova seeing it dead (it is
+    # forced down when fenced; service_down_time 10 s in the lab), not at the 600 s
+    # per-server timeout: sent elsewhere when its rebuild never started (still on compute1),
+    # else failed with the reason and taken over by compute2's own evacuation
+    workload.wait_for(lambda: d.fenced("compute2", t1), 90, "compute2 fenced", 1)
     first = workload.wait_for(lambda: next((e for e in d.events(t0, VICTIM) if e["event"] in (
-        "evacuation_done", "evacuation_failed")), None), 240, f"{VICTIM}'s evacuation over", 1)
-    assert first["event"] == "evacuation_failed" and first["failed"] >= len(stranded)
+        "evacuation_done", "evacuation_failed")), None), 120, f"{VICTIM}'s evacuation over", 1)
+    for failed in (e for e in d.events(t1, VICTIM) if e["event"] == "instance_failed"):
+        assert "destination compute2 died" in failed["reason"], failed
+    assert first["done"] + first["failed"] == SERVERS, first
 
-    # compute1 comes back; then compute2 is fenced (1 of 3 down) and evacuated, its own
-    # evacuation including the servers that were being rebuilt onto it
-    workload.wait_for(lambda: serving_again(d), 180, f"{VICTIM} serving again", 2)
+    # compute2's evacuation goes on at once too (compute1, fenced by the suite, does not count
+    # toward the engine's brake either) and takes over what was rebuilt onto it
     workload.wait_for(lambda: any(e["event"] == "evacuation_done"
-                                  for e in d.events(t1, "compute2")), 300,
-                      "compute2 evacuated", 2)
+                                  for e in d.events(t1, "compute2")), 180,
+                      "compute2 evacuated", 1)
     conn = d.lab.openstack.connection(compute_api_version=workload.MICROVERSION)
 
     def settled() -> bool:
@@ -200,7 +212,7 @@ def test_a_target_that_dies_mid_rebuild_strands_no_server(slow):
 
     workload.wait_for(settled, 180, "every server ACTIVE on a live host", 2)
     for server in workload.servers(conn, ids).values():
-        assert server.compute_host != "compute2", server.name
+        assert server.compute_host not in (VICTIM, "compute2"), server.name
         assert not (server.is_locked and (server.locked_reason or "").startswith(LOCK_PREFIX))
     fenced = {e["host"] for e in d.events(t0) if e["event"] == "fenced"}
     assert fenced == {VICTIM, "compute2"}, f"fenced: {fenced}"

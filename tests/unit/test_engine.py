@@ -39,10 +39,15 @@ class FakeNova:
     migrations: list[Migration] = field(default_factory=list)
     calls: list[tuple[str, Any]] = field(default_factory=list)
     held: set[str] = field(default_factory=set)  # server ids whose rebuild does not finish
+    # of the held, those whose rebuild started on its destination (Nova places them there)
+    starts: set[str] = field(default_factory=set)
     full: set[str] = field(default_factory=set)  # hosts Placement shows without room
     fail_once: set[str] = field(default_factory=set)  # server ids whose next rebuild errors
     after_step: Any = None  # called after each simulated step (a host dying, say)
     steps: int = 0
+    # Migrations never updated since the API created them (a destination named in the
+    # request, never started): Nova's changes-since filter (updated_at) does not list them.
+    fresh: set[int] = field(default_factory=set)
 
     # ---------------------------------------------------------------- setup helpers
 
@@ -111,7 +116,8 @@ class FakeNova:
 
     def evacuation_migrations(self, source_host: str | None, since: datetime) -> list[Migration]:
         self.calls.append(("evacuation_migrations", source_host))
-        return [m for m in self.migrations if source_host is None or m.source_host == source_host]
+        return [m for m in self.migrations if m.id not in self.fresh
+                and (source_host is None or m.source_host == source_host)]
 
     def lock(self, server_id: str, reason: str) -> None:
         self.calls.append(("lock", server_id))
@@ -133,7 +139,9 @@ class FakeNova:
             raise NovaError("refused", f"compute service of {server.host} is still in use", 400)
         if server.status not in ("ACTIVE", "SHUTOFF", "ERROR") or server.task_state:
             raise NovaError("refused", f"cannot 'evacuate' while in {server.status}", 409)
-        self.migrate(server_id, server.host or "", host, "accepted")
+        m = self.migrate(server_id, server.host or "", host, "accepted")
+        if host is not None:
+            self.fresh.add(m.id)
         self.vms[server_id] = replace(server, task_state="rebuilding")
 
     def stop(self, server_id: str) -> None:
@@ -156,8 +164,15 @@ class FakeNova:
         finishes (Nova 2.94: SHUTOFF stays SHUTOFF, ACTIVE and ERROR come back ACTIVE)."""
         self.steps += 1
         for i, m in enumerate(self.migrations):
-            if m.status != "accepted" or m.server_id in self.held:
+            if m.status != "accepted":
                 continue
+            if m.server_id in self.held:
+                if m.server_id in self.starts and self.live(m.dest_host):
+                    self.fresh.discard(m.id)  # the destination started: record updated
+                    self.migrations[i] = replace(m, status="pre-migrating")
+                    self.vms[m.server_id] = replace(self.vms[m.server_id], host=m.dest_host)
+                continue
+            self.fresh.discard(m.id)  # the destination starts: the record is updated
             if m.dest_host is None:  # the scheduler picks
                 m = self.migrations[i] = replace(m, dest_host=min(filter(self.live,
                                                                          self.services)))
@@ -344,6 +359,7 @@ def test_a_destination_that_dies_fails_its_servers_at_once_naming_it(nova, timel
     assert target != {m.server.name: m.target for m in plan.moves}["fine"]
     if when == "during the rebuild":
         nova.held.add(doomed.id)
+        nova.starts.add(doomed.id)
 
     def die(fake: FakeNova) -> None:
         if fake.steps == 1:  # the first poll after the requests went out
@@ -363,6 +379,34 @@ def test_a_destination_that_dies_fails_its_servers_at_once_naming_it(nova, timel
     assert not nova.vms[doomed.id].locked
 
 
+def test_a_destination_that_dies_before_the_rebuild_starts_is_replaced(nova, timeline):
+    """The request was accepted, the destination hung before starting it (its migration
+    still as created, which changes-since never lists) and died: the server is still on the
+    failed host, so this run sends it elsewhere, after a state reset, at once."""
+    doomed = nova.add_server("doomed", "SHUTOFF")
+    nova.add_server("fine")
+    clock = Clock()
+    run = engine(nova, clock, instance_timeout=600)
+    plan, _ = run.plan(HOST)
+    target = {m.server.name: m.target for m in plan.moves}["doomed"]
+    nova.held.add(doomed.id)
+
+    def die(fake: FakeNova) -> None:
+        if fake.steps == 1:
+            fake.kill(target)
+            fake.held.clear()  # what is sent next is rebuilt
+
+    nova.after_step = die
+    report = run.run(HOST)
+
+    assert report.ok, [(t.server.name, t.reason) for t in report.tracks]
+    now = nova.vms[doomed.id]
+    assert now.host not in (HOST, target) and now.status == "SHUTOFF" and not now.locked
+    assert nova.count("reset_state") == 1
+    assert clock.t <= 4 * POLL, "sent again at the first poll that saw it, not at the timeout"
+    assert not events(timeline, "instance_failed")
+
+
 def test_the_dead_destinations_evacuation_takes_over_what_was_rebuilding_onto_it(nova, timeline):
     """compute1 fails; 'arrived' lands on compute2 and is done; 'stuck' is still being
     rebuilt there when compute2 dies. compute2's own evacuation moves both, once."""
@@ -371,6 +415,7 @@ def test_the_dead_destinations_evacuation_takes_over_what_was_rebuilding_onto_it
     nova.add_host("compute5")  # two of five down: under the brake's fraction
     nova.full = {"compute3", "compute4", "compute5"}  # the first run targets compute2 only
     nova.held.add(stuck.id)
+    nova.starts.add(stuck.id)
     nova.after_step = lambda fake: fake.steps == 2 and fake.kill("compute2")
     clock = Clock()
 
@@ -378,8 +423,9 @@ def test_the_dead_destinations_evacuation_takes_over_what_was_rebuilding_onto_it
 
     assert by_name(report)["arrived"].state == DONE
     assert "destination compute2 died" in by_name(report)["stuck"].reason
-    assert nova.vms[stuck.id].host == HOST and nova.vms[stuck.id].task_state  # Nova's view
-    nova.full, nova.held, nova.after_step = set(), set(), None
+    # Nova's view: the rebuild had started there
+    assert nova.vms[stuck.id].host == "compute2" and nova.vms[stuck.id].task_state
+    nova.full, nova.held, nova.starts, nova.after_step = set(), set(), set(), None
 
     second = engine(nova, clock).run("compute2")
 

@@ -146,3 +146,16 @@ def test_brake_per_aggregate_counts_only_aggregates_of_the_host():
     assert "rack1" in mass_failure_brake(many, [rack], HOST, 0.5, 1).reason
     assert not mass_failure_brake(many, [other], HOST, 0.5, 1).engaged
     assert not mass_failure_brake(many, [rack], HOST, 0.5, 0).engaged
+
+
+def test_a_host_already_fenced_by_the_suite_does_not_count_toward_the_brake():
+    # compute1 was fenced (it carries the ledger's marker) and is being evacuated; compute2
+    # fails next: one unexplained failure of three, not a partition
+    services = [ServiceState("compute1", True, fenced=True), ServiceState("compute2", True),
+                ServiceState("compute3", False)]
+    assert not mass_failure_brake(services, [], "compute2", 0.5, 0).engaged
+    # the host under decision counts even when marked, and unmarked ones always count
+    marked = [ServiceState("compute1", True, fenced=True), ServiceState("compute2", True,
+                                                                        fenced=True),
+              ServiceState("compute3", True)]
+    assert mass_failure_brake(marked, [], "compute2", 0.5, 0).engaged
