@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--computes", type=int, default=3)
     up.add_argument("--cluster", action="store_true",
                     help="also the Pacemaker cluster, each compute host a pacemaker_remote node")
+    up.add_argument("--controllers", type=int, default=1,
+                    help="with --cluster: cluster nodes ctl1..ctlN (default: 1)")
     up.add_argument("--token-expiration", type=int, default=3600, help="Keystone token lifetime (s)")
     sub.add_parser("down", help="stop everything; safe to run twice")
     sub.add_parser("status", help="what runs, as JSON")
@@ -33,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab(args.state_dir, cluster=True if args.command == "up" and args.cluster else None)
     try:
         if args.command == "up":
-            lab.up(args.computes, token_expiration=args.token_expiration, owned=False)
+            if args.controllers != 1 and not args.cluster:
+                parser.error("--controllers needs --cluster")
+            lab.up(args.computes, token_expiration=args.token_expiration, owned=False,
+                   controllers=args.controllers)
             print(f"lab up: {lab.clouds_yaml} (cloud 'lab'), {lab.hosts_json}")
         elif args.command == "down":
             lab.down()

@@ -281,6 +281,9 @@ class BmcLab:
             f"addr add {SUBNET}.2/24 dev {BMC_IF}\n",
             *(f"addr add {SUBNET}.{10 + i}/24 dev {BMC_IF}\n" for i in range(1, count + 1)),
             f"link set {BMC_IF} up\n",
+            # Controllers ctl2..N of the Pacemaker lab (10.251.250.0/24) reach the BMCs
+            # through the host too.
+            f"route add 10.251.250.0/24 via {SUBNET}.1\n",
         ]))
 
     def _write_config(self, hosts: Mapping[str, PowerHooks], chassis_cmd: str) -> dict[str, Any]:

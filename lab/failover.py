@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from lab import workload
-from lab.pacemaker import CONTROLLER, NETNS_PREFIX
+from lab.pacemaker import NETNS_PREFIX
 from lab.stack import REPO, Lab
 from nova_evacuate import pacemaker
 
@@ -46,7 +46,7 @@ class Deployment:
         self.pcmk = lab.pacemaker
         self.dir = lab.state_dir / "ha"
         self.hosts = sorted(lab.bmc.endpoints())
-        self.controllers = getattr(self.pcmk, "controllers", lambda: [CONTROLLER])()
+        self.controllers = self.pcmk.controllers()
 
     # ------------------------------------------------------------------ configuration
 
@@ -219,6 +219,10 @@ class Deployment:
         """Every node powered, linked, running and serving (``serving()``, by default the
         reference configuration's); no servers; Nova clean."""
         serving = serving or self.serving
+        for controller in self.controllers[1:]:  # ctl1 is the host: always on
+            self.pcmk.heal_partition(controller)
+            if not self.pcmk.controller_powered(controller):
+                self.pcmk.power_on_controller(controller)
         for host in self.hosts:
             pacemaker.release_connection(host)  # a test that ended with the host off
             self.lab.bmc.set_fault(host, "none")

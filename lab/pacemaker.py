@@ -58,6 +58,16 @@ CONTROL_ADDRESS = "10.251.0.1"
 CONTROL_LABEL = "lo:ohalab"
 NODE_INIT = Path(__file__).resolve().parent / "node_init.py"
 
+# With more than one controller, ctl2..ctlN each live in network namespace ohalab-ctlN (plus mount
+# and UTS namespaces of their own), linked by veth ohalab-cN (host side) to the host bridge
+# ohalab-ctl. ctl1 is the host itself, at the bridge's address.
+CTL_BRIDGE = "ohalab-ctl"
+CTL_SUBNET = "10.251.250"
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+# The host's ip_forward before the first multi-controller lab turned it on, restored by down()
+# (kept outside the state dir so that a lab whose state dir is gone still restores it).
+IP_FORWARD_SAVED = Path("/run/openstack-ha-lab/pacemaker-ip_forward")
+
 # Pacemaker hard-codes these; the lab shares the host's copies with the controller.
 PCMK_VAR_LIB = Path("/var/lib/pacemaker")
 PCMK_LOG_DIR = Path("/var/log/pacemaker")
@@ -215,6 +225,7 @@ _CLONE_NEWNET = 0x40000000
 _MS_BIND = 4096
 _MS_REC = 16384
 _MS_PRIVATE = 1 << 18
+_MS_SLAVE = 1 << 19
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
@@ -233,7 +244,9 @@ def _libc_check(rc: int, what: str) -> None:
 _Mount = tuple[Path, Path, int]  # source, target, extra mount flags
 
 
-def _node_preexec(netns: str, hostname: str, mounts: Sequence[_Mount]) -> Callable[[], None]:
+def _node_preexec(
+    netns: str, hostname: str, mounts: Sequence[_Mount], propagation: int = _MS_PRIVATE
+) -> Callable[[], None]:
     netns_path = f"/run/netns/{netns}".encode()
     mount_args = [(bytes(src), bytes(dst), flags) for src, dst, flags in mounts]
 
@@ -243,11 +256,25 @@ def _node_preexec(netns: str, hostname: str, mounts: Sequence[_Mount]) -> Callab
         os.close(fd)
         _libc_check(_libc.unshare(_CLONE_NEWNS | _CLONE_NEWUTS), "unshare")
         # Private propagation first, or the bind mounts below would leak into the host's view.
-        _libc_check(_libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "mount /")
+        _libc_check(_libc.mount(b"none", b"/", None, _MS_REC | propagation, None), "mount /")
         for src, dst, flags in mount_args:
             _libc_check(_libc.mount(src, dst, None, _MS_BIND | flags, None),
                         f"bind mount {dst.decode()}")
         socket.sethostname(hostname)
+
+    return enter
+
+
+def _join_preexec(pid: int) -> Callable[[], None]:
+    """Enter the network, mount and UTS namespaces of PID (a controller's corosync), so that
+    its pacemakerd sees exactly what its corosync sees."""
+    kinds = (("net", _CLONE_NEWNET), ("mnt", _CLONE_NEWNS), ("uts", _CLONE_NEWUTS))
+
+    def enter() -> None:
+        fds = [(os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY), flag) for ns, flag in kinds]
+        for fd, flag in fds:
+            _libc_check(_libc.setns(fd, flag), "setns")
+            os.close(fd)
 
     return enter
 
@@ -566,13 +593,13 @@ class PacemakerLab:
         except LabError:
             return False
         dc = mon.find("./summary/current_dc")
-        node = mon.find(f"./nodes/node[@name='{CONTROLLER}']")
-        return (
-            dc is not None
-            and dc.get("present") == "true"
-            and node is not None
-            and node.get("online") == "true"
-        )
+        if dc is None or dc.get("present") != "true":
+            return False
+        for name in self.controllers():
+            node = mon.find(f"./nodes/node[@name='{name}']")
+            if node is None or node.get("online") != "true":
+                return False
+        return True
 
     # ---------------------------------------------------------------- compute nodes
 
@@ -627,6 +654,9 @@ class PacemakerLab:
             ["ip", "-n", ns, "route", "add", f"{CONTROL_ADDRESS}/32", "via", f"10.251.{index}.1"],
         ):
             _run(argv)
+        if len(self.controllers()) > 1:  # ctl2..N reach remoted through the host
+            _run(["ip", "-n", ns, "route", "add", f"{CTL_SUBNET}.0/24", "via",
+                  f"10.251.{index}.1"])
 
     def _destroy_node_network(self, name: str) -> None:
         """Kill what runs in the namespace, then delete it. Deleting a veth end from inside
@@ -831,8 +861,14 @@ class PacemakerLab:
         hidden: Sequence[Path] = (),
         shared: Sequence[Path] = (),
         local: Sequence[str | Path] = (),
+        controllers: int = 1,
     ) -> None:
         """Start the cluster and its compute nodes, and return once every node is online.
+
+        ``controllers``: how many cluster nodes. ctl1 is always the host itself (corosync on
+        127.0.0.1 when alone); with more, ctl1 listens on the host bridge ohalab-ctl
+        (10.251.250.1) and ctl2..ctlN run in namespaces of their own (10.251.250.N), see
+        :meth:`power_off_controller`, :meth:`partition_controller`, :meth:`run_in_controller`.
 
         ``owned``: the lab belongs to this process; once the process is gone, a later up() in
         another state dir may tear it down as an orphan. The CLI passes False: its lab is
@@ -849,11 +885,15 @@ class PacemakerLab:
         computes = list(computes)
         if len(set(computes)) != len(computes) or len(computes) >= 250:
             raise LabError(f"bad list of compute nodes: {computes}")
+        if not 1 <= controllers <= 16:
+            raise LabError(f"bad number of controllers: {controllers}")
+        ctl_names = {f"ctl{i}" for i in range(1, controllers + 1)}
         for name in computes:
-            if name == CONTROLLER or not name.replace("-", "").isalnum() or len(name) > 40:
+            if (name == CONTROLLER or name in ctl_names or not name.replace("-", "").isalnum()
+                    or len(name) > 40):
                 raise LabError(f"bad compute node name: {name!r}")
         self._check_tools()
-        self._clear_the_way(computes)
+        self._clear_the_way(computes, controllers)
         remoted = ensure_remoted(self.cache_dir)
         t0 = time.monotonic()
         self._prepare_host()
@@ -862,6 +902,7 @@ class PacemakerLab:
             nodes={name: i for i, name in enumerate(computes, start=1)},
             remoted=str(remoted),
             owner=os.getpid() if owned else None,
+            **({"controllers": controllers} if controllers > 1 else {}),
             node_view={"hidden": [str(Path(p).absolute()) for p in hidden],
                        "shared": [str(Path(p).absolute()) for p in shared],
                        "local": [str(Path(p).absolute()) for p in local]},
@@ -870,10 +911,13 @@ class PacemakerLab:
         _write_atomic(REGISTRY, json.dumps({"state_dir": str(self.state_dir),
                                             "owner": os.getpid() if owned else None}))
         try:
-            self._start_corosync()
-            LOG.info("corosync quorate after %.1fs", time.monotonic() - t0)
-            self._start_pacemaker()
-            LOG.info("%s online after %.1fs", CONTROLLER, time.monotonic() - t0)
+            if controllers == 1:
+                self._start_corosync()
+                LOG.info("corosync quorate after %.1fs", time.monotonic() - t0)
+                self._start_pacemaker()
+                LOG.info("%s online after %.1fs", CONTROLLER, time.monotonic() - t0)
+            else:
+                self._start_controllers(t0)
             for i, name in enumerate(computes, start=1):
                 self._ensure_node_network(name, i)
                 self.power_on(name)
@@ -900,8 +944,8 @@ class PacemakerLab:
             with contextlib.suppress(Exception):
                 self.down()
             raise
-        LOG.info("pacemaker lab up in %.1fs: %s + %s", time.monotonic() - t0, CONTROLLER,
-                 ", ".join(computes))
+        LOG.info("pacemaker lab up in %.1fs: %s + %s", time.monotonic() - t0,
+                 ", ".join(self.controllers()), ", ".join(computes))
 
     def _check_tools(self) -> None:
         if os.geteuid() != 0:
@@ -912,7 +956,7 @@ class PacemakerLab:
                 raise LabError(f"{tool} not found: apt-get install pacemaker pacemaker-cli-utils "
                                "corosync pcs iproute2 util-linux")
 
-    def _clear_the_way(self, computes: Sequence[str]) -> None:
+    def _clear_the_way(self, computes: Sequence[str], controllers: int = 1) -> None:
         """Tear down a previous lab of this state dir, or an orphaned one elsewhere; refuse to
         fight a cluster that is somebody else's."""
         if self._state():
@@ -939,6 +983,9 @@ class PacemakerLab:
                                "stop it first (only one cluster fits on a machine)")
         for name in computes:  # namespaces left by a lab whose state dir is gone
             self._destroy_node_network(name)
+        for i in range(2, controllers + 1):
+            self._destroy_node_network(f"ctl{i}")
+        self._remove_bridge()
 
     def _prepare_host(self) -> None:
         """What the pacemaker package normally leaves in place (research 1.2), re-created
@@ -993,22 +1040,35 @@ class PacemakerLab:
                          node_dir / "var-lib-pacemaker/cib", node_dir / "log"):
                 os.chown(path, uid, gid)
 
-    def _spawn(self, argv: Sequence[str], out: Path, env: Mapping[str, str]) -> int:
+    def _spawn(self, argv: Sequence[str], out: Path, env: Mapping[str, str],
+               preexec: Callable[[], None] | None = None) -> int:
         with open(out, "ab") as fh:
             # A session of its own: a Ctrl-C in the test's terminal must not reach the cluster,
             # which is stopped in order by down().
             proc = subprocess.Popen(
                 list(argv), stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                cwd="/", env=dict(env), start_new_session=True,
+                cwd="/", env=dict(env), start_new_session=True, preexec_fn=preexec,
             )
         self._children[proc.pid] = proc
         return proc.pid
 
-    def _start_corosync(self) -> None:
-        key = self.etc_dir / "corosync-authkey"
-        _write_atomic(key, os.urandom(256), 0o400)
-        self.corosync_conf.write_text(
-            f"""# written by lab/pacemaker.py; /etc/corosync is left alone
+    def _corosync_text(self, key: Path, logfile: Path) -> str:
+        names = self.controllers()
+        if len(names) == 1:
+            token = "    # One node on loopback: a short token only shortens membership changes."
+            nodes = f"""    node {{
+        name: {CONTROLLER}
+        nodeid: 1
+        ring0_addr: 127.0.0.1
+    }}"""
+        else:
+            token = "    # Controllers on one host bridge: a short token only shortens membership changes."
+            nodes = "\n".join(f"""    node {{
+        name: {name}
+        nodeid: {i}
+        ring0_addr: {self.controller_address(i)}
+    }}""" for i, name in enumerate(names, start=1))
+        return f"""# written by lab/pacemaker.py; /etc/corosync is left alone
 totem {{
     version: 2
     cluster_name: ohalab
@@ -1016,15 +1076,11 @@ totem {{
     crypto_cipher: aes256
     crypto_hash: sha256
     keyfile: {key}
-    # One node on loopback: a short token only shortens membership changes.
+{token}
     token: 1000
 }}
 nodelist {{
-    node {{
-        name: {CONTROLLER}
-        nodeid: 1
-        ring0_addr: 127.0.0.1
-    }}
+{nodes}
 }}
 quorum {{
     provider: corosync_votequorum
@@ -1032,12 +1088,16 @@ quorum {{
 logging {{
     to_stderr: no
     to_logfile: yes
-    logfile: {self.corosync_log}
+    logfile: {logfile}
     to_syslog: no
     timestamp: on
 }}
 """
-        )
+
+    def _start_corosync(self) -> None:
+        key = self.etc_dir / "corosync-authkey"
+        _write_atomic(key, os.urandom(256), 0o400)
+        self.corosync_conf.write_text(self._corosync_text(key, self.corosync_log))
         pid = self._spawn(["corosync", "-f", "-c", str(self.corosync_conf)],
                           self.log_dir / "corosync.stdout", _daemon_env())
         self._save_state(corosync_pid=pid)
@@ -1053,6 +1113,22 @@ logging {{
             raise LabError(f"corosync did not become quorate (see {self.corosync_log})") from exc
 
     def _start_pacemaker(self) -> None:
+        self._seed_cib()
+        env = _daemon_env(PCMK_logfile=str(self.pacemaker_log), PCMK_logfacility="none")
+        pid = self._spawn(["pacemakerd"], self.log_dir / "pacemakerd.stdout", env)
+        self._save_state(pacemakerd_pid=pid)
+
+        def ready() -> bool:
+            if not pid_alive(pid):
+                raise LabError(f"pacemakerd exited at start-up (see {self.pacemaker_log})")
+            return self._controller_ready()
+
+        try:
+            self.wait_until(ready, 60, "pacemaker", 0.1)
+        except LabError as exc:
+            raise LabError(f"{CONTROLLER} did not come online (see {self.pacemaker_log})") from exc
+
+    def _seed_cib(self) -> None:
         uid, gid = _ids()
         seed = self.etc_dir / "seed-cib.xml"
         seed.write_text(_run(["cibadmin", "--empty"]).stdout)
@@ -1069,19 +1145,376 @@ logging {{
         shutil.copyfile(seed, cib)  # no cib.xml.sig: pacemaker only logs a warning
         os.chown(cib, uid, gid)
         cib.chmod(0o600)
-        env = _daemon_env(PCMK_logfile=str(self.pacemaker_log), PCMK_logfacility="none")
-        pid = self._spawn(["pacemakerd"], self.log_dir / "pacemakerd.stdout", env)
-        self._save_state(pacemakerd_pid=pid)
+
+    # ---------------------------------------------------------------- controllers
+
+    def controllers(self) -> list[str]:
+        """Names of the cluster nodes: ``ctl1`` (the host) and, with ``up(controllers=N)``,
+        ctl2..ctlN, each in namespaces of its own."""
+        count = int(self._state().get("controllers", 1))
+        return [f"ctl{i}" for i in range(1, count + 1)]
+
+    def _controller_index(self, name: str) -> int:
+        if name not in self.controllers():
+            raise LabError(f"{name} is not a controller of the lab in {self.state_dir}")
+        return int(name[3:])
+
+    @staticmethod
+    def controller_address(index: int) -> str:
+        return f"{CTL_SUBNET}.{index}"
+
+    def controller_dir(self, name: str) -> Path:
+        """ctlN's own /var/lib/pacemaker, /var/lib/corosync, /var/log/pacemaker, /run and
+        /dev/shm, as seen from the host (ctl1 uses the host's)."""
+        return self.state_dir / "controllers" / name
+
+    def controller_pacemaker_log(self, name: str) -> Path:
+        return self.pacemaker_log if name == CONTROLLER else self.log_dir / f"pacemaker-{name}.log"
+
+    def controller_corosync_log(self, name: str) -> Path:
+        return self.corosync_log if name == CONTROLLER else self.log_dir / f"corosync-{name}.log"
+
+    def controller_run_dir(self, name: str) -> Path:
+        """The controller's /run (where ocf:pacemaker:Dummy keeps its state file), as seen from
+        the host; lost when ctlN crashes."""
+        return Path("/run") if name == CONTROLLER else self.controller_dir(name) / "run"
+
+    def controller_ra_dir(self, name: str) -> Path:
+        """The controller's /run/resource-agents, as seen from the host."""
+        return RA_TMP_DIR if name == CONTROLLER else self.controller_dir(name) / "run/resource-agents"
+
+    def controller_pids(self, name: str) -> list[int]:
+        """Every process of controller NAME (for ctl1: its corosync, pacemakerd and their
+        children)."""
+        self._controller_index(name)
+        if name != CONTROLLER:
+            return _netns_pids(self.netns(name))
+        state = self._state()
+        roots = [p for p in (state.get("corosync_pid"), state.get("pacemakerd_pid")) if pid_alive(p)]
+        return [pid for root in roots for pid in (root, *_descendants(root))]
+
+    def controller_powered(self, name: str) -> bool:
+        if name == CONTROLLER:
+            return self.is_up()
+        self._controller_index(name)
+        return any(pid_alive(pid) for pid in _netns_pids(self.netns(name)))
+
+    def controller_online(self, name: str) -> bool:
+        """NAME is online in the cluster as ctl1 (the host's crm_mon) sees it."""
+        try:
+            return self.node_online(name)
+        except LabError:
+            return False
+
+    def _controller_pid(self, name: str) -> int | None:
+        """A process of ctlN whose namespaces are the controller's (its corosync, or any)."""
+        pids = self._state().get("controller_pids", {}).get(name, {})
+        candidates = [p for p in (pids.get("corosync"), pids.get("pacemakerd")) if p]
+        live = _netns_pids(self.netns(name))
+        for pid in candidates:
+            if pid in live and pid_alive(pid):
+                return pid
+        live = [p for p in live if pid_alive(p)]
+        return min(live) if live else None
+
+    def run_in_controller(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60,
+        check: bool = False,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ARGV on controller NAME: for ctl1 on the host, for ctl2..N inside its network,
+        mount and UTS namespaces (e.g. ``crm_mon -1`` as that controller sees the cluster). ENV
+        is added to this process's environment. A powered-off controller: LabError."""
+        self._controller_index(name)
+        full_env = None if env is None else {**os.environ, **env}
+        if name == CONTROLLER:
+            return _run(argv, check=check, timeout=timeout, env=full_env,
+                        what=f"{' '.join(argv)} on {name}")
+        pid = self._controller_pid(name)
+        if pid is None:
+            raise LabError(f"{name} is powered off: nothing to run {argv[0]} in")
+        return _run(["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv],
+                    check=check, timeout=timeout, env=full_env,
+                    what=f"{' '.join(argv)} on {name}")
+
+    def _ensure_bridge(self) -> None:
+        if Path(f"/sys/class/net/{CTL_BRIDGE}").exists():
+            return
+        for argv in (
+            ["ip", "link", "add", CTL_BRIDGE, "type", "bridge", "forward_delay", "0"],
+            ["ip", "addr", "add", f"{self.controller_address(1)}/24", "dev", CTL_BRIDGE],
+            ["ip", "link", "set", CTL_BRIDGE, "up"],
+        ):
+            _run(argv)
+
+    @staticmethod
+    def _remove_bridge() -> None:
+        if Path(f"/sys/class/net/{CTL_BRIDGE}").exists():
+            _run(["ip", "link", "del", CTL_BRIDGE], check=False)
+
+    @staticmethod
+    def _enable_forwarding() -> None:
+        """ctl2..N reach the compute nodes and the BMCs through the host."""
+        if not IP_FORWARD_SAVED.exists():
+            _write_atomic(IP_FORWARD_SAVED, IP_FORWARD.read_text())
+        IP_FORWARD.write_text("1\n")
+
+    @staticmethod
+    def _restore_forwarding() -> None:
+        try:
+            previous = IP_FORWARD_SAVED.read_text().strip()
+        except FileNotFoundError:
+            return
+        if previous in ("0", "1"):
+            IP_FORWARD.write_text(previous + "\n")
+        IP_FORWARD_SAVED.unlink(missing_ok=True)
+
+    @staticmethod
+    def controller_link(index: int) -> str:
+        """Host side of ctlN's veth, a port of the bridge."""
+        return f"{NETNS_PREFIX}c{index}"
+
+    def _ensure_controller_network(self, name: str, index: int) -> None:
+        ns = self.netns(name)
+        if Path(f"/run/netns/{ns}").exists():
+            return
+        host, peer = self.controller_link(index), f"{NETNS_PREFIX}p{index}"
+        if Path(f"/sys/class/net/{host}").exists():  # left over from a crashed run
+            _run(["ip", "link", "del", host], check=False)
+        NETNS_MARKS.mkdir(parents=True, exist_ok=True)
+        (NETNS_MARKS / ns).touch()
+        for argv in (
+            ["ip", "netns", "add", ns],
+            ["ip", "link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns],
+            ["ip", "link", "set", host, "master", CTL_BRIDGE],
+            ["ip", "link", "set", host, "up"],
+            ["ip", "-n", ns, "addr", "add", f"{self.controller_address(index)}/24", "dev", peer],
+            ["ip", "-n", ns, "link", "set", "lo", "up"],
+            ["ip", "-n", ns, "link", "set", peer, "up"],
+            ["ip", "-n", ns, "route", "add", "default", "via", self.controller_address(1)],
+        ):
+            _run(argv)
+
+    def _prepare_controller_dirs(self, name: str, *, fresh: bool) -> None:
+        """ctlN's own directories; its /run and /dev/shm start empty at every boot (volatile),
+        the rest only at up()."""
+        uid, gid = _ids()
+        base = self.controller_dir(name)
+        if fresh:
+            shutil.rmtree(base, ignore_errors=True)
+        for volatile in ("run", "shm"):
+            shutil.rmtree(base / volatile, ignore_errors=True)
+        layout = (  # directory, owner, mode
+            ("var-lib-pacemaker", (uid, gid), 0o755),
+            *((f"var-lib-pacemaker/{sub}", (uid, gid), 0o750)
+              for sub in ("cib", "pengine", "blackbox", "cores")),
+            ("var-lib-corosync", (0, 0), 0o755),
+            ("log", (uid, gid), 0o770),
+            ("run", (0, 0), 0o755),
+            ("run/resource-agents", (0, 0), 0o755),
+            ("run/crm", (uid, gid), 0o750),
+            ("run/lock", (0, 0), 0o1777),
+            ("run/netns", (0, 0), 0o755),
+            ("run/openstack-ha-lab", (0, 0), 0o755),
+            ("shm", (0, 0), 0o1777),
+        )
+        for sub, (owner, group), mode in layout:
+            path = base / sub
+            path.mkdir(parents=True, exist_ok=True)
+            os.chown(path, owner, group)
+            path.chmod(mode)
+        for log in (self.controller_pacemaker_log(name),):
+            log.touch()
+            os.chown(log, uid, gid)
+            log.chmod(0o660)
+
+    def _controller_mounts(self, name: str) -> list[_Mount]:
+        base = self.controller_dir(name)
+        REGISTRY.parent.mkdir(parents=True, exist_ok=True)
+        return [
+            # The host's network namespaces and lab registry stay visible under the private
+            # /run (a fence agent run by this controller powers nodes off and on): bound into
+            # it first, while the host's are still reachable.
+            (Path("/run/netns"), base / "run/netns", _MS_REC),
+            (REGISTRY.parent, base / "run/openstack-ha-lab", _MS_REC),
+            (base / "run", Path("/run"), _MS_REC),
+            (base / "var-lib-pacemaker", PCMK_VAR_LIB, 0),
+            (base / "var-lib-corosync", Path("/var/lib/corosync"), 0),
+            (base / "log", PCMK_LOG_DIR, 0),
+            (base / "shm", Path("/dev/shm"), 0),
+        ]
+
+    def _write_corosync_confs(self) -> None:
+        key = self.etc_dir / "corosync-authkey"
+        _write_atomic(key, os.urandom(256), 0o400)
+        for name in self.controllers():
+            self._corosync_conf_of(name).write_text(
+                self._corosync_text(key, self.controller_corosync_log(name)))
+
+    def _corosync_conf_of(self, name: str) -> Path:
+        return self.corosync_conf if name == CONTROLLER else self.etc_dir / f"corosync-{name}.conf"
+
+    def _spawn_controller_corosync(self, name: str) -> int:
+        conf = str(self._corosync_conf_of(name))
+        out = self.log_dir / f"corosync-{name}.stdout"
+        if name == CONTROLLER:
+            pid = self._spawn(["corosync", "-f", "-c", conf], out, _daemon_env())
+            self._save_state(corosync_pid=pid)
+            return pid
+        # rslave: network namespaces the host adds later (compute nodes) appear in here too.
+        preexec = _node_preexec(self.netns(name), name, self._controller_mounts(name), _MS_SLAVE)
+        pid = self._spawn(["corosync", "-f", "-c", conf], out, _daemon_env(), preexec)
+        self._save_controller_pids(name, corosync=pid, pacemakerd=None)
+        return pid
+
+    def _spawn_controller_pacemakerd(self, name: str) -> int:
+        env = _daemon_env(PCMK_logfile=str(self.controller_pacemaker_log(name)),
+                          PCMK_logfacility="none")
+        out = self.log_dir / ("pacemakerd.stdout" if name == CONTROLLER
+                              else f"pacemakerd-{name}.stdout")
+        if name == CONTROLLER:
+            pid = self._spawn(["pacemakerd"], out, env)
+            self._save_state(pacemakerd_pid=pid)
+            return pid
+        corosync = self._state().get("controller_pids", {}).get(name, {}).get("corosync")
+        if not pid_alive(corosync):
+            raise LabError(f"corosync of {name} is not running "
+                           f"(see {self.controller_corosync_log(name)})")
+        pid = self._spawn(["pacemakerd"], out, env, _join_preexec(corosync))
+        self._save_controller_pids(name, pacemakerd=pid)
+        return pid
+
+    def _save_controller_pids(self, name: str, **pids: int | None) -> None:
+        state = self._state().get("controller_pids", {})
+        state.setdefault(name, {}).update(pids)
+        self._save_state(controller_pids=state)
+
+    def _quorum_votes(self) -> int:
+        """Total votes in ctl1's quorate partition, 0 when not quorate."""
+        out = _run(["corosync-quorumtool", "-s"], check=False).stdout
+        if "Quorate:          Yes" not in out and not any(
+                line.split() == ["Quorate:", "Yes"] for line in out.splitlines()):
+            return 0
+        for line in out.splitlines():
+            if line.startswith("Total votes:"):
+                return int(line.split(":", 1)[1])
+        return 0
+
+    def _start_controllers(self, t0: float) -> None:
+        """Every corosync, quorum of all, every pacemakerd, every controller online."""
+        names = self.controllers()
+        self._ensure_bridge()
+        self._enable_forwarding()
+        for name in names[1:]:
+            self._ensure_controller_network(name, self._controller_index(name))
+            self._prepare_controller_dirs(name, fresh=True)
+        self._write_corosync_confs()
+        pids = {name: self._spawn_controller_corosync(name) for name in names}
+
+        def quorate() -> bool:
+            for name, pid in pids.items():
+                if not pid_alive(pid):
+                    raise LabError(f"corosync of {name} exited at start-up "
+                                   f"(see {self.controller_corosync_log(name)})")
+            return self._quorum_votes() == len(names)
+
+        try:
+            self.wait_until(quorate, 30, "corosync", 0.1)
+        except LabError as exc:
+            raise LabError(f"corosync of {len(names)} controllers did not become quorate "
+                           f"(see {self.corosync_log})") from exc
+        LOG.info("corosync quorate with %d controllers after %.1fs", len(names),
+                 time.monotonic() - t0)
+        # Only ctl1 gets a seeded CIB (dc-deadtime): the others join with an empty one and
+        # take the DC's.
+        self._seed_cib()
+        for name in names[1:]:
+            for sub in ("cib", "pengine"):
+                for entry in (self.controller_dir(name) / "var-lib-pacemaker" / sub).iterdir():
+                    entry.unlink()
+        pcmk = {name: self._spawn_controller_pacemakerd(name) for name in names}
 
         def ready() -> bool:
-            if not pid_alive(pid):
-                raise LabError(f"pacemakerd exited at start-up (see {self.pacemaker_log})")
+            for name, pid in pcmk.items():
+                if not pid_alive(pid):
+                    raise LabError(f"pacemakerd of {name} exited at start-up "
+                                   f"(see {self.controller_pacemaker_log(name)})")
             return self._controller_ready()
 
         try:
-            self.wait_until(ready, 60, "pacemaker", 0.1)
+            self.wait_until(ready, 90, "pacemaker", 0.2)
         except LabError as exc:
-            raise LabError(f"{CONTROLLER} did not come online (see {self.pacemaker_log})") from exc
+            raise LabError(f"not every controller came online (see {self.pacemaker_log})") from exc
+        LOG.info("%s online after %.1fs", ", ".join(names), time.monotonic() - t0)
+
+    def power_off_controller(self, name: str) -> None:
+        """Crash of ctlN: every process in its namespaces is SIGKILLed at once. Its /run and
+        /dev/shm are lost at the next boot. ctl1 (the host) cannot be powered off."""
+        self._controller_index(name)
+        if name == CONTROLLER:
+            raise LabError(f"the lab cannot cut {CONTROLLER}'s power (it is the host)")
+        with self._node_lock(name):
+            self._kill_netns(name)
+        self._reap()
+
+    def power_on_controller(self, name: str, *, wait: bool = True, timeout: float = 90) -> None:
+        """Boot ctlN: its corosync, then its pacemakerd, in its namespaces. Idempotent (a
+        controller whose processes run is left alone). ``wait``: return once ctl1's crm_mon
+        shows it online (the fence agent passes False: a fencing 'on' must not wait for the
+        node to join)."""
+        index = self._controller_index(name)
+        if name == CONTROLLER:
+            if not self.is_up():
+                raise LabError(f"{CONTROLLER} is down: bring the lab up again")
+            return
+        with self._node_lock(name):
+            if not self.controller_powered(name):
+                self._ensure_bridge()
+                self._ensure_controller_network(name, index)
+                self._prepare_controller_dirs(name, fresh=False)
+                corosync = self._spawn_controller_corosync(name)
+
+                def corosync_ready() -> bool:
+                    if not pid_alive(corosync):
+                        raise LabError(f"corosync of {name} exited at start-up "
+                                       f"(see {self.controller_corosync_log(name)})")
+                    done = _run(["nsenter", "-t", str(corosync), "-n", "-m", "-u", "--",
+                                 "corosync-quorumtool", "-s"], check=False)
+                    return "Quorum provider" in done.stdout
+
+                self.wait_until(corosync_ready, 20, f"corosync of {name}", 0.1)
+                self._spawn_controller_pacemakerd(name)
+        if wait:
+            try:
+                self.wait_until(lambda: self.controller_online(name), timeout,
+                                f"{name} online")
+            except LabError as exc:
+                raise LabError(f"{exc} (see {self.controller_pacemaker_log(name)})") from exc
+
+    def partition_controller(self, name: str) -> None:
+        """Cut ctlN's only link (host side of its veth down): it loses the other controllers,
+        the compute nodes, the BMCs and the control plane at once; its processes run on."""
+        index = self._controller_index(name)
+        if name == CONTROLLER:
+            raise LabError(f"{CONTROLLER} is the host: it cannot be partitioned")
+        _run(["ip", "link", "set", self.controller_link(index), "down"])
+
+    def heal_partition(self, name: str) -> None:
+        """Plug ctlN's link back in (see :meth:`partition_controller`)."""
+        index = self._controller_index(name)
+        if name == CONTROLLER:
+            return
+        _run(["ip", "link", "set", self.controller_link(index), "up"])
+
+    def _reap(self) -> None:
+        """Collect the exit status of daemons of ours that died (a crashed controller)."""
+        for pid, proc in list(self._children.items()):
+            if proc.poll() is not None:
+                del self._children[pid]
 
     # ---------------------------------------------------------------- down
 
@@ -1090,30 +1523,46 @@ logging {{
         return pid_alive(state.get("corosync_pid")) or pid_alive(state.get("pacemakerd_pid"))
 
     def _stop_daemon(self, pid: int | None, comm: str, timeout: float) -> None:
-        # The pid comes from a file: make sure it is still that daemon, not a reused pid.
-        if not pid_alive(pid) or _comm(pid) != comm:
-            return
-        assert pid is not None
-        family = [pid, *_descendants(pid)]
-        _signal(pid, signal.SIGTERM)
-        if not _wait_dead(family, timeout):
-            LOG.warning("%s (pid %d) ignored SIGTERM for %ss; killing it", comm, pid, timeout)
-            for member in family:
+        self._stop_daemons([(pid, comm)], timeout)
+
+    def _stop_daemons(self, daemons: Sequence[tuple[int | None, str]], timeout: float) -> None:
+        # The pids come from a file: make sure each is still that daemon, not a reused pid.
+        live = [(pid, comm) for pid, comm in daemons
+                if pid is not None and pid_alive(pid) and _comm(pid) == comm]
+        families = {pid: [pid, *_descendants(pid)] for pid, _ in live}
+        for pid, _ in live:
+            _signal(pid, signal.SIGTERM)
+        everyone = [member for family in families.values() for member in family]
+        if not _wait_dead(everyone, timeout):
+            for pid, comm in live:
+                if any(pid_alive(member) for member in families[pid]):
+                    LOG.warning("%s (pid %d) ignored SIGTERM for %ss; killing it",
+                                comm, pid, timeout)
+            for member in everyone:
                 _signal(member, signal.SIGKILL)
-            _wait_dead(family, 5)
-        child = self._children.pop(pid, None)
-        if child is not None:
-            child.wait()
+            _wait_dead(everyone, 5)
+        for pid, _ in live:
+            child = self._children.pop(pid, None)
+            if child is not None:
+                child.wait()
 
     def down(self) -> None:
         """Stop everything this lab started and forget its cluster configuration. Safe to call
         twice and when nothing is up."""
         state = self._state()
         # pacemakerd first: it stops every resource, remote connections included, in order;
-        # then corosync, which pacemaker needs until its last breath.
+        # then corosync, which pacemaker needs until its last breath. Every controller's at
+        # once: one by one, each would first move the resources to the next.
+        # With several controllers, ctl2..N are powered off first: stopped together with ctl1,
+        # a controller that is still joining (just booted) can leave ctl1's shutdown hanging.
+        # ctl1, alone and without quorum, then stops what is left.
+        ctl_pids = state.get("controller_pids", {})
+        for name in ctl_pids:
+            if Path(f"/run/netns/{self.netns(name)}").exists():
+                self._kill_netns(name)
         self._stop_daemon(state.get("pacemakerd_pid"), "pacemakerd", 60)
         self._stop_daemon(state.get("corosync_pid"), "corosync", 30)
-        names = set(state.get("nodes", {}))
+        names = set(state.get("nodes", {})) | set(ctl_pids)
         reg = _read_registry()
         other_lab_running = (
             reg.get("state_dir") not in (None, str(self.state_dir))
@@ -1135,6 +1584,9 @@ logging {{
                         entry.unlink()
         if not other_lab_running:
             remove_control_address()
+            self._remove_bridge()
+            self._restore_forwarding()
+        self._reap()
         self._remove_created_etc()
         if reg.get("state_dir") == str(self.state_dir):
             REGISTRY.unlink(missing_ok=True)
@@ -1154,6 +1606,10 @@ logging {{
             "pacemakerd_pid": state.get("pacemakerd_pid"),
             "nodes": nodes,
         }
+        names = self.controllers()
+        if len(names) > 1:
+            result["controllers"] = {name: {"powered": self.controller_powered(name)}
+                                     for name in names}
         if result["up"]:
             with contextlib.suppress(LabError):
                 mon = self.crm_mon_xml()
@@ -1161,6 +1617,8 @@ logging {{
                     online = node.get("online") == "true"
                     if node.get("name") == CONTROLLER:
                         result["controller"] = {"name": CONTROLLER, "online": online}
+                    if node.get("name") in result.get("controllers", {}):
+                        result["controllers"][node.get("name")]["online"] = online
                     elif node.get("name") in nodes:
                         nodes[node.get("name", "")]["online"] = online
         return result
@@ -1201,6 +1659,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "up":
             cmd.add_argument("--computes", default="compute1",
                              help="comma-separated node names (default: compute1)")
+            cmd.add_argument("--controllers", type=int, default=1,
+                             help="cluster nodes ctl1..ctlN (default: 1)")
     run = sub.add_parser("exec", help="run a command inside a compute node: exec NODE -- ARGV")
     run.add_argument("node")
     run.add_argument("argv", nargs=argparse.REMAINDER)
@@ -1217,7 +1677,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         if args.command == "up":
-            lab.up([c.strip() for c in args.computes.split(",") if c.strip()], owned=False)
+            lab.up([c.strip() for c in args.computes.split(",") if c.strip()], owned=False,
+                   controllers=args.controllers)
             print(f"up in {time.monotonic() - t0:.1f}s; state in {lab.state_dir}")
         elif args.command == "down":
             lab.down()

@@ -12,7 +12,8 @@ its power-on boots remoted and nova-compute again. State lives under ``$OPENSTAC
 ``clouds.yaml`` (cloud ``lab``) and ``hosts.json`` (each compute host's BMC
 address, port, user and password) at the top.
 
-    python -m lab up [--computes N]     python -m lab down     python -m lab status
+    python -m lab up [--computes N] [--cluster [--controllers N]]
+    python -m lab down     python -m lab status
     python -m lab kill-compute HOST     python -m lab start-compute HOST
     python -m lab bmc-fault HOST MODE [SECONDS]
 """
@@ -40,8 +41,11 @@ def default_state_dir() -> Path:
 
 
 class Lab:
-    def __init__(self, state_dir: Path | None = None, *, cluster: bool | None = None) -> None:
+    def __init__(self, state_dir: Path | None = None, *, cluster: bool | None = None,
+                 controllers: int = 1) -> None:
+        """``controllers``: cluster nodes ctl1..ctlN (with ``cluster``); up() may override."""
         self.state_dir = Path(state_dir or default_state_dir())
+        self.controllers = controllers
         marker = self.state_dir / "cluster"
         # A CLI or a BMC hook on a running lab finds out which kind it is from the state dir.
         self.cluster = marker.exists() if cluster is None else cluster
@@ -82,9 +86,13 @@ class Lab:
             self.pacemaker.power_on(host)
         self.openstack.start_compute(host)
 
-    def up(self, computes: int = 3, *, token_expiration: int = 3600, owned: bool = True) -> None:
+    def up(self, computes: int = 3, *, token_expiration: int = 3600, owned: bool = True,
+           controllers: int | None = None) -> None:
         """``owned``: the cluster belongs to this process (see PacemakerLab.up); a CLI passes
-        False so that its lab outlives it."""
+        False so that its lab outlives it. ``controllers``: cluster nodes ctl1..ctlN (default:
+        the constructor's), ctl2..N each in namespaces of its own (see PacemakerLab)."""
+        if controllers is not None:
+            self.controllers = controllers
         hosts = [f"compute{i}" for i in range(1, computes + 1)]
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.pacemaker is not None:
@@ -95,7 +103,7 @@ class Lab:
             # nova-compute, and a directory of its own for that service's state.
             lay = self.openstack.layout
             self.pacemaker.up(
-                hosts, owned=owned, hidden=[self.state_dir],
+                hosts, owned=owned, hidden=[self.state_dir], controllers=self.controllers,
                 shared=[lay.etc / "nova", lay.state_dir / "home"],
                 local=[lay.compute_dir("{node}") / sub for sub in ("instances", "lock")])
         self.openstack.up(hosts, token_expiration=token_expiration,

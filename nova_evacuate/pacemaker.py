@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Sequence
+from typing import Any
 
 # What attrd_updater -Q says of an attribute never set: pacemaker 2.1.5 exits 78
 # with this message, later versions CRM_EX_NOSUCH (105).
@@ -51,6 +52,19 @@ def _failure(done: subprocess.CompletedProcess[str]) -> PacemakerError:
     if any(t in f"{done.stdout}\n{done.stderr}".lower() for t in _NO_CLUSTER):
         return NoCluster(message)
     return PacemakerError(message)
+
+
+def _xml(argv: Sequence[str], timeout: float) -> Any:
+    """What a Pacemaker tool prints as XML, parsed (an ElementTree element)."""
+    import xml.etree.ElementTree as ET  # the monitor path never needs it
+
+    done = _exec(argv, timeout)
+    if done.returncode != 0:
+        raise _failure(done)
+    try:
+        return ET.fromstring(done.stdout)
+    except ET.ParseError as exc:
+        raise PacemakerError(f"{argv[0]} gave unreadable XML: {exc}") from None
 
 
 def local_node_name(timeout: float = 10) -> str:
@@ -153,15 +167,7 @@ def hold_connection(node: str, since: int, timeout: float = 10) -> bool:
 
 def held_connections(timeout: float = 10) -> set[str]:
     """The nodes whose connection resource :func:`hold_connection` holds."""
-    import xml.etree.ElementTree as ET
-
-    done = _exec(["cibadmin", "--query", "--scope", "resources"], timeout)
-    if done.returncode != 0:
-        raise _failure(done)
-    try:
-        root = ET.fromstring(done.stdout)
-    except ET.ParseError as exc:
-        raise PacemakerError(f"cibadmin gave unreadable XML: {exc}") from None
+    root = _xml(["cibadmin", "--query", "--scope", "resources"], timeout)
     return {p.get("id", "") for p in root.iter("primitive")
             if any(nv.get("name") == HOLD_META for m in p.iterfind("meta_attributes")
                    for nv in m.iterfind("nvpair"))}
@@ -187,15 +193,7 @@ class NoCluster(PacemakerError):
 def _cluster_nodes(timeout: float) -> list[dict[str, str]]:
     """The cluster's nodes as ``crm_mon`` shows them (name, type, online, unclean, ...).
     :class:`NoCluster` when Pacemaker does not run here."""
-    import xml.etree.ElementTree as ET
-
-    done = _exec(["crm_mon", "--one-shot", "--output-as=xml"], timeout)
-    if done.returncode != 0:
-        raise _failure(done)
-    try:
-        root = ET.fromstring(done.stdout)
-    except ET.ParseError as exc:
-        raise PacemakerError(f"crm_mon gave unreadable XML: {exc}") from None
+    root = _xml(["crm_mon", "--one-shot", "--output-as=xml"], timeout)
     return [dict(n.attrib) for n in root.iterfind("nodes/node")]
 
 

@@ -22,4 +22,9 @@ OPENSTACK_HA_REQUIRE_LAB=1 "$VENV/bin/pytest" "$@"
 if [[ "${OPENSTACK_HA_SKIP_E2E:-}" != 1 ]]; then
     log "pytest: end to end"
     OPENSTACK_HA_E2E=1 OPENSTACK_HA_REQUIRE_LAB=1 "$VENV/bin/pytest" tests/e2e "$@"
+    # Three controllers: the evacuation outlives the controller that runs it, and a
+    # partitioned controller does nothing on its own (a lab of its own, so a session too).
+    log "pytest: end to end, three controllers"
+    OPENSTACK_HA_E2E=1 OPENSTACK_HA_E2E_CONTROLLERS=3 OPENSTACK_HA_REQUIRE_LAB=1 \
+        "$VENV/bin/pytest" tests/e2e/test_controllers.py "$@"
 fi

@@ -9,6 +9,7 @@ labs of their own.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -20,7 +21,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, require_lab) -> Iterato
     from lab.failover import Deployment
     from lab.stack import Lab
 
-    lab = Lab(tmp_path_factory.mktemp("e2e-lab"), cluster=True)
+    # OPENSTACK_HA_E2E_CONTROLLERS=3: the controllers' session (tests/e2e/test_controllers.py)
+    controllers = int(os.environ.get("OPENSTACK_HA_E2E_CONTROLLERS", "1"))
+    lab = Lab(tmp_path_factory.mktemp("e2e-lab"), cluster=True, controllers=controllers)
     try:
         lab.up(3)
         deployment = Deployment(lab)
@@ -36,3 +39,21 @@ def healthy(deployment):
     deployment.heal()
     yield deployment
     deployment.heal()
+
+
+# Two rebuilds at a time: about 20 s for 30 servers in the lab, so that a second fault lands
+# while an evacuation runs, and longer than the node connection's reconnect interval (10 s).
+SLOW = "max_concurrency = 2\nper_host_concurrency = 1\n"
+
+
+@pytest.fixture(scope="module")
+def slow_engine(deployment):
+    deployment.reconfigure_engine(SLOW)
+    yield
+    deployment.reconfigure_engine()
+
+
+@pytest.fixture
+def slow(slow_engine, healthy):
+    """``healthy``, with the evacuation slowed down for this module's tests."""
+    return healthy
