@@ -26,6 +26,9 @@ HOST = "compute1"
 
 @pytest.fixture
 def lab(pacemaker_lab, clean_lab):
+    # fence_nova's brake reads the cluster: the node must be online in it, as in production
+    if not pacemaker_lab.remote_ready(HOST):
+        pacemaker_lab.reconnect(HOST)
     yield clean_lab
     subprocess.run(["attrd_updater", "-n", "evacuate", "-D", "-N", HOST], check=False)
     # a fenced node's connection is held: release it and have the node back in the cluster,
