@@ -256,10 +256,13 @@ class Engine:
 
     def inventory(self, host: str, since: datetime) -> tuple[Inventory, list[Migration]]:
         nova, policy = self.nova, self.settings.policy
-        on_host = nova.servers(host=host)
         # Every evacuation since: the ones from the host (an earlier run's) and the ones
-        # that were rebuilding servers onto it when it failed.
+        # that were rebuilding servers onto it when it failed. Read before the servers:
+        # Nova saves a server's new host before it marks its migration done, so a
+        # migration done here has its server already off the host below, and one that
+        # finishes in between is still seen under way (resumed, not sent again).
         migrations = nova.evacuation_migrations(None, since)
+        on_host = nova.servers(host=host)
         here = {s.id for s in on_host}
         moved_ids = ({m.server_id for m in migrations if m.source_host == host}
                      | planning.rebuilding_onto(host, migrations)) - here

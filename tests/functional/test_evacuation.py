@@ -152,7 +152,9 @@ def test_killed_mid_way_a_second_run_finishes_without_evacuating_twice(lab, conn
     assert parse_marker(nova.compute_service(HOST).disabled_reason).state is State.CLAIMED
 
     second = cli(conf, "--json")
-    assert second.returncode == 0, second.stderr[-3000:]
+    failed = [f"{i['name']}: {i['reason']}" for i in
+              json.loads(second.stdout or "{}").get("instances", []) if i["state"] != "done"]
+    assert second.returncode == 0, "; ".join(failed) + "\n" + second.stderr[-3000:]
     report = json.loads(second.stdout)
     assert report["done"] == 30
     moved = migrations(conn)

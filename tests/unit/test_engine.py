@@ -269,6 +269,36 @@ def test_instance_done_is_recorded_under_the_failed_host_after_a_resume(nova, ti
     assert not any(s.locked for s in nova.vms.values())
 
 
+def test_a_rebuild_that_finishes_while_a_resuming_run_reads_nova_is_not_sent_again(nova):
+    """Seen in the lab: the killed run's last rebuild finished between the resuming run's
+    reads. Nova saves the server's new host before it marks the migration done, so the
+    migrations are read first: one done there has its server already moved."""
+    moving = nova.add_server("moving", task="rebuilding", locked=True,
+                             locked_reason=lock_reason(HOST, "ACTIVE"))
+    nova.migrate(moving.id, HOST, "compute3", "accepted")
+    nova.held.add(moving.id)
+
+    def then_the_rebuild_ends(read: Any) -> Any:
+        def first_read(*args: Any, **kw: Any) -> Any:
+            answer = read(*args, **kw)
+            if moving.id in nova.held:  # whichever of the two reads comes first
+                nova.held.discard(moving.id)
+                nova.step()
+            return answer
+        return first_read
+
+    nova.servers = then_the_rebuild_ends(nova.servers)  # type: ignore[method-assign]
+    nova.evacuation_migrations = then_the_rebuild_ends(  # type: ignore[method-assign]
+        nova.evacuation_migrations)
+    clock = Clock()
+    Ledger(nova, clock=clock.now).request(HOST, T0)  # type: ignore[arg-type]
+
+    report = engine(nova, clock).run(HOST)
+
+    assert report.ok and nova.count("evacuate") == 0 and len(nova.migrations) == 1
+    assert nova.vms[moving.id].host == "compute3"
+
+
 # ---------------------------------------------------------------------------- (5) final states
 
 ROWS = [  # (status before, task, status after): the table of plan.py's docstring
