@@ -261,7 +261,12 @@ class Engine:
         # Nova saves a server's new host before it marks its migration done, so a
         # migration done here has its server already off the host below, and one that
         # finishes in between is still seen under way (resumed, not sent again).
-        migrations = nova.evacuation_migrations(None, since)
+        listed = nova.evacuation_migrations(None, since)
+        # ...and those not started yet, which changes-since misses: an earlier run's last
+        # requests, and the ones the host took and never started (a server sent on elsewhere
+        # since is this host's too, so that the host returns only once it is settled there)
+        unstarted = nova.unstarted_evacuations(since)
+        migrations = list({m.id: m for m in [*listed, *unstarted]}.values())
         on_host = nova.servers(host=host)
         here = {s.id for s in on_host}
         moved_ids = ({m.server_id for m in migrations if m.source_host == host}

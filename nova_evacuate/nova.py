@@ -207,6 +207,16 @@ class Nova:
                             source_host)
         return [migration_from_wire(m) for m in found]
 
+    def unstarted_evacuations(self, since: datetime) -> list[Migration]:
+        """Evacuations created since ``since`` that no compute host has started (status still
+        "accepted"), from any host. changes-since never lists them (they were never updated),
+        yet they matter: one an earlier run sent is under way, and one a destination took
+        before it failed waits in its queue and runs when its nova-compute returns."""
+        query = {"migration_type": "evacuation", "status": "accepted"}
+        found = self._pages("/os-migrations", query, "migrations", "list migrations")
+        return [m for m in map(migration_from_wire, found)
+                if m.created_at >= since.timestamp()]
+
     def evacuate(self, server_id: str, host: str | None = None) -> None:
         body: dict[str, Any] = {"host": host} if host else {}
         self._action(server_id, {"evacuate": body}, "evacuate")
@@ -385,12 +395,13 @@ def server_from_wire(body: dict[str, Any]) -> Server:
 
 
 def migration_from_wire(body: dict[str, Any]) -> Migration:
-    created = _nova_time(body.get("created_at"))
+    created, updated = _nova_time(body.get("created_at")), _nova_time(body.get("updated_at"))
     return Migration(
         id=int(body["id"]), server_id=body["instance_uuid"], status=body["status"],
         source_host=body.get("source_compute"), dest_host=body.get("dest_compute"),
         created_at=created.timestamp() if created else 0.0,
-        migration_type=body.get("migration_type") or "evacuation")
+        migration_type=body.get("migration_type") or "evacuation",
+        updated_at=updated.timestamp() if updated else 0.0)
 
 
 def _http_kind(status: int | None) -> ErrorKind:

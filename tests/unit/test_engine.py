@@ -119,6 +119,10 @@ class FakeNova:
         return [m for m in self.migrations if m.id not in self.fresh
                 and (source_host is None or m.source_host == source_host)]
 
+    def unstarted_evacuations(self, since: datetime) -> list[Migration]:
+        self.calls.append(("unstarted_evacuations", None))
+        return [m for m in self.migrations if m.status == "accepted"]
+
     def lock(self, server_id: str, reason: str) -> None:
         self.calls.append(("lock", server_id))
         self.vms[server_id] = replace(self.vms[server_id], locked=True, locked_reason=reason)
@@ -267,6 +271,20 @@ def test_instance_done_is_recorded_under_the_failed_host_after_a_resume(nova, ti
     # resumed, not sent again
     assert nova.count("evacuate") == 1 and len(nova.migrations) == 3
     assert not any(s.locked for s in nova.vms.values())
+
+
+def test_a_request_an_earlier_run_sent_and_no_host_started_yet_is_not_sent_again(nova):
+    """The killed run's last request: accepted, never updated, so changes-since misses it."""
+    sent = nova.add_server("sent", task="rebuilding", locked=True,
+                           locked_reason=lock_reason(HOST, "ACTIVE"))
+    nova.fresh.add(nova.migrate(sent.id, HOST, "compute3", "accepted").id)
+    clock = Clock()
+    Ledger(nova, clock=clock.now).request(HOST, T0)  # type: ignore[arg-type]
+
+    report = engine(nova, clock).run(HOST)
+
+    assert report.ok and nova.count("evacuate") == 0 and len(nova.migrations) == 1
+    assert nova.vms[sent.id].host == "compute3"
 
 
 def test_a_rebuild_that_finishes_while_a_resuming_run_reads_nova_is_not_sent_again(nova):
@@ -470,6 +488,37 @@ def test_the_dead_destinations_evacuation_takes_over_what_was_rebuilding_onto_it
     assert sorted(done) == [(HOST, "arrived"), ("compute2", "arrived"), ("compute2", "stuck")]
 
 
+def test_a_host_whose_queued_request_was_sent_on_is_evacuated_only_once_that_settles(
+        nova, timeline):
+    """compute2 took 'resent' while it hung, never started it, and died; compute1's run sent
+    it on to compute3. compute2's queued request runs when its nova-compute returns, so
+    compute2's evacuation (after which it returns) follows 'resent' to its end there, and
+    sends nothing: Nova never lists the queued request under changes-since."""
+    resent = nova.add_server("resent", task="rebuilding", locked=True,
+                             locked_reason=lock_reason(HOST, "ACTIVE"))
+    queued = nova.migrate(resent.id, HOST, "compute2", "accepted")
+    nova.fresh.add(queued.id)
+    nova.held.add(resent.id)  # the queued request never runs: compute2 is dead
+    nova.kill("compute2")
+    sent_on = nova.migrate(resent.id, HOST, "compute3", "accepted")
+    nova.fresh.add(sent_on.id)  # not started yet either: changes-since lists neither
+    clock = Clock()
+
+    def settles_later(fake: FakeNova) -> None:
+        if fake.steps == 3:  # compute3 finishes the rebuild: the queued one stays queued
+            fake.fresh.discard(sent_on.id)
+            fake.migrations[sent_on.id - 1] = replace(sent_on, status="done")
+            fake.vms[resent.id] = replace(fake.vms[resent.id], host="compute3",
+                                          task_state=None)
+
+    nova.after_step = settles_later
+    report = engine(nova, clock).run("compute2")
+
+    assert report.ok and [t.server.name for t in report.tracks] == ["resent"]
+    assert nova.count("evacuate") == 0 and nova.steps >= 3, "followed to its end, not re-sent"
+    assert by_name(report)["resent"].reason == "ACTIVE on compute3"
+
+
 def test_a_failed_rebuild_is_sent_again_and_its_first_destination_dying_does_not_fail_it(
         nova, timeline):
     server = nova.add_server("vm")
@@ -518,9 +567,11 @@ def test_a_host_takes_over_only_the_live_evacuations_onto_it():
     migrations = [m(1, "under-way", "rebuilding", "compute2"), m(2, "landed", "done", "compute2"),
                   m(3, "failed-there", "error", "compute2"),
                   m(4, "sent-on", "done", "compute2"), m(5, "sent-on", "accepted", "compute3"),
-                  m(6, "elsewhere", "accepted", "compute3")]
+                  m(6, "elsewhere", "accepted", "compute3"),
+                  # taken by compute2 while it hung, then sent on to compute3: still queued
+                  m(7, "resent", "accepted", "compute2"), m(8, "resent", "rebuilding", "compute3")]
     # "landed" is on compute2 already: Nova names it there, the inventory lists it anyway
-    assert planning.rebuilding_onto("compute2", migrations) == {"under-way"}
+    assert planning.rebuilding_onto("compute2", migrations) == {"under-way", "resent"}
 
 
 # ---------------------------------------------------------------------------- the Nova adapter
