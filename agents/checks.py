@@ -21,7 +21,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import select
 import shlex
+import signal
 import socket
 import struct
 import subprocess
@@ -29,6 +31,29 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 KINDS = ("process", "cmdline", "unit", "socket", "tcp", "net", "cmd")
+
+# Bounds on the ``checks`` text: far above any real list (the default is ~100 characters),
+# low enough that parsing, and compiling a regular expression, stays instantaneous.
+MAX_CHECKS_TEXT = 8192
+MAX_CHECKS = 64
+
+# Characters that have no business in a check: C0 controls other than the separator and
+# blank (LF, tab; a CRLF line end counts as LF), DEL, C1 controls, and lone surrogates (how
+# Python carries bytes that are not UTF-8 in the environment). They would reach argv, a
+# socket path or the published node attribute, or make a log line lie.
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+# systemd's unit name alphabet (unit-name.c: VALID_CHARS plus '@' for templates); a name
+# starting with '-' would reach systemctl as an option.
+_UNIT_NAME = re.compile(r"[A-Za-z0-9:_\\][A-Za-z0-9:_.\\@-]{0,254}", re.ASCII)
+# RFC 1123 host name labels, ASCII only: getaddrinfo() would IDNA-encode anything else and
+# raise UnicodeError at probe time (issue 11: a degraded check that failed the monitor).
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)", re.ASCII)
+
+
+class CheckSpecError(ValueError):
+    """The one refusal of a ``checks`` text: its message names the bad entry, on one line."""
+
 
 DEFAULT_CHECKS = (
     "process:nova-compute; process:libvirtd; socket:/run/libvirt/libvirt-sock;"
@@ -73,75 +98,143 @@ class Verdict:
 
 
 def parse_checks(text: str) -> tuple[Check, ...]:
-    """Parse the ``checks`` parameter; ``ValueError`` names the bad entry."""
+    """Parse the ``checks`` parameter.
+
+    The one place a check is read: every entry is validated here (a regular expression
+    compiled, a host name checked) so that probing cannot fail on its text. Whatever is
+    wrong, the only exception is :class:`CheckSpecError` (a ``ValueError``) naming the bad
+    entry; ``re`` alone can raise ``OverflowError`` (``a{4294967296}``) or
+    ``RecursionError`` (deep nesting), and those are turned into that refusal too.
+    """
+    if len(text) > MAX_CHECKS_TEXT:
+        raise CheckSpecError(f"checks: {len(text)} characters, at most {MAX_CHECKS_TEXT}")
+    text = text.replace("\r\n", "\n")
+    bad = _FORBIDDEN.search(text)
+    if bad:
+        raise CheckSpecError(
+            f"checks: control character or invalid UTF-8 {bad.group()!a} at offset {bad.start()}"
+        )
     checks: list[Check] = []
     for entry in re.split(r"[;\n]", text):
         entry = entry.strip()
         if not entry:
             continue
-        critical = True
-        first, _, rest = entry.partition(" ")
-        if first in ("critical", "degraded") and rest.strip():
-            critical = first == "critical"
-            entry = rest.strip()
-        kind, sep, argument = entry.partition(":")
-        kind, argument = kind.strip(), argument.strip()
-        if not sep or kind not in KINDS:
-            raise ValueError(
-                f"check '{entry}': expected KIND:ARGUMENT with KIND one of {', '.join(KINDS)}"
-            )
-        if not argument:
-            raise ValueError(f"check '{entry}': {kind} needs an argument")
-        _validate_argument(kind, argument)
-        checks.append(Check(kind, argument, critical))
+        if len(checks) == MAX_CHECKS:
+            raise CheckSpecError(f"checks: more than {MAX_CHECKS} entries")
+        checks.append(_parse_entry(entry))
     if not checks:
-        raise ValueError("no checks given: at least one check must define 'alive'")
+        raise CheckSpecError("no checks given: at least one check must define 'alive'")
     labels = [c.label for c in checks]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
-        raise ValueError(f"checks listed twice: {', '.join(duplicates)}")
+        raise CheckSpecError(f"checks listed twice: {', '.join(duplicates)}")
     return tuple(checks)
+
+
+def _parse_entry(entry: str) -> Check:
+    critical = True
+    first, _, rest = entry.partition(" ")
+    if first in ("critical", "degraded") and rest.strip():
+        critical = first == "critical"
+        entry = rest.strip()
+    kind, sep, argument = entry.partition(":")
+    kind, argument = kind.strip(), argument.strip()
+    if not sep or kind not in KINDS:
+        raise CheckSpecError(
+            f"check '{_shown(entry)}': expected KIND:ARGUMENT with KIND one of {', '.join(KINDS)}"
+        )
+    if not argument:
+        raise CheckSpecError(f"check '{_shown(entry)}': {kind} needs an argument")
+    try:
+        _validate_argument(kind, argument)
+    except CheckSpecError:
+        raise
+    except (ValueError, OverflowError, RecursionError, re.error) as exc:
+        # re.error is not a ValueError; the others come from re's compiler or shlex
+        raise CheckSpecError(f"check '{kind}:{_shown(argument)}': {exc}") from None
+    return Check(kind, argument, critical)
 
 
 def _validate_argument(kind: str, argument: str) -> None:
     if kind == "cmdline":
-        try:
-            re.compile(argument)
-        except re.error as exc:
-            raise ValueError(f"check 'cmdline:{argument}': bad regular expression: {exc}") from None
+        compile_cmdline(argument)
+    elif kind == "unit":
+        if not _UNIT_NAME.fullmatch(argument):
+            raise CheckSpecError(
+                f"check 'unit:{_shown(argument)}': not a systemd unit name (letters, digits and"
+                " ':_.\\@-', not starting with '-' or '.', at most 255 characters)"
+            )
     elif kind == "socket" and not argument.startswith("/"):
-        raise ValueError(f"check 'socket:{argument}': expected an absolute path")
+        raise CheckSpecError(f"check 'socket:{_shown(argument)}': expected an absolute path")
     elif kind == "tcp":
         split_host_port(argument)
     elif kind == "net":
         name, sep, address = argument.partition("=")
         if not sep or not name.strip() or not address.strip():
-            raise ValueError(f"check 'net:{argument}': expected net:NAME=ADDRESS")
+            raise CheckSpecError(f"check 'net:{_shown(argument)}': expected net:NAME=ADDRESS")
         import ipaddress  # only net checks need it; every monitor pays for imports
 
         try:
             ipaddress.ip_address(address.strip())
         except ValueError:
-            raise ValueError(f"check 'net:{argument}': '{address}' is not an IP address") from None
+            raise CheckSpecError(
+                f"check 'net:{_shown(argument)}': '{_shown(address)}' is not an IP address"
+            ) from None
     elif kind == "cmd":
         try:
             argv = shlex.split(argument)
         except ValueError as exc:
-            raise ValueError(f"check 'cmd:{argument}': {exc}") from None
+            raise CheckSpecError(f"check 'cmd:{_shown(argument)}': {exc}") from None
         if not argv:
-            raise ValueError(f"check 'cmd:{argument}': empty command")
+            raise CheckSpecError(f"check 'cmd:{_shown(argument)}': empty command")
+
+
+def compile_cmdline(pattern: str) -> re.Pattern[str]:
+    """A ``cmdline:`` regular expression, or the refusal saying why it is not one."""
+    try:
+        return re.compile(pattern)
+    except (re.error, OverflowError, RecursionError, ValueError) as exc:
+        raise CheckSpecError(
+            f"check 'cmdline:{_shown(pattern)}': bad regular expression: {exc}"
+        ) from None
 
 
 def split_host_port(argument: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port``."""
-    match = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\s]+):(\d+)", argument)
+    """``host:port`` or ``[v6]:port``, the host an IP address or an ASCII host name."""
+    match = re.fullmatch(r"\[([^\]]+)\]:([0-9]{1,5})|([^:\s]+):([0-9]{1,5})", argument)
     if not match:
-        raise ValueError(f"check 'tcp:{argument}': expected HOST:PORT or [IPV6]:PORT")
-    host = match.group(1) or match.group(3)
+        raise CheckSpecError(f"check 'tcp:{_shown(argument)}': expected HOST:PORT or [IPV6]:PORT")
     port = int(match.group(2) or match.group(4))
     if not 0 < port < 65536:
-        raise ValueError(f"check 'tcp:{argument}': port must be 1-65535")
+        raise CheckSpecError(f"check 'tcp:{_shown(argument)}': port must be 1-65535")
+    import ipaddress
+
+    if match.group(1) is not None:
+        host = match.group(1)
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise CheckSpecError(
+                f"check 'tcp:{_shown(argument)}': '{_shown(host)}' is not an IPv6 address"
+            ) from None
+        return host, port
+    host = match.group(3)
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        if len(host) > 253 or not all(
+            _HOST_LABEL.fullmatch(label) for label in host.removesuffix(".").split(".")
+        ):
+            raise CheckSpecError(
+                f"check 'tcp:{_shown(argument)}': '{_shown(host)}' is neither an IP address nor a host name"
+                " (ASCII letters, digits and '-' in dot-separated labels of 1 to 63)"
+            ) from None
     return host, port
+
+
+def _shown(text: str) -> str:
+    """Enough of an operator's text to recognise it in a one-line refusal."""
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def verdict(results: Sequence[CheckResult]) -> Verdict:
@@ -237,6 +330,11 @@ class Prober:
             ok, detail = probe(check.argument, timeout)
         except OSError as exc:
             ok, detail = False, f"{type(exc).__name__}: {exc.strerror or exc}"
+        except Exception as exc:
+            # A check that cannot even be run has failed, and only that check: a degraded
+            # one must not turn into a failed monitor (parse_checks refuses every text we
+            # know to fail here; this is the net under it).
+            ok, detail = False, f"cannot run the check: {type(exc).__name__}: {exc}"
         return CheckResult(check, ok, detail)
 
     def _probe_process(self, name: str, timeout: float) -> tuple[bool, str]:
@@ -246,14 +344,20 @@ class Prober:
         return False, f"no process named '{name}'"
 
     def _probe_cmdline(self, pattern: str, timeout: float) -> tuple[bool, str]:
-        regex = re.compile(pattern)
-        pids = [p.pid for p in self.processes() if regex.search(" ".join(p.argv))]
+        regex = compile_cmdline(pattern)
+        pids = matching_pids(regex, self.processes(), timeout)
+        if pids is None:
+            return False, f"matching '{pattern}' gave no result within {timeout:.1f}s"
         if pids:
             return True, f"running as pid {', '.join(map(str, pids[:5]))}"
         return False, f"no process whose command line matches '{pattern}'"
 
     def _probe_unit(self, unit: str, timeout: float) -> tuple[bool, str]:
-        return _run_command(["systemctl", "is-active", "--quiet", unit], timeout, f"unit {unit}")
+        # "--": parse_checks refuses names starting with '-', and this keeps any unit
+        # name from ever being read as an option (issue 11: unit:-Hhost)
+        return _run_command(
+            ["systemctl", "is-active", "--quiet", "--", unit], timeout, f"unit {unit}"
+        )
 
     def _probe_socket(self, path: str, timeout: float) -> tuple[bool, str]:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -281,6 +385,59 @@ class Prober:
 
     def _probe_cmd(self, command: str, timeout: float) -> tuple[bool, str]:
         return _run_command(shlex.split(command), timeout, command)
+
+
+def matching_pids(
+    regex: re.Pattern[str], processes: Sequence[Process], timeout: float
+) -> list[int] | None:
+    """Pids whose command line ``regex`` matches, or None when that takes over ``timeout``.
+
+    Python's ``re`` backtracks: ``(a+)+$`` against a long command line runs for hours, in C,
+    holding the GIL, so no timer or thread in this process can stop it, and refusing such
+    patterns at parse time cannot be done reliably. So the matching runs in a forked child
+    (it inherits the process list; nothing is pickled or re-read) that the deadline kills
+    with SIGKILL: check_timeout bounds the CPU a pattern can burn. The child also arms an
+    alarm of its own, so it dies even if this agent is killed first (Pacemaker's timeout).
+    Forking costs about a millisecond, paid only by ``cmdline:`` checks.
+    """
+    deadline = time.monotonic() + timeout
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child; its outcome is checked by the parent
+        code = 1
+        try:
+            os.close(read_end)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(max(int(timeout) + 2, 2))
+            found = [p.pid for p in processes if regex.search(" ".join(p.argv))]
+            data = " ".join(map(str, found)).encode() + b"\n"
+            while data:
+                data = data[os.write(write_end, data):]
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    chunks: list[bytes] = []
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([read_end], [], [], left)
+            if not ready:
+                break
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+    output = b"".join(chunks)
+    if not output.endswith(b"\n"):  # the deadline passed first, or the child failed
+        os.kill(child, signal.SIGKILL)  # not reaped yet, so it cannot be gone
+        os.waitpid(child, 0)
+        return None
+    _, status = os.waitpid(child, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        return None
+    return [int(pid) for pid in output.split()]
 
 
 def _run_command(argv: list[str], timeout: float, what: str) -> tuple[bool, str]:

@@ -34,16 +34,17 @@ START_RETRY_SECONDS = 1.0
 START_MARGIN_SECONDS = 2.0
 
 
-def _positive(text: str) -> int:
-    value = ocf.parse_integer(text)
-    if value < 1:
-        raise ValueError(f"must be at least 1, got {value}")
-    return value
+# A check that may take an hour is no liveness check; the monitor's timeout bounds them too.
+MAX_CHECK_TIMEOUT = 3600
+
+
+def _check_timeout(text: str) -> int:
+    return ocf.parse_integer(text, minimum=1, maximum=MAX_CHECK_TIMEOUT)
 
 
 def _attribute_name(text: str) -> str:
     name = text.strip()
-    if not name or any(c.isspace() or c in "\"'=" for c in name):
+    if not name or not name.isprintable() or any(c.isspace() or c in "\"'=" for c in name):
         raise ValueError(f"'{text}' is not a usable node attribute name")
     return name
 
@@ -75,7 +76,7 @@ PARAMETERS = (
         ),
         content_type="integer",
         default="5",
-        parse=_positive,
+        parse=_check_timeout,
     ),
     Parameter(
         "attribute",
@@ -94,8 +95,7 @@ PARAMETERS = (
 
 def _state_file(ctx: Context) -> str:
     rsc_tmp = ctx.environ.get("HA_RSCTMP") or "/run/resource-agents"
-    instance = (ctx.resource or "ComputeLiveness").replace("/", "_")
-    return os.path.join(rsc_tmp, f"ComputeLiveness-{instance}.state")
+    return ocf.instance_file(rsc_tmp, "ComputeLiveness", ctx.resource, ".state")
 
 
 def _tool_timeout(ctx: Context) -> float:
@@ -125,10 +125,7 @@ def _read_state(path: str) -> str | None:
 
 def _write_state(path: str, published: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(published + "\n")
-    os.replace(tmp, path)
+    ocf.write_file(path, published + "\n")
 
 
 def _assess(ctx: Context) -> liveness_checks.Verdict:

@@ -80,7 +80,9 @@ def _timeline_dir(root: Path) -> str:
         return f"created {directory} (no group haclient: the alert agent cannot write there)"
     if os.geteuid() == 0:
         os.chown(directory, 0, gid)
-    directory.chmod(0o2775)
+    # the cluster's group may read and write it, nobody else may even list it: the
+    # timeline holds server names and failure reasons
+    directory.chmod(0o2770)
     return f"ready {directory}"
 
 

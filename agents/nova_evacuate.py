@@ -23,6 +23,7 @@ import time
 
 from agents import ocf
 from agents.ocf import Action, Agent, Context, OCFError, OCFExit, Parameter
+from nova_evacuate.logsetup import SYSLOG_FACILITY_ENV, open_for_append
 
 LOG = logging.getLogger(__name__)
 
@@ -31,11 +32,14 @@ WORKER_MODULE = "nova_evacuate.worker"
 STALE_AFTER_SECONDS = 60.0
 
 
-def _positive_number(text: str) -> float:
-    value = float(text)
-    if not 1 <= value <= 3600:
-        raise ValueError(f"must be 1 to 3600 seconds, got {text}")
-    return value
+def _nova_interval(text: str) -> int:
+    # an integer, as meta-data says: float() took 'nan', '1e3' and '٣'
+    return ocf.parse_integer(text, minimum=1, maximum=3600)
+
+
+def _config_file(text: str) -> str:
+    # empty is a value here: no file at all (see the parameter's longdesc)
+    return text if text == "" else ocf.parse_path(text, absolute=False)
 
 
 PARAMETERS = (
@@ -48,6 +52,8 @@ PARAMETERS = (
             "Empty: none, every option at its default."
         ),
         default="/etc/openstack-ha/openstack-ha.conf",
+        parse=_config_file,
+        empty_is_value=True,
     ),
     Parameter(
         "cloud",
@@ -64,22 +70,23 @@ PARAMETERS = (
         ),
         content_type="integer",
         default="10",
-        parse=_positive_number,
+        parse=_nova_interval,
     ),
     Parameter(
         "log_file",
         shortdesc="Where the worker logs",
         longdesc="The worker's log; empty: syslog only (daemon facility).",
         default="/var/log/openstack-ha/nova-evacuate.log",
+        parse=ocf.parse_optional_path,
+        empty_is_value=True,
     ),
 )
 
 
 def _paths(ctx: Context) -> tuple[str, str]:
     rsc_tmp = ctx.environ.get("HA_RSCTMP") or "/run/resource-agents"
-    instance = (ctx.resource or "NovaEvacuate").replace("/", "_")
-    base = os.path.join(rsc_tmp, f"NovaEvacuate-{instance}")
-    return f"{base}.pid", f"{base}.status"
+    return (ocf.instance_file(rsc_tmp, "NovaEvacuate", ctx.resource, ".pid"),
+            ocf.instance_file(rsc_tmp, "NovaEvacuate", ctx.resource, ".status"))
 
 
 def _worker_pid(pid_file: str) -> int | None:
@@ -137,33 +144,30 @@ def _check_config(ctx: Context) -> None:
                        f"configuration file {path} cannot be parsed") from None
 
 
+def _open_log(log_file: str) -> int:
+    """The worker's stdout and stderr: ``log_file`` opened for appending as root may (no
+    link followed, a regular file only, 0640), or /dev/null when it is empty (syslog only)."""
+    if not log_file:
+        return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.makedirs(os.path.dirname(log_file), exist_ok=True)
+        return open_for_append(log_file, 0o640)
+    except OSError as exc:
+        raise OCFError(OCFExit.ERR_PERM, f"log_file {log_file} refused: "
+                       f"{exc.strerror or exc}") from None
+
+
 def start(ctx: Context) -> OCFExit:
     pid_file, status_file = _paths(ctx)
     if _worker_pid(pid_file) is not None:
         return OCFExit.SUCCESS
     _check_config(ctx)
-    os.makedirs(os.path.dirname(pid_file), exist_ok=True)
-    for stale in (status_file,):
-        if os.path.exists(stale):
-            os.unlink(stale)
-    argv = [sys.executable, "-I", "-m", WORKER_MODULE, "--status-file", status_file,
-            "--nova-interval", str(ctx.params["nova_interval"])]
-    if ctx.params["config_file"]:
-        argv += ["--config-file", ctx.params["config_file"]]
-    if ctx.params["cloud"]:
-        argv += ["--cloud", ctx.params["cloud"]]
     log_file = ctx.params["log_file"]
-    if log_file:
-        os.makedirs(os.path.dirname(log_file), exist_ok=True)
-        out = open(log_file, "ab")  # noqa: SIM115 - handed to the worker, closed below
-    else:
-        out = open(os.devnull, "wb")  # noqa: SIM115
-    env = {k: v for k, v in ctx.environ.items() if not k.startswith("OCF_RESKEY_")}
-    with out:
-        worker = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                  start_new_session=True, env=env, close_fds=True)
-    with open(pid_file, "w", encoding="utf-8") as f:
-        f.write(f"{worker.pid}\n")
+    out = _open_log(log_file)
+    try:
+        worker = _spawn(ctx, out, pid_file, status_file)
+    finally:
+        os.close(out)
     # Up when it has written its status once (before any Nova call, so a slow cloud
     # does not slow the start).
     while _status_age(status_file) is None:
@@ -175,6 +179,31 @@ def start(ctx: Context) -> OCFExit:
         time.sleep(0.1)
     LOG.info("evacuation worker started (pid %d)", worker.pid)
     return OCFExit.SUCCESS
+
+
+def _spawn(ctx: Context, out: int, pid_file: str, status_file: str) -> subprocess.Popen[bytes]:
+    os.makedirs(os.path.dirname(pid_file), exist_ok=True)
+    for stale in (status_file,):
+        if os.path.exists(stale):
+            os.unlink(stale)
+    argv = [sys.executable, "-I", "-m", WORKER_MODULE, "--status-file", status_file,
+            "--nova-interval", str(ctx.params["nova_interval"])]
+    # "--option=value": a value starting with '-' is never read as another option
+    if ctx.params["config_file"]:
+        argv.append(f"--config-file={ctx.params['config_file']}")
+    else:  # empty: no file at all, not the default one (meta-data)
+        argv.append("--no-config-file")
+    if ctx.params["cloud"]:
+        argv.append(f"--cloud={ctx.params['cloud']}")
+    env = {k: v for k, v in ctx.environ.items() if not k.startswith("OCF_RESKEY_")}
+    if not ctx.params["log_file"]:
+        # "empty: syslog only (daemon facility)", as meta-data says: the worker's stdout
+        # and stderr go nowhere, so it logs to syslog
+        env[SYSLOG_FACILITY_ENV] = "daemon"
+    worker = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                              start_new_session=True, env=env, close_fds=True)
+    ocf.write_file(pid_file, f"{worker.pid}\n", 0o644)
+    return worker
 
 
 def stop(ctx: Context) -> OCFExit:

@@ -22,6 +22,7 @@ and ``ra-api-1.dtd``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import logging
@@ -29,6 +30,8 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+
+from nova_evacuate.logsetup import printable
 
 # Every monitor pays for what is imported here: typing and xml.etree are only
 # needed by type checkers and by meta-data.
@@ -69,9 +72,16 @@ _TRUE = frozenset({"1", "yes", "true", "on", "y"})
 _FALSE = frozenset({"0", "no", "false", "off", "n"})
 
 
+# Only ASCII blanks are trimmed: str.strip() would also eat Unicode spaces.
+_BLANKS = " \t\r\n"
+# Integer parameters are bounded (a timeout, an interval, a level): a 32-bit int is plenty,
+# and bounding the digits first keeps int() from ever seeing a huge string.
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+
+
 def parse_boolean(text: str) -> bool:
     """OCF booleans, as ``ocf_is_true`` reads them; anything else is an error."""
-    value = text.strip().lower()
+    value = text.strip(_BLANKS).lower()
     if value in _TRUE:
         return True
     if value in _FALSE:
@@ -79,11 +89,45 @@ def parse_boolean(text: str) -> bool:
     raise ValueError(f"expected a boolean (true/false, yes/no, 1/0), got {text!r}")
 
 
-def parse_integer(text: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise ValueError(f"expected an integer, got {text!r}") from None
+def parse_integer(text: str, minimum: int = INT_MIN, maximum: int = INT_MAX) -> int:
+    """A decimal integer in ASCII digits, with an optional sign, from minimum to maximum.
+
+    ``int()`` alone would take '٣' as 3, '1_000' as 1000 and a million digits as work:
+    none of those is an integer an operator typed in a CIB.
+    """
+    value = text.strip(_BLANKS)
+    digits = value[1:] if value.startswith(("+", "-")) else value
+    if not digits or not digits.isascii() or not digits.isdigit():
+        raise ValueError(f"expected an integer, got {text!r}")
+    if len(digits) > 12:
+        raise ValueError(f"must be {minimum} to {maximum}, got {text!r}")
+    number = int(value)
+    if not minimum <= number <= maximum:
+        raise ValueError(f"must be {minimum} to {maximum}, got {number}")
+    return number
+
+
+def parse_path(text: str, absolute: bool = True) -> str:
+    """A file path an agent opens: absolute, and nothing in it a log line could not show.
+
+    A NUL would make ``open()`` raise (issue 11: a traceback), and control characters or
+    bytes that are not UTF-8 cannot be shown to the operator as they are.
+    """
+    if not text.isprintable():  # NUL, controls, lone surrogates (bytes not UTF-8), ...
+        raise ValueError(f"path '{printable(text, keep='')}' holds a control character"
+                         " or invalid UTF-8")
+    if not text:
+        raise ValueError("expected a path, got nothing")
+    if absolute and not text.startswith("/"):
+        raise ValueError(f"expected an absolute path, got {text!r}")
+    if len(text.encode()) > 4095:
+        raise ValueError("path longer than 4095 bytes")
+    return text
+
+
+def parse_optional_path(text: str) -> str:
+    """:func:`parse_path`, or "" (none) for an empty value."""
+    return text if text == "" else parse_path(text)
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
@@ -100,6 +144,8 @@ class Parameter:
     ``parse`` turns the raw string into the value handlers receive and raises
     ``ValueError`` with a readable message when the text is wrong; it defaults to
     the parser of ``content_type``. ``default`` is the raw string, as in meta-data.
+    ``empty_is_value``: an empty value is given to ``parse`` (its meta-data says what
+    empty means, e.g. "none"), not replaced by the default as an unset one is.
     """
 
     name: str
@@ -110,6 +156,7 @@ class Parameter:
     required: bool = False
     unique: bool = False
     parse: Callable[[str], Any] | None = None
+    empty_is_value: bool = False
 
     def __post_init__(self) -> None:
         if self.content_type not in _PARSERS:
@@ -238,7 +285,7 @@ def read_parameters(
     errors: list[str] = []
     for p in agent.parameters:
         raw = environ.get(f"OCF_RESKEY_{p.name}")
-        if raw is None or raw == "":
+        if raw is None or (raw == "" and (p.required or not p.empty_is_value)):
             if p.required:
                 errors.append(f"required parameter '{p.name}' is not set")
             raw = p.default
@@ -264,15 +311,60 @@ def _default_value(p: Parameter) -> Any:
 
 
 def _meta_int(environ: Mapping[str, str], name: str, fallback: int) -> int:
+    """Pacemaker's interval and timeout, in ms; anything but 0 to 2**31-1 means unset."""
+    raw = environ.get(f"OCF_RESKEY_CRM_meta_{name}")
+    if raw is None:
+        return fallback
     try:
-        return int(environ.get(f"OCF_RESKEY_CRM_meta_{name}", fallback))
+        return parse_integer(raw, 0, INT_MAX)
     except ValueError:
         return fallback
 
 
 def exit_reason(reason: str) -> None:
-    """The ``ocf-exit-reason:`` line Pacemaker shows in ``pcs status``."""
-    print(f"ocf-exit-reason:{reason}", file=sys.stderr, flush=True)
+    """The ``ocf-exit-reason:`` line Pacemaker shows in ``pcs status``: one line, whatever
+    the reason quotes (control characters and invalid UTF-8 are shown escaped)."""
+    print(f"ocf-exit-reason:{printable(reason, keep='')}", file=sys.stderr, flush=True)
+
+
+# Linux's NAME_MAX is 255 bytes; the instance part of a file name stays well under it.
+_INSTANCE_IN_NAME_MAX = 100
+
+
+def instance_file(directory: str, agent_name: str, instance: str, suffix: str) -> str:
+    """``<directory>/<agent>-<instance><suffix>``: this resource's file in HA_RSCTMP.
+
+    Usual instance names are kept as they are (a file written before an upgrade is
+    found after it). A name too long for a file name (issue 11: 300 characters made
+    probe and stop fail with ENAMETOOLONG), or one with a character that has no place in
+    a file name, is shortened and made unique by a hash of the whole name.
+    """
+    name = (instance or agent_name).replace("/", "_")
+    if not name.isprintable() or len(name.encode()) > _INSTANCE_IN_NAME_MAX:
+        import hashlib  # 2 ms that only such a name pays for
+
+        whole = (instance or agent_name).encode("utf-8", "surrogatepass")
+        digest = hashlib.sha256(whole).hexdigest()[:16]
+        kept = "".join(c if c.isascii() and c.isprintable() else "_" for c in name[:64])
+        name = f"{kept}-{digest}"
+    return os.path.join(directory, f"{agent_name}-{name}{suffix}")
+
+
+def write_file(path: str, text: str, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``text`` as root may: never through a link an attacker planted.
+
+    The temporary file is created anew (O_EXCL) without following links (O_NOFOLLOW), so
+    nothing planted at its name is written or chmod-ed; rename() then replaces ``path``
+    itself, a link there included, never its target.
+    """
+    tmp = f"{path}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a stale or planted one: unlink removes a link, not its target
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def setup_agent_logging(agent: Agent, environ: Mapping[str, str]) -> None:

@@ -21,9 +21,15 @@ import re
 import subprocess
 import sys
 
+# A Pacemaker resource id is an XML ID: only such a name is put into the XPath below (a
+# quote or bracket in it would change the query), and nothing longer than a node name.
+_RESOURCE_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,254}")
+
 
 def _is_remote_connection(rsc: str) -> bool:
     """Whether ``rsc`` is an ocf:pacemaker:remote resource: its id is the remote node's name."""
+    if not _RESOURCE_ID.fullmatch(rsc):
+        return False
     try:
         done = subprocess.run(
             ["cibadmin", "--query", "--scope", "resources", "--xpath",

@@ -28,6 +28,7 @@ from fence_compute.protocol import (
     Option,
     Options,
     run,
+    show_value,
 )
 
 LOG = logging.getLogger(__name__)
@@ -121,6 +122,12 @@ def _split_address(target: str, number: int, entry: str) -> tuple[str, int | Non
     return address, int(port_text)
 
 
+def _got(value: str) -> str:
+    """`` (got 'value')`` for an error line, or nothing when the value must not be shown."""
+    shown = show_value(value)
+    return f" (got {shown})" if shown is not None else " (its value starts with '-' and is not shown)"
+
+
 def check_config(options: Options) -> list[str]:
     """Cross-option rules; one line per problem, naming options, never secrets."""
     errors: list[str] = []
@@ -128,12 +135,12 @@ def check_config(options: Options) -> list[str]:
     try:
         RecordOnly.parse(options.text("record_only"))
     except ValueError as exc:
-        errors.append(f"option 'record_only' {exc} (got {options.text('record_only')!r})")
+        errors.append(f"option 'record_only' {exc}{_got(options.text('record_only') or '')}")
 
     endpoint = options.text("endpoint_type") or ""
     if endpoint.lower() not in {e.lower() for e in _ENDPOINT_TYPES}:
         errors.append(
-            f"option 'endpoint_type' must be one of {', '.join(_ENDPOINT_TYPES)} (got {endpoint!r})"
+            f"option 'endpoint_type' must be one of {', '.join(_ENDPOINT_TYPES)}{_got(endpoint)}"
         )
 
     domain, compute_domain = options.text("domain"), options.text("compute_domain")
@@ -201,7 +208,11 @@ _OPTIONS = (
         "auth_url",
         "Keystone Admin Auth URL",
         getopt="-k, --auth-url=[url]",
-        longdesc="Keystone identity endpoint, used when no cloud is given.",
+        longdesc=(
+            "Keystone identity endpoint, used when no cloud is given. Credentials written"
+            " in it (user:password@, a query string) are never shown in logs or the timeline."
+        ),
+        url=True,
     ),
     replace(
         _STD["username"],

@@ -34,7 +34,7 @@ from fence_compute.power import (
     PowerOutcome,
     power_confirmed,
 )
-from fence_compute.protocol import ExitCode, FenceError, Options
+from fence_compute.protocol import ExitCode, FenceError, Options, redact_text
 
 LOG = logging.getLogger(__name__)
 
@@ -68,6 +68,18 @@ def _target(options: Options, host: str | None = None) -> Target:
         + (options.seconds("power_timeout") or 0)
     )
     return Target(host, power_deadline, power_deadline + NOVA_BUDGET_SECONDS)
+
+
+def _record(options: Options, event: str, host: str, **fields: str) -> None:
+    """A timeline event whose texts hold no secret and no credential of ``auth_url``.
+
+    A reason may quote Keystone's error, and keystoneauth's names the URL as written
+    (``https://user:pass@keystone/v3``); the timeline is read by people and tools.
+    """
+    from nova_evacuate import timeline
+
+    secrets = options.secret_values()
+    timeline.record(event, host, **{k: redact_text(v, secrets) for k, v in fields.items()})
 
 
 # --- power ---------------------------------------------------------------------------
@@ -145,7 +157,6 @@ def _ledger(options: Options, client):
 
 def _mark_failed_over(options: Options, target: Target) -> None:
     """Steps 2 and 3 of off: force down, verified, then the durable request."""
-    from nova_evacuate import timeline
     from nova_evacuate.nova import NovaError
 
     try:
@@ -155,9 +166,9 @@ def _mark_failed_over(options: Options, target: Target) -> None:
             service = client.force_down(service.id, True)
         if not service.forced_down:
             raise FenceError(f"Nova did not keep {target.host} forced down")
-        timeline.record("forced_down", target.host)
+        _record(options, "forced_down", target.host)
         entry = _ledger(options, client).request(target.host)
-        timeline.record("evacuation_requested", target.host, state=str(entry.state))
+        _record(options, "evacuation_requested", target.host, state=str(entry.state))
     except FenceError:
         raise
     except NovaError as exc:
@@ -208,26 +219,25 @@ def brake_reason(nodes: dict[str, bool], held: set[str], limit: int) -> str | No
 
 
 def off(options: Options) -> int:
-    from nova_evacuate import timeline
-
     target = _target(options)
-    timeline.record("fence_start", target.host, by="fence_nova")
+    _record(options, "fence_start", target.host, by="fence_nova")
     refusal = mass_failure(options, target.host)
     if refusal is not None:
         LOG.error("%s: %s; power and Nova left untouched", target.host, refusal)
-        timeline.record("fence_failed", target.host, reason=refusal)
+        _record(options, "fence_failed", target.host, reason=refusal)
         return ExitCode.FAILURE
     outcome = _power(options, target, "off")
     if not outcome.may_proceed:
         LOG.error("%s: power-off not confirmed (%s); Nova left untouched", target.host, outcome.reason)
-        timeline.record("fence_failed", target.host, reason=f"power-off not confirmed: {outcome.reason}")
+        _record(options, "fence_failed", target.host,
+                reason=f"power-off not confirmed: {outcome.reason}")
         return ExitCode.FAILURE
     LOG.info("%s: %s", target.host, outcome.reason)
-    timeline.record("power_off_confirmed", target.host, how=outcome.reason)
+    _record(options, "power_off_confirmed", target.host, how=outcome.reason)
     try:
         _mark_failed_over(options, target)
     except FenceError as exc:
-        timeline.record("fence_failed", target.host, reason=str(exc))
+        _record(options, "fence_failed", target.host, reason=str(exc))
         raise
     _hold_connection(target.host)
     return ExitCode.SUCCESS
@@ -257,7 +267,7 @@ def on(options: Options) -> int:
     to unfence it again once the ledger says done. Finished (or nothing of ours): power
     on (``unfence_power=on``), then clear what Nova allows now; the worker does the rest.
     """
-    from nova_evacuate import host_return, timeline
+    from nova_evacuate import host_return
     from nova_evacuate.ledger import LedgerError, parse_marker
     from nova_evacuate.nova import ForceUpRefused, NovaError
     from nova_evacuate.pacemaker import PacemakerError
@@ -276,7 +286,7 @@ def on(options: Options) -> int:
         leave_disabled=leave_disabled)
     if not step.may_power_on:
         LOG.error("%s: not unfencing: %s", target.host, step.why)
-        timeline.record("unfence_refused", target.host, reason=step.why)
+        _record(options, "unfence_refused", target.host, reason=step.why)
         return ExitCode.FAILURE
     if options.text("unfence_power") == "keep-off":
         powered = _powered(options, target)
@@ -308,7 +318,7 @@ def on(options: Options) -> int:
         LOG.warning("%s: unfenced, but %s; the evacuation worker finishes the return",
                     target.host, exc)
     LOG.info("%s: unfenced (%s)", target.host, step.why)
-    timeline.record("unfenced", target.host, state=step.why)
+    _record(options, "unfenced", target.host, state=step.why)
     return ExitCode.SUCCESS
 
 

@@ -46,7 +46,8 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
+from urllib.parse import unquote
 from xml.sax.saxutils import escape as _xml_escape
 
 from nova_evacuate import logsetup
@@ -97,6 +98,15 @@ _GETOPT_RE = re.compile(
 )
 
 
+# Numbers are ASCII decimal only: int() and float() also take '١٢', '1_000', 'nan' and
+# 'inf', none of which a Pacemaker parameter means.  A bound keeps a typo (delay=6e9)
+# from hanging the agent or overflowing time.sleep().
+MAX_INTEGER = 2**31 - 1
+MAX_SECONDS = 86400.0  # one day: longer than any fence action may take
+_INTEGER_RE = re.compile(r"\+?[0-9]{1,10}")
+_SECONDS_RE = re.compile(r"\+?(?:[0-9]{1,20}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][+-]?[0-9]{1,3})?")
+
+
 def _convert(option: Option, raw: str | int | float | bool) -> tuple[Value, str | None]:
     """Type one value; returns (value, problem), never naming a secret's value."""
     if option.type == "boolean":
@@ -111,22 +121,22 @@ def _convert(option: Option, raw: str | int | float | bool) -> tuple[Value, str 
     if option.type == "integer":
         if isinstance(raw, bool):
             return None, "must be a non-negative integer"
-        try:
-            number = int(str(raw).strip(), 10)
-        except ValueError:
+        text = str(raw).strip()
+        if not _INTEGER_RE.fullmatch(text):
             return None, "must be a non-negative integer"
-        if number < 0:
-            return None, "must be a non-negative integer"
+        number = int(text, 10)
+        if number > MAX_INTEGER:
+            return None, f"must be a non-negative integer, at most {MAX_INTEGER}"
         return number, None
     if option.type == "second":
         if isinstance(raw, bool):
             return None, "must be a non-negative number of seconds"
-        try:
-            seconds = float(str(raw).strip())
-        except ValueError:
+        text = str(raw).strip()
+        if not _SECONDS_RE.fullmatch(text):
             return None, "must be a non-negative number of seconds"
-        if not math.isfinite(seconds) or seconds < 0:
-            return None, "must be a non-negative number of seconds"
+        seconds = float(text)
+        if not math.isfinite(seconds) or seconds > MAX_SECONDS:
+            return None, f"must be a non-negative number of seconds, at most {MAX_SECONDS:g}"
         return seconds, None
     if isinstance(raw, bool):
         return None, "needs a value"
@@ -212,6 +222,9 @@ class Option:
     gets ``<name>_script`` and ``<name>_file`` companions (see
     :meth:`FenceAgent.parameters`).  ``choices`` make it a ``select`` in
     metadata; values match case-insensitively and are stored as declared.
+    A ``url`` option's user info and query string are credentials
+    (``https://user:pass@keystone/v3?token=...``): they are shown as ``***`` in
+    every message, log line and repr (see :func:`redact_url`).
     """
 
     name: str
@@ -224,6 +237,7 @@ class Option:
     secret: bool = False
     choices: tuple[str, ...] | None = None
     longdesc: str = ""
+    url: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -244,6 +258,8 @@ class Option:
             if self.type != "string" or not self.choices:
                 raise ValueError(f"option {self.name}: choices need a string option")
             object.__setattr__(self, "choices", tuple(self.choices))
+        if self.url and (self.type != "string" or self.secret):
+            raise ValueError(f"option {self.name}: url needs a string option that is not secret")
         if self.secret and self.required:
             # A secret comes from <name>_script or <name>_file as well, so it is
             # never required as such, and never has to be typed on a command line.
@@ -621,7 +637,7 @@ class Options:
     loudly instead of reading ``None``.  Secret options hold :class:`Secret`.
     """
 
-    __slots__ = ("_given", "_nodename", "_types", "_values")
+    __slots__ = ("_given", "_nodename", "_types", "_urls", "_values")
 
     def __init__(
         self,
@@ -630,11 +646,14 @@ class Options:
         types: Mapping[str, str],
         given: Iterable[str] = (),
         nodename: str | None = None,
+        urls: Iterable[str] = (),
     ) -> None:
         object.__setattr__(self, "_values", dict(values))
         object.__setattr__(self, "_types", dict(types))
         object.__setattr__(self, "_given", frozenset(given))
         object.__setattr__(self, "_nodename", nodename)
+        # Names of ``url`` options: their credentials are redacted like secrets.
+        object.__setattr__(self, "_urls", frozenset(urls))
 
     @classmethod
     def for_agent(
@@ -667,6 +686,7 @@ class Options:
             types={o.name: o.type for o in agent.parameters},
             given=values.keys(),
             nodename=nodename,
+            urls=[o.name for o in agent.parameters if o.url],
         )
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -732,11 +752,20 @@ class Options:
         return value
 
     def secret_values(self) -> tuple[str, ...]:
-        """Every secret value held, for redaction."""
-        return tuple(v.reveal() for v in self._values.values() if isinstance(v, Secret) and v)
+        """Every secret value held, and the credentials inside ``url`` options, for redaction."""
+        found = [v.reveal() for v in self._values.values() if isinstance(v, Secret) and v]
+        for name in sorted(self._urls):
+            value = self._values.get(name)
+            if isinstance(value, str):
+                found.extend(url_secrets(value))
+        return tuple(found)
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v!r}" for k, v in self._values.items() if k in self._given)
+        shown = ", ".join(
+            f"{k}={(redact_url(v) if k in self._urls and isinstance(v, str) else v)!r}"
+            for k, v in self._values.items()
+            if k in self._given
+        )
         return f"Options({shown})"
 
 
@@ -753,6 +782,9 @@ class _Raw:
     verbose_count: int = 0
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Set when the input as a whole is refused (a control character): nothing
+    # else of it is read, not even the action, and the agent exits 1 at once.
+    fatal: str | None = None
 
     def put(self, option: Option, value: str | bool, given_as: str) -> None:
         previous = self.values.get(option.name)
@@ -767,10 +799,39 @@ class _Raw:
         self.values[option.name] = (value, given_as)
 
 
+# Refused anywhere in stdin and argv: the C0 controls but tab, DEL, the C1
+# controls, U+2028/U+2029 (str.splitlines() and many log and terminal readers
+# break lines at these, so one line could carry a second option past whoever
+# checked it), and lone surrogates (bytes that were not UTF-8, kept by Python's
+# surrogateescape).  Carriage return is allowed only at the end of a stdin line.
+_FORBIDDEN_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def forbidden_character(text: str) -> str | None:
+    """What in ``text`` an input may not hold ("control character U+000B"), or None."""
+    match = _FORBIDDEN_RE.search(text)
+    if match is None:
+        return None
+    char = match.group()
+    if "\ud800" <= char <= "\udfff":
+        return "bytes that are not UTF-8"
+    return f"control character U+{ord(char):04X}"
+
+
 def parse_stdin(agent: FenceAgent, text: str) -> _Raw:
-    """Parse fence-agents' stdin: one ``key=value`` per line."""
+    """Parse fence-agents' stdin: one ``key=value`` per line.
+
+    Lines end at ``\\n`` only (a trailing ``\\r`` is dropped), as fence-agents
+    reads them.  A line holding any other control character refuses the whole
+    input (:attr:`_Raw.fatal`): it is not split, guessed at, or partly applied.
+    """
     raw = _Raw()
-    for lineno, line in enumerate(text.splitlines(), 1):
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    for lineno, line in enumerate(lines, 1):
+        problem = forbidden_character(line)
+        if problem:
+            return _Raw(fatal=f"stdin line {lineno} holds {problem}; refusing the whole input")
+    for lineno, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -798,8 +859,12 @@ def parse_stdin(agent: FenceAgent, text: str) -> _Raw:
 
 def parse_argv(agent: FenceAgent, argv: Sequence[str]) -> _Raw:
     """Parse argv: long flags from option names, short flags from getopt."""
-    raw = _Raw()
     args = list(argv)
+    for position, arg in enumerate(args, 1):
+        problem = forbidden_character(arg)
+        if problem:
+            return _Raw(fatal=f"argument {position} holds {problem}; refusing the command line")
+    raw = _Raw()
     index = 0
 
     def take(option: Option, flag: str, inline: str | None) -> None:
@@ -818,6 +883,17 @@ def parse_argv(agent: FenceAgent, argv: Sequence[str]) -> _Raw:
         if inline is None:
             if index + 1 >= len(args):
                 raw.errors.append(f"option {flag} needs a value")
+                return
+            following = args[index + 1]
+            if following.startswith("-") and len(following) > 1:
+                # getopt would take it as the value: `--login-timeout -pSECRET` would
+                # swallow a password and then echo it as a bad number.  The next
+                # argument is parsed as the option it looks like instead.
+                spelled = f"{flag}=VALUE" if flag.startswith("--") else f"{flag}VALUE"
+                raw.errors.append(
+                    f"option {flag} needs a value, but the next argument is an option;"
+                    f" write {spelled} for a value that starts with '-'"
+                )
                 return
             index += 1
             inline = args[index]
@@ -855,10 +931,96 @@ def _show_key(key: str) -> str:
     return repr(shown) if not shown.isprintable() or "'" in shown else f"'{shown}'"
 
 
+def show_value(value: str) -> str | None:
+    """``value`` quoted for an error message, or None when it must not be shown.
+
+    A value that starts with ``-`` is never shown: on a command line it is most
+    likely the next option, swallowed (a password given as ``-pSECRET``).
+    """
+    if value.startswith("-"):
+        return None
+    return _show_key(value)
+
+
 def _describe_bad(option: Option, raw: str | bool, problem: str) -> str:
     if option.secret or isinstance(raw, bool):
         return f"option '{option.name}' {problem}"
-    return f"option '{option.name}' {problem} (got {_show_key(str(raw))})"
+    shown = show_value(redact_url(raw) if option.url else raw)
+    if shown is None:
+        return f"option '{option.name}' {problem} (its value starts with '-' and is not shown)"
+    return f"option '{option.name}' {problem} (got {shown})"
+
+
+# --------------------------------------------------------------------------
+# Redaction
+
+_URL_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+# The user info of any URL in free text (an exception's message): always a credential.
+_USERINFO_IN_TEXT_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@]+@")
+
+
+def _split_url(url: str) -> tuple[str, str | None, str, str | None, str | None]:
+    """(``scheme://``, user info, host and path, query, fragment), by hand.
+
+    urllib refuses some malformed URLs, and a redaction must never fail.  The user
+    info runs to the *last* ``@``: a password holding ``/``, ``?`` or ``#`` (unencoded)
+    is then still hidden, at the price of hiding too much of an odd URL.
+    """
+    match = _URL_SCHEME_RE.match(url)
+    prefix = match.group() if match else ""
+    rest = url[len(prefix) :]
+    userinfo = None
+    if "@" in rest:
+        userinfo, _, rest = rest.rpartition("@")
+    rest, hash_mark, fragment = rest.partition("#")
+    rest, question_mark, query = rest.partition("?")
+    return (
+        prefix,
+        userinfo,
+        rest,
+        query if question_mark else None,
+        fragment if hash_mark else None,
+    )
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its user info, query string and fragment shown as ``***``.
+
+    ``https://admin:pw@keystone:5000/v3?token=x`` gives ``https://***@keystone:5000/v3?***``.
+    Pure, and total: any string gives a string.
+    """
+    prefix, userinfo, rest, query, fragment = _split_url(url)
+    return (
+        prefix
+        + ("***@" if userinfo is not None else "")
+        + rest
+        + ("?***" if query else "?" if query is not None else "")
+        + ("#***" if fragment else "#" if fragment is not None else "")
+    )
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The parts of ``url`` that :func:`redact_url` hides, to redact them from free text.
+
+    The user info, its password alone, the query and the fragment, as written
+    and percent-decoded (a library may print either).
+    """
+    _, userinfo, _, query, fragment = _split_url(url)
+    parts = [userinfo, query, fragment]
+    if userinfo and ":" in userinfo:
+        parts.append(userinfo.partition(":")[2])
+    found: list[str] = []
+    for part in parts:
+        if part:
+            found.extend(dict.fromkeys((part, unquote(part))))
+    return tuple(found)
+
+
+def redact_text(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret, and the user info of any URL in it, shown as ``***``."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return _USERINFO_IN_TEXT_RE.sub(r"\1***@", text)
 
 
 # --------------------------------------------------------------------------
@@ -922,14 +1084,22 @@ def _run_secret_script(name: str, command: str) -> tuple[Secret | None, str | No
 
 
 def _read_secret_file(name: str, path: str) -> tuple[Secret | None, str | None]:
+    # stat() before open(): opening a FIFO for reading blocks until a writer comes
+    # (forever), and opening a device may do something.  O_NONBLOCK on the open and
+    # the fstat() after it cover a file swapped for one of those in between.
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None, f"{name} {path!r} is not a regular file"
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as exc:
         return None, f"{name} {path!r} cannot be opened: {exc.strerror}"
+    except ValueError:  # a NUL in the path
+        return None, f"{name} cannot be opened: its path holds a NUL character"
     with os.fdopen(fd, "rb") as handle:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             return None, f"{name} {path!r} is not a regular file"
+        os.set_blocking(fd, True)
         if mode & stat.S_IROTH:
             return None, (
                 f"{name} {path!r} is readable by every user (mode {stat.S_IMODE(mode):04o});"
@@ -944,8 +1114,9 @@ def _first_line(name: str, data: bytes, empty: str) -> tuple[Secret | None, str 
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return None, f"{name}: the secret is not UTF-8 text"
-    # Trailing white space is dropped, as fence-agents' rstrip() does.
-    line = text.splitlines()[0].rstrip() if text else ""
+    # The first line ends at "\n" only (not at \x0b, \x85, \u2028 ... as
+    # splitlines() would); trailing white space is dropped, as fence-agents' rstrip() does.
+    line = text.split("\n", 1)[0].rstrip()
     if not line:
         return None, f"{name} {empty}"
     return Secret(line), None
@@ -959,6 +1130,8 @@ def _first_line(name: str, data: bytes, empty: str) -> tuple[Secret | None, str 
 class _Parsed:
     options: Options | None
     errors: tuple[str, ...]
+    # Secrets resolved from a _script or _file: redacted from the errors too.
+    secrets: tuple[str, ...] = ()
 
 
 def build_options(agent: FenceAgent, raw: _Raw, action: str) -> _Parsed:
@@ -1015,18 +1188,20 @@ def build_options(agent: FenceAgent, raw: _Raw, action: str) -> _Parsed:
             companions = (option.name, f"{option.name}_script", f"{option.name}_file")
             if any(name in raw.values for name in companions):
                 given_names.add(option.name)
+    resolved = tuple(v.reveal() for v in values.values() if isinstance(v, Secret) and v)
     if errors:
-        return _Parsed(None, tuple(errors))
+        return _Parsed(None, tuple(errors), resolved)
 
     options = Options(
         values,
         types={o.name: o.type for o in agent.parameters},
         given=given_names,
         nodename=raw.nodename,
+        urls=[o.name for o in agent.parameters if o.url],
     )
     if agent.check is not None:
         errors.extend(agent.check(options))
-    return _Parsed(None if errors else options, tuple(errors))
+    return _Parsed(None if errors else options, tuple(errors), options.secret_values())
 
 
 # --------------------------------------------------------------------------
@@ -1119,6 +1294,9 @@ def usage_text(agent: FenceAgent) -> str:
         f"\techo -e 'action=off\\nplug=NODE\\n...' | {agent.name}",
         "",
         "Without command-line options, options are read from stdin, one key=value per line.",
+        "Lines end at a newline; a line or argument holding any other control character",
+        f"is refused as a whole. Numbers are ASCII decimals: integers up to {MAX_INTEGER},",
+        f"seconds up to {MAX_SECONDS:g}.",
         "",
         "Options:",
     ]
@@ -1178,14 +1356,89 @@ def _read_stdin(stdin: TextIO | None) -> tuple[str, str | None]:
     return text, None
 
 
-def _redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+def _raw_secrets(agent: FenceAgent, raw: _Raw) -> list[str]:
+    """The secrets written on stdin or argv themselves, before any is resolved.
+
+    A parse error about another option must not show one either (the same text
+    given to two options, a password swallowed as a value).
+    """
+    found: list[str] = []
+    for name, (value, _) in raw.values.items():
+        option = agent.lookup(name)
+        if option is None or not isinstance(value, str) or not value:
+            continue
+        if option.secret:
+            found.append(value)
+        elif option.url:
+            found.extend(url_secrets(value))
+    return found
+
+
+# Record attributes that hold text: set when the record is made (msg) and while
+# it is formatted (message, exc_text, and oslo.log's error_summary, the exception
+# being handled, which oslo.log appends to every warning logged in an except block).
+_RECORD_TEXTS = frozenset({"msg", "message", "exc_text", "error_summary", "stack_info"})
+
+
+class _RedactingRecord(logging.LogRecord):
+    """A log record whose texts are redacted whenever they are set, a formatter's too."""
+
+    _secrets: tuple[str, ...] = ()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _RECORD_TEXTS and isinstance(value, str):
+            value = redact_text(value, self._secrets)
+        super().__setattr__(name, value)
+
+
+@contextlib.contextmanager
+def _redacted_records(secrets: Sequence[str]) -> Iterator[None]:
+    """While a handler runs, every log record, a library's too, is redacted.
+
+    keystoneauth logs each request's URL at debug level, and the message of its
+    ConnectionError holds it: with credentials in ``auth_url`` that would reach
+    stderr, syslog and ``debug_file``.  Handlers are replaced by oslo.log at the
+    first record, so the redaction is done where records are made.
+    """
+    previous = logging.getLogRecordFactory()
+    kept = tuple(s for s in secrets if s)
+
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if type(record) is logging.LogRecord:  # another factory's class is left as it is
+            record.__class__ = _RedactingRecord
+            object.__setattr__(record, "_secrets", kept)
+        _redact_message(record, kept)
+        return record
+
+    logging.setLogRecordFactory(make_record)
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(previous)
+
+
+def _redact_message(record: logging.LogRecord, secrets: Sequence[str]) -> None:
+    """Merge and redact the message now: a handler may call getMessage() itself."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string: logging reports it, with nothing of ours
+        return
+    clean = redact_text(message, secrets)
+    if clean != message:
+        record.msg, record.args = clean, None
+
+
+def _text_of(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # an exception whose __str__ fails still gets its one line
+        return "(no message)"
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    # A reason may carry a BMC's or Nova's text: no control character reaches a terminal.
+    return _FORBIDDEN_RE.sub("?", " ".join(text.split()))
 
 
 def _quick_flag(raw: _Raw, name: str) -> bool:
@@ -1221,11 +1474,12 @@ def run(
     try:
         return _run(agent, handlers, argv, stdin, stdout, sleep, setup_logging)
     except Exception as exc:
-        # A bug of ours (or of an agent's check): still one line, no traceback
-        # on stderr, and never success.
-        LOG.error("unexpected error: %s: %s", type(exc).__name__, _one_line(str(exc)))
-        LOG.debug("%s", "".join(traceback.format_exception(exc)))
-        return ExitCode.FAILURE
+        failure, detail = exc, "".join(traceback.format_exception(exc))
+    # A bug of ours (or of an agent's check): still one line, no traceback on
+    # stderr, and never success.  Logged after the except block (see _call).
+    LOG.error("unexpected error: %s: %s", type(failure).__name__, _one_line(_text_of(failure)))
+    LOG.debug("%s", detail)
+    return ExitCode.FAILURE
 
 
 def _run(
@@ -1242,13 +1496,25 @@ def _run(
         raw = parse_argv(agent, argv)
     else:
         text, problem = _read_stdin(stdin)
-        raw = parse_stdin(agent, text)
-        if problem:
-            raw.errors.insert(0, problem)
+        # Unreadable (not UTF-8, too large) is refused as a whole too: nothing
+        # of it is half-read.
+        raw = _Raw(fatal=f"{problem}; refusing the whole input") if problem else parse_stdin(
+            agent, text
+        )
+
+    if raw.fatal is not None:
+        # Refused as a whole, before anything of it is used: not even the
+        # logging options, the action or metadata.
+        if setup_logging is not None:
+            setup_logging(agent.name, debug=False, use_stderr=True, use_syslog=True)
+        LOG.error("%s", raw.fatal)
+        return ExitCode.FAILURE
 
     verbose = _quick_flag(raw, "verbose") or raw.verbose_count > 0
     level = raw.values.get("verbose_level", ("0", ""))[0]
-    if isinstance(level, str) and level.strip().isdigit() and int(level) > 0:
+    level = level.strip() if isinstance(level, str) else ""
+    # ASCII digits only: str.isdigit() is true for '²', which int() refuses.
+    if level.isascii() and level.isdigit() and int(level) > 0:
         verbose = True
     debug_file = raw.values.get("debug_file", ("", ""))[0]
     if setup_logging is not None:
@@ -1278,17 +1544,19 @@ def _run(
         out.flush()
         return ExitCode.SUCCESS
 
+    raw_secrets = _raw_secrets(agent, raw)
     if setup_logging is not None and isinstance(debug_file, str) and debug_file:
         _add_debug_file(debug_file)
     for warning in raw.warnings:
-        LOG.warning("%s", warning)
+        LOG.warning("%s", redact_text(warning, raw_secrets))
 
     if not agent.has_action(action):
         for error in raw.errors:
-            LOG.error("%s", error)
+            LOG.error("%s", redact_text(error, raw_secrets))
+        shown = show_value(str(given_action)) or "(a value that starts with '-', not shown)"
         LOG.error(
             "Unrecognised action %s; %s accepts: %s",
-            _show_key(str(given_action)),
+            redact_text(shown, raw_secrets),
             agent.name,
             ", ".join(a.name for a in agent.actions),
         )
@@ -1297,7 +1565,7 @@ def _run(
     parsed = build_options(agent, raw, action)
     if parsed.options is None:
         for error in parsed.errors:
-            LOG.error("%s", error)
+            LOG.error("%s", redact_text(error, [*raw_secrets, *parsed.secrets]))
         return ExitCode.FAILURE
     options = parsed.options
 
@@ -1321,21 +1589,23 @@ def _run(
 
 def _call(handler: Handler, options: Options, action: str) -> int:
     secrets = options.secret_values()
-    try:
-        result = handler(options)
-    except FenceError as exc:
-        LOG.error("%s", _one_line(_redact(exc.reason, secrets)))
-        return ExitCode.FAILURE
-    except Exception as exc:
-        LOG.error(
-            "unexpected error: %s: %s",
-            type(exc).__name__,
-            _one_line(_redact(str(exc), secrets)),
-        )
-        if LOG.isEnabledFor(logging.DEBUG):
-            detail = "".join(traceback.format_exception(exc))
-            LOG.debug("%s", _redact(detail, secrets))
-        return ExitCode.FAILURE
+    with _redacted_records(secrets):
+        failure, detail = None, ""
+        try:
+            result = handler(options)
+        except FenceError as exc:
+            failure = exc.reason
+        except Exception as exc:
+            failure = f"unexpected error: {type(exc).__name__}: {_text_of(exc)}"
+            if LOG.isEnabledFor(logging.DEBUG):
+                detail = "".join(traceback.format_exception(exc))
+        if failure is not None:
+            # Logged after the except block: oslo.log appends the exception being
+            # handled to a line logged inside one, making it two messages in one.
+            LOG.error("%s", _one_line(redact_text(failure, secrets)))
+            if detail:
+                LOG.debug("%s", redact_text(detail, secrets))
+            return ExitCode.FAILURE
     if isinstance(result, bool) or not isinstance(result, int):
         LOG.error(
             "unexpected error: handler for '%s' returned %s, not an exit code",
@@ -1355,10 +1625,17 @@ def _add_debug_file(path: str) -> None:
     """
     LOG.debug("writing debug log to %s", path)
     try:
-        handler = logging.FileHandler(path)
+        # as root: no link followed, a regular file only (logsetup.open_for_append)
+        stream = os.fdopen(logsetup.open_for_append(path), "a", encoding="utf-8",
+                           errors="backslashreplace")
     except OSError as exc:
-        LOG.error("cannot open debug_file %r: %s", path, exc.strerror)
+        LOG.error("cannot open debug_file %r: %s", path, exc.strerror or exc)
         return
+    except ValueError:  # a NUL in the path (never from stdin or argv, which refuse it)
+        LOG.error("cannot open debug_file: its path holds a NUL character")
+        return
+    handler = logging.StreamHandler(stream)
+    logsetup.printable_output(handler)
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s: %(message)s"))
     logging.getLogger().addHandler(handler)
@@ -1378,7 +1655,12 @@ __all__ = [
     "OptionType",
     "Options",
     "Secret",
+    "forbidden_character",
     "metadata_xml",
+    "redact_text",
+    "redact_url",
     "run",
+    "show_value",
+    "url_secrets",
     "usage_text",
 ]

@@ -15,8 +15,13 @@ Nova sees the host down. ``--json`` prints the plan or the report as one JSON do
 
 Exit codes: 0 every planned instance finished (dry run: the plan is complete and the gates
 pass); 1 some instance failed or timed out (dry run: a capacity shortfall), or the run
-could not finish; 2 bad command line or configuration; 3 a safety gate refused, or another
+could not finish; 2 bad command line or configuration (a clouds.yaml entry that cannot be
+used is configuration too), each said in one line; 3 a safety gate refused, or another
 engine holds the evacuation.
+
+Text from the configuration or from Nova (names, reasons, errors) is printed without its
+control characters, so a server name cannot move the cursor or forge a line; ``--json``
+prints it exactly, JSON-escaped.
 """
 
 from __future__ import annotations
@@ -28,26 +33,38 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from nova_evacuate.logsetup import setup_logging
+from nova_evacuate.timeline import terminal_text
 
 LOG = logging.getLogger("nova_evacuate.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+MAX_NAME = 255  # a host or cloud name: a DNS name is at most 253 characters
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own exit code is 2 as well
-        self.print_usage(sys.stderr)
-        print(f"nova-evacuate: error: {message}", file=sys.stderr)
+    def error(self, message: str) -> NoReturn:  # argparse's own exit code is 2 as well
+        # one line, not argparse's usage block: the refusal is the message
+        print(f"nova-evacuate: error: {terminal_text(message)} (see --help)", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
+
+
+def _name(text: str) -> str:
+    """A host or cloud name from the command line: one bounded printable token."""
+    if not text or len(text) > MAX_NAME or terminal_text(text) != text or text.split() != [text]:
+        raise argparse.ArgumentTypeError(
+            f"{text[:60]!r} is not a name (1 to {MAX_NAME} printable"
+            f" characters, no spaces)")
+    return text
 
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="nova-evacuate", description=__doc__.split("\n\n")[1],
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("host", help="the failed compute host, as Nova or the cluster names it")
+    p.add_argument("host", type=_name,
+                   help="the failed compute host, as Nova or the cluster names it")
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     p.add_argument("--wait", action="store_true",
                    help="if another engine holds the evacuation, follow it to its end")
@@ -55,13 +72,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="override the mass-failure brake")
     p.add_argument("--config-file", action="append", dest="config_files", metavar="FILE",
                    help="oslo.config file (default /etc/openstack-ha/openstack-ha.conf)")
-    p.add_argument("--cloud", help="clouds.yaml entry (overrides [cloud] cloud)")
+    p.add_argument("--cloud", type=_name, help="clouds.yaml entry (overrides [cloud] cloud)")
     p.add_argument("--debug", action="store_true", help="log debug messages")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # a terminal in a non-UTF-8 locale: no crash
+        sys.stdout.reconfigure(errors="replace")
     interactive = sys.stdout.isatty() and not args.json and not args.dry_run
     setup_logging("nova-evacuate", debug=args.debug)
     if interactive and not args.debug:
@@ -89,7 +108,11 @@ def _main(args: argparse.Namespace, interactive: bool) -> int:
     settings = engine_mod.Settings.from_conf(conf)
     display = Display(sys.stdout, interactive) if not args.json else None
     try:
+        # Nothing is sent yet: a cloud that cannot be used is a configuration error.
         nova = connect_from_conf(conf, args.cloud)
+    except NovaError as exc:
+        return _fail(EXIT_USAGE, f"configuration: {exc}")
+    try:
         ledger = Ledger(nova, _mirror(), domain=settings.domain)
         engine = engine_mod.Engine(nova, ledger, settings,
                                    progress=display.update if display else lambda t: None)
@@ -113,8 +136,13 @@ def _main(args: argparse.Namespace, interactive: bool) -> int:
 
 
 def _fail(code: int, message: str) -> int:
-    print(f"nova-evacuate: {message}", file=sys.stderr)
+    print(f"nova-evacuate: {_one_line(message)}", file=sys.stderr)
     return code
+
+
+def _one_line(text: object) -> str:
+    """``text`` for a terminal, on one line: control characters out, whitespace runs one."""
+    return " ".join(terminal_text(" ".join(str(text).splitlines())).split())
 
 
 def _mirror():
@@ -173,21 +201,24 @@ def plan_dict(plan: Any, gates: str) -> dict[str, Any]:
 
 
 def render_plan(plan: Any, gates: str) -> str:
-    lines = [f"Evacuation plan for {plan.host} (dry run: nothing changed)",
-             f"gates: {gates}", f"selection: {plan.tagging}", ""]
+    """The plan as text for a terminal: names, statuses and reasons from Nova or the
+    configuration without their control characters."""
+    text = _one_line
+    lines = [f"Evacuation plan for {text(plan.host)} (dry run: nothing changed)",
+             f"gates: {text(gates)}", f"selection: {text(plan.tagging)}", ""]
     if plan.moves:
         lines.append(f"{'#':>3}  {'phase':>5}  {'name':<24} {'status':<8} {'flavor':<12}"
                      f" {'vcpu':>4} {'ram MB':>7}  target")
         for i, m in enumerate(plan.moves, 1):
             s = m.server
-            target = m.target or "(scheduler: no room found)"
-            lines.append(f"{i:>3}  {m.phase:>5}  {s.name[:24]:<24} {s.status:<8}"
-                         f" {s.flavor_name[:12]:<12} {s.vcpus:>4} {s.ram_mb:>7}  {target}"
+            target = text(m.target) if m.target else "(scheduler: no room found)"
+            lines.append(f"{i:>3}  {m.phase:>5}  {text(s.name)[:24]:<24} {text(s.status):<8}"
+                         f" {text(s.flavor_name)[:12]:<12} {s.vcpus:>4} {s.ram_mb:>7}  {target}"
                          + ("  [state reset first]" if m.reset_first else ""))
     else:
         lines.append("nothing to evacuate")
     for s in plan.skipped:
-        lines.append(f"  left: {s.server.name} ({s.server.id}): {s.reason}")
+        lines.append(f"  left: {text(s.server.name)} ({text(s.server.id)}): {text(s.reason)}")
     lines.append("")
     if plan.capacity_ok:
         lines.append(f"capacity: OK, the surviving hosts can take all {len(plan.moves)}")
@@ -200,23 +231,25 @@ def render_plan(plan: Any, gates: str) -> str:
 def _follow(ledger: Any, host: str, interval: float) -> int:
     from nova_evacuate.ledger import FINISHED, State
 
-    print(f"nova-evacuate: {host} is being evacuated by another engine; following it",
-          file=sys.stderr)
+    print(f"nova-evacuate: {_one_line(host)} is being evacuated by another engine;"
+          " following it", file=sys.stderr)
     while True:
         entry = ledger.read(host)
         if entry is None or entry.state in FINISHED:
             break
         time.sleep(max(interval, 1.0))
     if entry is None:
-        print(f"{host}: no evacuation recorded any more (the host was returned)")
+        print(f"{_one_line(host)}: no evacuation recorded any more (the host was returned)")
         return EXIT_OK
-    print(f"{host}: evacuation {entry.state} by {entry.by}: {entry.evacuated} done,"
-          f" {entry.failed} failed" + (f" ({entry.note})" if entry.note else ""))
+    print(_one_line(f"{host}: evacuation {entry.state} by {entry.by}: {entry.evacuated} done,"
+                    f" {entry.failed} failed" + (f" ({entry.note})" if entry.note else "")))
     return EXIT_OK if entry.state is State.DONE else EXIT_FAILED
 
 
 class Display:
-    """Per-instance progress: redrawn in place on a terminal, one line per change otherwise."""
+    """Per-instance progress: redrawn in place on a terminal, one line per change otherwise.
+    Names, hosts and reasons (Nova's) are shown without their control characters: the only
+    escape sequences written are the display's own."""
 
     def __init__(self, out: TextIO, interactive: bool) -> None:
         self.out = out
@@ -232,15 +265,17 @@ class Display:
         else:
             where = f" on {track.dest}" if track.dest else ""
             reason = f": {track.reason}" if track.reason and track.state != "done" else ""
-            self.out.write(f"{time.monotonic() - self.t0:7.1f}s {track.server.name}"
-                           f" ({track.server.id}) {track.state}{where}{reason}\n")
+            self.out.write(f"{time.monotonic() - self.t0:7.1f}s "
+                           + _one_line(f"{track.server.name} ({track.server.id})"
+                                       f" {track.state}{where}{reason}") + "\n")
             self.out.flush()
 
     def _redraw(self) -> None:
         width = shutil.get_terminal_size((100, 24)).columns
         lines = []
         for t in self.rows.values():
-            line = f"  {t.server.name[:28]:<28} {t.state:<11} {t.dest or '':<16} {t.reason}"
+            line = (f"  {_one_line(t.server.name)[:28]:<28} {_one_line(t.state):<11}"
+                    f" {_one_line(t.dest or ''):<16} {_one_line(t.reason)}")
             lines.append(line[:width - 1])
         done = sum(t.state == "done" for t in self.rows.values())
         lines.append(f"  {done}/{len(self.rows)} done, {time.monotonic() - self.t0:.0f}s")
@@ -251,15 +286,18 @@ class Display:
         self.drawn = len(lines)
 
     def finish(self, report: Any) -> None:
-        self.out.write(f"{report.host}: {report.count('done')} done, {report.count('failed')}"
-                       f" failed, {report.count('timed out')} timed out,"
-                       f" {len(report.plan.skipped)} left by selection;"
-                       f" ledger {report.ledger.state if report.ledger else 'not updated'}\n")
+        self.out.write(_one_line(
+            f"{report.host}: {report.count('done')} done, {report.count('failed')}"
+            f" failed, {report.count('timed out')} timed out,"
+            f" {len(report.plan.skipped)} left by selection;"
+            f" ledger {report.ledger.state if report.ledger else 'not updated'}") + "\n")
         for t in report.tracks:
             if t.state != "done":
-                self.out.write(f"  {t.server.name} ({t.server.id}): {t.state}: {t.reason}\n")
+                self.out.write("  " + _one_line(f"{t.server.name} ({t.server.id}): {t.state}:"
+                                                f" {t.reason}") + "\n")
         for s in report.plan.skipped:
-            self.out.write(f"  left: {s.server.name} ({s.server.id}): {s.reason}\n")
+            self.out.write("  " + _one_line(f"left: {s.server.name} ({s.server.id}):"
+                                            f" {s.reason}") + "\n")
         self.out.flush()
 
 

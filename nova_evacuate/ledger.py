@@ -150,9 +150,9 @@ def parse_marker(reason: str | None) -> LedgerEntry | None:
         raise LedgerError(f"ledger marker version {version!r} is not {VERSION!r}: {reason!r}")
     fields: dict[str, str] = {}
     pos = 0
-    for token in _TOKEN.finditer(rest):
-        if token.start() != pos or token[1] in fields:
-            break
+    # Each token is matched where the last one ended, never searched for further on: a
+    # search would retry the pattern at every later position (quadratic in the length).
+    while (token := _TOKEN.match(rest, pos)) is not None and token[1] not in fields:
         fields[token[1]] = _unquote(token[2])
         pos = token.end()
     if rest[pos:].strip():
@@ -177,8 +177,10 @@ def parse_marker(reason: str | None) -> LedgerEntry | None:
 def _count(text: str | None) -> int | None:
     if text is None:
         return None
-    if not text.isdigit():
-        raise ValueError(f"count {text!r} is not a number")
+    # ASCII digits only, as written: str.isdigit() also takes "²" (int() refuses it) and
+    # other scripts' digits; more than 7 digits is past LedgerEntry's bound anyway.
+    if not (text.isascii() and text.isdigit() and len(text) <= 7):
+        raise ValueError(f"count {text[:20]!r} is not a number from 0 to 1000000")
     return int(text)
 
 

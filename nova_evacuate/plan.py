@@ -121,6 +121,7 @@ class Migration:
     dest_host: str | None
     created_at: float  # epoch seconds
     migration_type: str = "evacuation"
+    updated_at: float = 0.0  # epoch seconds; 0: never updated since created
 
     @property
     def finished(self) -> bool:
@@ -141,13 +142,39 @@ def latest_migrations(migrations: Iterable[Migration]) -> dict[str, Migration]:
 
 
 def rebuilding_onto(host: str, migrations: Iterable[Migration]) -> set[str]:
-    """Ids of the servers whose newest evacuation targets ``host`` and is still under way:
-    the ones being rebuilt onto it when it failed, which its own evacuation takes over
-    (Nova still names their first failed host as their host). One just done is on ``host``
-    already (Nova saves the host before the migration's end); a failed one stays with the
-    engine that sent it, which evacuates it again elsewhere."""
-    return {sid for sid, m in latest_migrations(migrations).items()
-            if m.dest_host == host and not m.finished}
+    """Ids of the servers with an evacuation onto ``host`` still under way when it failed:
+    its own evacuation takes them over (Nova still names their first failed host as their
+    host), and ``host`` returns only once they are settled. Not only the newest migration
+    counts: a request ``host`` took but never started stays queued for it, and runs when
+    its nova-compute returns, so a server sent elsewhere since must be settled there first
+    (else it would be rebuilt twice at once). One just done is on ``host`` already (Nova
+    saves the host before the migration's end); a failed one stays with the engine that
+    sent it, which evacuates it again elsewhere."""
+    return {m.server_id for m in migrations if m.dest_host == host and not m.finished}
+
+
+def left_in_error_by_a_queued_request(host: str,
+                                      migrations: Iterable[Migration]) -> dict[str, str]:
+    """Servers that ``host``, back in service, may have put in ERROR by running a request it
+    took before it failed and never started, by id, with the host their later evacuation
+    rebuilt them on. Nova runs such a request when the host's nova-compute returns, finds
+    the server's task changed (it was rebuilt elsewhere since), fails the migration and
+    sets the server ERROR, though it runs, unharmed, on its new host. Only a migration onto
+    ``host`` that failed after a later one elsewhere succeeded counts."""
+    migrations = list(migrations)
+    rebuilt_elsewhere: dict[str, Migration] = {}
+    for m in migrations:
+        if m.succeeded and m.dest_host not in (host, None):
+            newest = rebuilt_elsewhere.get(m.server_id)
+            if newest is None or m.id > newest.id:
+                rebuilt_elsewhere[m.server_id] = m
+    found: dict[str, str] = {}
+    for m in migrations:
+        later = rebuilt_elsewhere.get(m.server_id)
+        if m.dest_host == host and m.status in ("failed", "error") and later is not None \
+                and later.id > m.id and m.updated_at >= later.updated_at:
+            found[m.server_id] = later.dest_host or ""
+    return found
 
 
 @dataclass(frozen=True)
@@ -362,9 +389,14 @@ def mass_failure_brake(services: Sequence[ServiceState], aggregates: Sequence[Ag
     """
     if not services:
         return Brake(True, "Nova lists no compute services")
+    # Fail closed: every comparison with NaN is false, so each test below is written as
+    # "not within the bound", and a bound that is no fraction at all engages the brake.
+    if not 0.0 <= max_down_fraction <= 1.0:
+        return Brake(True, f"max_down_fraction {max_down_fraction!r} is not a fraction from 0"
+                           f" to 1; acting on nothing automatically")
     down = sorted(s.host for s in services if s.down and (s.host == host or not s.fenced))
     fraction = len(down) / len(services)
-    if fraction > max_down_fraction:
+    if not fraction <= max_down_fraction:
         return Brake(True, f"{len(down)} of {len(services)} compute services are down"
                            f" ({', '.join(down)}): more than max_down_fraction"
                            f" {max_down_fraction:g}; acting on nothing automatically")
@@ -373,7 +405,7 @@ def mass_failure_brake(services: Sequence[ServiceState], aggregates: Sequence[Ag
         for aggregate in aggregates:
             if host in aggregate.hosts:
                 n = len(aggregate.hosts & down_set)
-                if n > max_down_per_aggregate:
+                if not n <= max_down_per_aggregate:
                     return Brake(True, f"{n} hosts of aggregate {aggregate.name} are down:"
                                        f" more than max_down_per_aggregate"
                                        f" {max_down_per_aggregate}; acting on nothing"

@@ -46,6 +46,7 @@ from typing import Any
 
 from nova_evacuate import engine as engine_mod
 from nova_evacuate import host_return, timeline
+from nova_evacuate import plan as planning
 from nova_evacuate.ledger import (
     FINISHED,
     AttributeMirror,
@@ -103,6 +104,8 @@ class Worker:
         self.running: dict[str, threading.Thread] = {}
         self.refused: dict[str, str] = {}
         self.rechecks: dict[str, float] = {}  # host → monotonic time the watch ends
+        self.fenced_at: dict[str, datetime] = {}  # host → when its returned evacuation began
+        self.repaired: set[str] = set()  # servers whose state a recheck reset
         self.last_scan = -1e9
         self.last_error = ""
         self.seen_attributes: dict[str, str] = {}
@@ -254,6 +257,7 @@ class Worker:
             self.nova.enable(service.id)
         self.unfencing.pop(service.host, None)
         self.rechecks[service.host] = time.monotonic() + RECHECK_SECONDS
+        self.fenced_at[service.host] = entry.at
         LOG.info("%s: returned: %s", service.host, step.why)
         timeline.record("host_back", service.host, enabled=step.enable)
 
@@ -291,10 +295,34 @@ class Worker:
             return
         if time.monotonic() > until:
             del self.rechecks[service.host]
-        elif service.forced_down:
+            self.fenced_at.pop(service.host, None)
+            return
+        if service.forced_down:
             LOG.warning("%s: forced down again after its return (a stale flag written back);"
                         " clearing it again", service.host)
             self.nova.force_down(service.id, False)
+        self._repair_queued_request_errors(service.host)
+
+    def _repair_queued_request_errors(self, host: str) -> None:
+        """Reset to ACTIVE the servers ``host`` put in ERROR, once back, by running a rebuild
+        request it took before it failed (see :func:`plan.left_in_error_by_a_queued_request`):
+        Nova refused that rebuild, so the server runs on the host it was evacuated to."""
+        since = self.fenced_at.get(host, datetime.now(UTC)) - engine_mod.LOOKBACK
+        victims = planning.left_in_error_by_a_queued_request(
+            host, self.nova.evacuation_migrations(None, since))
+        wanted = set(victims) - self.repaired
+        if not wanted:
+            return
+        for server in self.nova.servers(changes_since=since, ids=wanted):
+            if server.status != "ERROR" or server.task_state or server.host != victims[server.id]:
+                continue
+            self.nova.reset_state(server.id, "active")
+            self.repaired.add(server.id)
+            LOG.warning("%s (%s): left in ERROR by the rebuild request %s ran on its return"
+                        " (Nova refused it: the server was evacuated to %s since); state"
+                        " reset to ACTIVE", server.name, server.id, host, server.host)
+            timeline.record("server_repaired", host, server=server.id, name=server.name,
+                            on=server.host, why="queued rebuild request ran on return")
 
     def _reconcile_mirror(self, host: str, entry: LedgerEntry | None) -> None:
         if self.mirror is None or self.attributes is None or entry is None:
@@ -334,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="nova-evacuate-worker")
     p.add_argument("--config-file", action="append", dest="config_files")
+    p.add_argument("--no-config-file", action="store_const", const=[], dest="config_files",
+                   help="read no file: every option at its default")
     p.add_argument("--cloud")
     p.add_argument("--status-file")
     p.add_argument("--nova-interval", type=float, default=10.0)

@@ -57,6 +57,7 @@ host ``compute-1.<domain>``.
         "api_timeout",
         default=30,
         min=1,
+        max=3600,
         help="""
 Seconds one Nova, Placement or Keystone request may take before it counts as failed.
 

@@ -46,6 +46,7 @@ priority 0. Each phase starts when the previous one has finished.
         "max_concurrency",
         default=20,
         min=1,
+        max=1000,
         help="""
 Evacuations in flight at once, over all target hosts.
 
@@ -60,6 +61,7 @@ heartbeats with them, which can make them look down).
         "per_host_concurrency",
         default=10,
         min=1,
+        max=1000,
         help="""
 Evacuations in flight at once towards one target host.
 
@@ -71,30 +73,35 @@ Related options:
         "stagger",
         default=0.0,
         min=0.0,
+        max=60.0,
         help="Seconds between two evacuation requests; 0 sends them as fast as the bounds allow.",
     ),
     cfg.IntOpt(
         "instance_timeout",
         default=600,
         min=10,
+        max=86400,
         help="Seconds after which an evacuation still unfinished is reported as timed out.",
     ),
     cfg.FloatOpt(
         "poll_interval",
         default=2.0,
         min=0.2,
+        max=60.0,
         help="Seconds between two reads of os-migrations while tracking evacuations.",
     ),
     cfg.IntOpt(
         "migration_retries",
         default=1,
         min=0,
+        max=10,
         help="How often an instance whose evacuation migration failed is evacuated again.",
     ),
     cfg.IntOpt(
         "api_retries",
         default=3,
         min=0,
+        max=20,
         help="How often a Nova API call that failed (5xx, connection error) is tried again.",
     ),
     cfg.ListOpt(

@@ -26,12 +26,14 @@ waits for the operator (``nova-evacuate HOST --force``).
         "max_down_per_aggregate",
         default=0,
         min=0,
+        max=10000,
         help="Largest number of down hosts in one host aggregate for automatic action; 0: no limit.",
     ),
     cfg.IntOpt(
         "claim_expiry",
         default=300,
         min=30,
+        max=86400,
         help="""
 Seconds after which another engine may take over a claimed evacuation.
 

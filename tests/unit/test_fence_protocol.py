@@ -770,6 +770,29 @@ def test_debug_file_receives_debug_records(tmp_path):
     assert "Ignoring unknown option 'foo'" in log.read_text()
 
 
+def test_a_debug_file_planted_as_a_link_is_not_followed(tmp_path):
+    """Root appends to debug_file: a symbolic link there must not lead it to another file."""
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    victim.chmod(0o600)
+    (tmp_path / "debug.log").symlink_to(victim)
+    code = (
+        "import sys\n"
+        "from fence_compute.protocol import *\n"
+        "agent = FenceAgent('fence_t', 'Test', 'Test.', (STANDARD_OPTIONS['debug_file'],),\n"
+        "                   (FenceAction('monitor'), FenceAction('metadata')), 'monitor')\n"
+        "sys.exit(run(agent, {'monitor': lambda o: 0}, [], sys.stdin))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=f"action=monitor\ndebug_file={tmp_path / 'debug.log'}\n",
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert victim.read_text() == "untouched\n" and victim.stat().st_mode & 0o777 == 0o600
+    assert "cannot open debug_file" in done.stderr
+
+
 def test_a_secret_default_is_used_as_a_secret_when_no_source_is_given(invoke):
     options = invoke("action=monitor\n").options
     assert isinstance(options.token, Secret)

@@ -8,6 +8,7 @@ metadata. Regenerate with ``python -m agents.catalog --write`` and
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,8 @@ def test_sample_config_is_regenerated_from_the_options(tmp_path):
     subprocess.run(
         [generator, "--namespace", "openstack_ha", "--wrap-width", "79", "--output-file", str(out)],
         check=True, capture_output=True,
+        # the options of this tree, not of the copy installed in the environment
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     committed = REPO / "etc/openstack-ha/openstack-ha.conf.sample"
     assert out.read_text() == committed.read_text(), (

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from nova_evacuate.ledger import (
     AttributeMirror,
@@ -214,6 +216,55 @@ def test_a_reason_not_ours_is_ignored(reason: str | None) -> None:
 def test_a_malformed_marker_of_ours_is_refused(reason: str) -> None:
     with pytest.raises(LedgerError):
         parse_marker(reason)
+
+
+@pytest.mark.parametrize("count", ["١٢", "１", "²", "1" * 8, "9" * 5000])
+def test_counts_are_ascii_digits_within_the_bound(count: str) -> None:
+    with pytest.raises(LedgerError):
+        parse_marker(f"openstack-ha:v1 evacuation=done at=2026-11-30T12:00:00Z by=a/1"
+                     f" evacuated={count}")
+
+
+def test_a_long_unreadable_marker_is_refused_at_once() -> None:
+    # the tokens were searched for, not matched in place: 100,000 characters took 22 s
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(LedgerError):
+        parse_marker("openstack-ha:v1 a=" + "b" * 100_000 + '"')
+    assert time.monotonic() - started < 5  # measured 0.003 s: this only catches quadratic
+
+
+_MARKER_KEYS = st.sampled_from(["evacuation", "at", "by", "evacuated", "failed", "note", "prior",
+                                "colour", "Evacuation", ""])
+_MARKER_VALUES = st.one_of(
+    st.sampled_from(["requested", "claimed", "done", "failed", "2026-11-30T12:00:00Z",
+                     "0000-01-01T00:00:00Z", "fence_nova", "ctl-1/4242", "0", "1000000",
+                     "1000001", "١٢", '"a \\"quoted\\" note"', '"unterminated', '""', "=", '"']),
+    st.text(max_size=20))
+_MARKERS = st.builds(
+    lambda tokens, sep, head: head + sep.join(f"{k}={v}" for k, v in tokens),
+    st.lists(st.tuples(_MARKER_KEYS, _MARKER_VALUES), max_size=9),
+    st.sampled_from([" ", "  ", "\t", "\x0b", "\u2028"]),
+    st.sampled_from(["openstack-ha:v1 ", "openstack-ha:v1", "openstack-ha:v2 ", "openstack-ha:"]))
+
+
+@given(st.one_of(st.text(), _MARKERS, st.text().map(lambda s: "openstack-ha:v1 " + s)))
+@example("openstack-ha:v1 evacuation=done at=2026-11-30T12:00:00Z by=a/1 evacuated=١٢")
+@settings(max_examples=200, deadline=None)
+def test_any_reason_is_an_entry_none_or_a_refusal(reason: str) -> None:
+    """Whatever Nova holds as a disable reason: a typed entry that round-trips, None (not
+    ours), or LedgerError (ours but unreadable), never another exception."""
+    try:
+        found = parse_marker(reason)
+    except LedgerError as exc:
+        assert reason.startswith("openstack-ha:") and str(exc)
+        return
+    if found is None:
+        assert not reason.startswith("openstack-ha:")
+        return
+    assert isinstance(found, LedgerEntry) and isinstance(found.state, State)
+    assert parse_marker(format_marker(found)) == found
 
 
 def test_a_long_note_is_shortened_then_dropped_before_the_prior_reason() -> None:
