@@ -27,8 +27,9 @@ finish of these instances), the same clock for both.
 Second faults during the recovery (``--scenarios``, ours only), injected once a third of the
 servers are rebuilt: ``worker-killed`` (the NovaEvacuate worker SIGKILLed: Pacemaker restarts
 it and it takes the claim over), ``target-died`` (compute2, a rebuild target, loses every
-process: its servers are failed, its fence waits for the brake until compute1 is back, then
-its own evacuation takes them over). For these, ``settled`` is crash → every server ACTIVE,
+process: it is fenced at once, compute1 being held off by the suite and so not counted by the
+brake; rebuilds it never started are sent elsewhere by compute1's evacuation, the ones under
+way are failed there and taken over by compute2's own). For these, ``settled`` is crash → every server ACTIVE,
 with no task, on a host Nova sees up and not forced down (read every 0.5 s), measured for the
 plain ``crash`` beside them.
 

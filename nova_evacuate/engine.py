@@ -151,6 +151,9 @@ class Track:
     # its last request went to a destination that died before starting the rebuild: Nova
     # still shows it rebuilding on the failed host, so the next request resets it first
     stuck: bool = False
+    # sent to this run's host and never started: the evacuation of the host it was sent
+    # from (named here) sends it on; this run waits until it is settled (see _resume)
+    waits_for: str | None = None
 
     @property
     def server(self) -> Server:
@@ -352,14 +355,37 @@ class Engine:
             if m is None:
                 continue
             moved_away = track.server.host != host
+            first_host = track.server.host
             if m.dest_host != host and (not m.finished or (m.succeeded and moved_away)):
                 track.state, track.started, track.dest = SUBMITTED, self.clock(), m.dest_host
                 track.attempts = 1
                 track.last_migration_id = m.id - 1  # this migration is the one to follow
                 LOG.info("%s: %s already %s by an earlier run", host, track.server.name,
                          "evacuated" if m.finished else "evacuating")
+            elif m.dest_host == host and m.status == "accepted" and first_host not in (
+                    host, None) and self._evacuation_running(first_host):
+                # A request this host took and never started, for a server still on the host
+                # it was evacuated from: that host's engine sends it on elsewhere (it sees
+                # this destination dead). Sending it from here as well would race that one
+                # (and reset a server it is rebuilding): wait until the server is settled on
+                # a live host, read as a server (Nova's later evacuation reuses this very
+                # migration record, and its own may never be updated: see _check_waiting).
+                track.state, track.started, track.waits_for = SUBMITTED, self.clock(), first_host
+                track.last_migration_id = m.id
+                LOG.info("%s: %s was sent here and never started; %s's evacuation sends it"
+                         " on, followed from here", host, track.server.name, first_host)
             else:
                 track.last_migration_id = m.id  # an old or failed one: evacuate anew
+
+    def _evacuation_running(self, host: str) -> bool:
+        """Whether ``host``'s evacuation is requested or under way (unknown counts as yes:
+        waiting is bounded by the instance timeout, a second sender is not)."""
+        try:
+            entry = self.ledger.read(host)
+        except (NovaError, LedgerError) as exc:
+            LOG.warning("cannot read %s's evacuation (%s); assuming it runs", host, exc)
+            return True
+        return entry is not None and entry.state not in FINISHED
 
     def _execute(self, report: Report, since: datetime) -> None:
         s = self.settings
@@ -457,7 +483,11 @@ class Engine:
                     track.api_failures, self.settings.api_retries)
 
     def _poll(self, tracks: list[Track], host: str, since: datetime) -> None:
-        active = [t for t in tracks if t.state in (SUBMITTED, RESTORING)]
+        waiting = [t for t in tracks if t.state == SUBMITTED and t.waits_for]
+        if waiting:
+            self._check_waiting(waiting, host, since)
+            self._check_timeouts([t for t in waiting if t.state == SUBMITTED and t.waits_for])
+        active = [t for t in tracks if t.state in (SUBMITTED, RESTORING) and not t.waits_for]
         if not active:
             return
         try:
@@ -498,6 +528,33 @@ class Engine:
         if finished:
             self._verify(finished, host, since)
         self._check_timeouts([t for t in active if t.state not in ENDS])
+
+    def _check_waiting(self, tracks: list[Track], host: str, since: datetime) -> None:
+        """Servers another evacuation sends on (:attr:`Track.waits_for`), looked at as
+        servers, whatever migrations Nova lists: settled once on a live host with no task;
+        this run's to send once that evacuation is over and left them on their first host."""
+        try:
+            live = {s.host for s in self.nova.compute_services()
+                    if s.state == "up" and not s.forced_down}
+            now = {s.id: s for s in self.nova.servers(changes_since=since,
+                                                      ids=[t.server.id for t in tracks])}
+        except NovaError as exc:
+            LOG.warning("%s: cannot read servers (%s); trying again", host, exc)
+            return
+        self.live_hosts = live
+        for track in tracks:
+            server, first_host = now.get(track.server.id), track.waits_for or ""
+            if server is None:
+                self._end(track, FAILED, "the server was deleted during its evacuation")
+            elif server.host in live and server.host not in (host, first_host) \
+                    and not server.task_state:
+                track.waits_for = None
+                self._settle(track, server)
+            elif server.host == first_host and not self._evacuation_running(first_host):
+                LOG.warning("%s: %s's evacuation is over and left %s there; evacuating it"
+                            " from here", host, first_host, track.server.name)
+                track.waits_for, track.state, track.stuck = None, PENDING, True
+                self.progress(track)
 
     def _watch(self, tracks: list[Track], latest: dict[str, Migration],
                host: str) -> list[Track]:

@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import threading
+from urllib.parse import unquote, urlsplit
 
 # When set, a program also logs to syslog with this facility. The NovaEvacuate agent sets
 # it for its worker when log_file is empty ("syslog only"): the worker's stderr goes nowhere.
@@ -59,8 +60,41 @@ def printable(text: str, keep: str = "\t\n") -> str:
     return _UNPRINTABLE.sub(lambda m: m.group() if m.group() in keep else _escape(m), text)
 
 
+# The user info of any URL in free text ("https://admin:secret@keystone/v3"): a credential
+# wherever it appears (keystoneauth quotes the auth URL in its warnings and errors).
+_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@]+@")
+_HIDDEN: set[str] = set()  # secrets this process holds (see hide)
+
+
+def hide(*secrets: str) -> None:
+    """Show ``secrets`` as ``***`` in every log line and message from now on (a password,
+    the query of an auth URL). Very short ones are left: they would garble every line."""
+    _HIDDEN.update(s for s in secrets if len(s) >= 4)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of ``url`` that are credentials: user info, password, query, fragment, as
+    written and percent-decoded (a library may print either)."""
+    parts = urlsplit(url) if "://" in url else None
+    if parts is None:
+        return []
+    userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
+    found = [userinfo, userinfo.partition(":")[2], parts.query, parts.fragment]
+    return [p for part in found if part for p in dict.fromkeys((part, unquote(part)))]
+
+
+def without_url_credentials(text: str) -> str:
+    """``text`` with every secret given to :func:`hide`, and the user info of every URL in
+    it, shown as ``***``."""
+    for secret in sorted(_HIDDEN, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "***")
+    return _URL_USERINFO.sub(r"\1***@", text) if "@" in text else text
+
+
 def printable_output(handler: logging.Handler) -> None:
-    """Make everything ``handler`` formats printable (see :func:`printable`): messages,
+    """Make everything ``handler`` formats printable (see :func:`printable`), and free of
+    URL credentials (:func:`without_url_credentials`): messages,
     arguments, prefixes and tracebacks alike, so that no string can crash a handler.
     Done to the root handlers at set-up; a handler added later (a debug file) needs it too.
     (Not a LogRecord factory: fence_nova's redaction installs its own.)"""
@@ -69,7 +103,7 @@ def printable_output(handler: logging.Handler) -> None:
     format_record = handler.format
 
     def format_printable(record: logging.LogRecord) -> str:
-        return printable(format_record(record))
+        return printable(without_url_credentials(format_record(record)))
 
     handler.format = format_printable  # type: ignore[method-assign]
     handler._printable = True  # type: ignore[attr-defined]

@@ -19,7 +19,8 @@ from os import PathLike
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlencode
 
-from nova_evacuate.plan import Aggregate, Migration, Resources, Server, is_true
+from nova_evacuate.logsetup import hide, url_secrets, without_url_credentials
+from nova_evacuate.plan import Aggregate, Migration, RebuildEvent, Resources, Server, is_true
 
 # Services by UUID: from 2.53 ``PUT /os-services/{id}`` takes status, disabled_reason and
 # forced_down together, and ids are UUIDs, stable across cells (2.11-2.52 addressed a service
@@ -217,6 +218,32 @@ class Nova:
         return [m for m in map(migration_from_wire, found)
                 if m.created_at >= since.timestamp()]
 
+    def servers_in_error(self, since: datetime) -> list[Server]:
+        """Servers of every project in ERROR, changed since ``since`` (one list call; Nova
+        filters on the state itself, so one shown as REBUILD with its task left is listed)."""
+        query = {"all_tenants": "1", "status": "ERROR", "changes-since": _nova_format(since)}
+        found = self._pages("/servers/detail", query, "servers", "list servers")
+        return [server_from_wire(s) for s in found]
+
+    def rebuild_events(self, server_id: str, since: datetime) -> list[RebuildEvent]:
+        """The compute hosts' ``compute_rebuild_instance`` events of the server's evacuate
+        actions since ``since``: which host ran each rebuild, and how it ended."""
+        actions = self._call("GET", f"/servers/{server_id}/os-instance-actions?"
+                             f"{urlencode({'changes-since': _nova_format(since)})}",
+                             "list actions of server", server_id,
+                             microversion=ENGINE_MICROVERSION).get("instanceActions", [])
+        events: list[RebuildEvent] = []
+        for action in actions:
+            if action.get("action") != "evacuate":
+                continue
+            detail = self._call("GET", f"/servers/{server_id}/os-instance-actions/"
+                                f"{action['request_id']}", "read action of server", server_id,
+                                microversion=ENGINE_MICROVERSION).get("instanceAction", {})
+            events += [RebuildEvent(e.get("host") or "", e.get("result") or "")
+                       for e in detail.get("events") or []
+                       if e.get("event") == "compute_rebuild_instance"]
+        return events
+
     def evacuate(self, server_id: str, host: str | None = None) -> None:
         body: dict[str, Any] = {"host": host} if host else {}
         self._action(server_id, {"evacuate": body}, "evacuate")
@@ -363,7 +390,7 @@ class Nova:
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return text[:1000]
+        return without_url_credentials(text)[:1000]
 
 
 def _free(inventory: dict[str, Any] | None, used: int) -> int:
@@ -391,7 +418,7 @@ def server_from_wire(body: dict[str, Any]) -> Server:
         disk_gb=int(flavor.get("disk") or 0) + int(flavor.get("ephemeral") or 0) + swap_gb,
         flavor_extra_specs=flavor.get("extra_specs") or {}, metadata=body.get("metadata") or {},
         locked=bool(body.get("locked")), locked_reason=body.get("locked_reason"),
-        project_id=body.get("tenant_id") or "")
+        project_id=body.get("tenant_id") or "", vm_state=body.get("OS-EXT-STS:vm_state") or "")
 
 
 def migration_from_wire(body: dict[str, Any]) -> Migration:
@@ -480,7 +507,10 @@ def connect(*, cloud: str | None = None, clouds_yaml: str | PathLike[str] | None
         where = f"cloud {cloud!r}" if cloud else "the Keystone options"
         text = f"cannot use {where}: {exc}"
         raise NovaError("auth", text.replace(password, "***") if password else text) from None
-    secrets = [password or "", str(region.get_auth_args().get("password") or "")]
+    auth = region.get_auth_args()
+    secrets = [password or "", str(auth.get("password") or ""),
+               *url_secrets(str(auth.get("auth_url") or ""))]
+    hide(*secrets)  # keystoneauth's own warnings quote the auth URL
     return Nova(openstack.connection.Connection(config=region), secrets=secrets)
 
 

@@ -60,7 +60,7 @@ says so.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 
 EVACUABLE_KEY = "evacuable"
@@ -104,6 +104,7 @@ class Server:
     locked: bool = False
     locked_reason: str | None = None
     project_id: str = ""
+    vm_state: str = ""  # Nova's own state: "error" shows as status REBUILD while a task runs
 
     @property
     def stopped(self) -> bool:
@@ -153,28 +154,25 @@ def rebuilding_onto(host: str, migrations: Iterable[Migration]) -> set[str]:
     return {m.server_id for m in migrations if m.dest_host == host and not m.finished}
 
 
-def left_in_error_by_a_queued_request(host: str,
-                                      migrations: Iterable[Migration]) -> dict[str, str]:
-    """Servers that ``host``, back in service, may have put in ERROR by running a request it
-    took before it failed and never started, by id, with the host their later evacuation
-    rebuilt them on. Nova runs such a request when the host's nova-compute returns, finds
-    the server's task changed (it was rebuilt elsewhere since), fails the migration and
-    sets the server ERROR, though it runs, unharmed, on its new host. Only a migration onto
-    ``host`` that failed after a later one elsewhere succeeded counts."""
-    migrations = list(migrations)
-    rebuilt_elsewhere: dict[str, Migration] = {}
-    for m in migrations:
-        if m.succeeded and m.dest_host not in (host, None):
-            newest = rebuilt_elsewhere.get(m.server_id)
-            if newest is None or m.id > newest.id:
-                rebuilt_elsewhere[m.server_id] = m
-    found: dict[str, str] = {}
-    for m in migrations:
-        later = rebuilt_elsewhere.get(m.server_id)
-        if m.dest_host == host and m.status in ("failed", "error") and later is not None \
-                and later.id > m.id and m.updated_at >= later.updated_at:
-            found[m.server_id] = later.dest_host or ""
-    return found
+@dataclass(frozen=True)
+class RebuildEvent:
+    """A compute host's run of an evacuation request (an instance action's event)."""
+
+    host: str
+    result: str  # "Success", "Error", or "" while it runs
+
+
+def left_in_error_by_a_late_request(host: str, server: Server, live: Set[str],
+                                    events: Iterable[RebuildEvent]) -> bool:
+    """Whether ``host``, back in service, put ``server`` in ERROR by running a rebuild
+    request it took before it failed and never started: Nova ran it when the host's
+    nova-compute returned, found the server's task changed (it was rebuilt elsewhere since),
+    and set it ERROR (its "rebuilding" task left on) although it runs, unharmed, on the live
+    host it was evacuated to. Nova's records cannot say more: the server's migration record
+    is the one its later evacuation reused."""
+    return server.vm_state == "error" and server.task_state in (None, "rebuilding") \
+        and server.host in live and server.host != host \
+        and any(e.host == host and e.result == "Error" for e in events)
 
 
 @dataclass(frozen=True)

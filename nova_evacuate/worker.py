@@ -305,16 +305,18 @@ class Worker:
 
     def _repair_queued_request_errors(self, host: str) -> None:
         """Reset to ACTIVE the servers ``host`` put in ERROR, once back, by running a rebuild
-        request it took before it failed (see :func:`plan.left_in_error_by_a_queued_request`):
+        request it took before it failed (see :func:`plan.left_in_error_by_a_late_request`):
         Nova refused that rebuild, so the server runs on the host it was evacuated to."""
         since = self.fenced_at.get(host, datetime.now(UTC)) - engine_mod.LOOKBACK
-        victims = planning.left_in_error_by_a_queued_request(
-            host, self.nova.evacuation_migrations(None, since))
-        wanted = set(victims) - self.repaired
-        if not wanted:
+        candidates = [s for s in self.nova.servers_in_error(since)
+                      if s.id not in self.repaired and s.host not in (host, None)]
+        if not candidates:
             return
-        for server in self.nova.servers(changes_since=since, ids=wanted):
-            if server.status != "ERROR" or server.task_state or server.host != victims[server.id]:
+        live = {s.host for s in self.nova.compute_services()
+                if s.state == "up" and not s.forced_down}
+        for server in candidates:
+            if not planning.left_in_error_by_a_late_request(
+                    host, server, live, self.nova.rebuild_events(server.id, since)):
                 continue
             self.nova.reset_state(server.id, "active")
             self.repaired.add(server.id)
@@ -381,7 +383,11 @@ def main(argv: list[str] | None = None) -> int:
     by = engine_mod.engine_id()
     mirror = attributes = None
     if not args.no_pacemaker:
-        node = pacemaker.local_node_name()
+        try:
+            node = pacemaker.local_node_name()
+        except pacemaker.PacemakerError as exc:
+            LOG.error("cannot tell this cluster node's name: %s", exc)
+            return 1
         by = f"{node.split('.', 1)[0]}/{os.getpid()}"
         mirror = AttributeMirror(set=pacemaker.set_node_attribute,
                                  delete=pacemaker.delete_node_attribute)

@@ -519,6 +519,55 @@ def test_a_host_whose_queued_request_was_sent_on_is_evacuated_only_once_that_set
     assert by_name(report)["resent"].reason == "ACTIVE on compute3"
 
 
+@pytest.mark.parametrize("first_hosts_evacuation", ["running", "over", "ends-leaving-it"])
+def test_a_request_the_dead_host_never_started_is_left_to_the_first_hosts_evacuation(
+        nova, timeline, first_hosts_evacuation):
+    """Seen in the lab: compute2 dies with 'waiting' sent to it from compute1 and never
+    started. While compute1's evacuation runs it sends 'waiting' on elsewhere, so compute2's
+    follows that, and neither resets nor sends it (that reset broke the rebuild under way).
+    With compute1's evacuation over (before or while this one waits) and the server left on
+    compute1, compute2's sends it itself."""
+    waiting = nova.add_server("waiting", task="rebuilding", locked=True,
+                              locked_reason=lock_reason(HOST, "ACTIVE"))
+    nova.fresh.add(nova.migrate(waiting.id, HOST, "compute2", "accepted").id)
+    nova.kill("compute2")  # dead: its queued request never runs
+    clock = Clock()
+    ledger = Ledger(nova, clock=clock.now)  # type: ignore[arg-type]
+    ledger.request(HOST, T0)
+    if first_hosts_evacuation == "running":
+        ledger.claim(HOST, "ctl-2/7", T0, timedelta(seconds=600))
+
+        def compute1_sends_it_on(fake: FakeNova) -> None:
+            if fake.steps == 2:  # as seen in the lab: the server lands on compute3 while
+                # the migration of compute1's second request stays as created, never listed
+                fake.fresh.add(fake.migrate(waiting.id, HOST, None, "accepted").id)
+                fake.held.add(waiting.id)
+                fake.vms[waiting.id] = replace(fake.vms[waiting.id], host="compute3",
+                                               task_state=None)
+
+        nova.after_step = compute1_sends_it_on
+    elif first_hosts_evacuation == "ends-leaving-it":
+        ledger.claim(HOST, "ctl-2/7", T0, timedelta(seconds=600))
+
+        def compute1_gives_up(fake: FakeNova) -> None:
+            if fake.steps == 2:
+                ledger.finish(HOST, False, 0, 1, by="ctl-2/7", now=T0)
+
+        nova.after_step = compute1_gives_up
+    else:
+        ledger.claim(HOST, "ctl-2/7", T0, timedelta(seconds=600))
+        ledger.finish(HOST, False, 0, 1, by="ctl-2/7", now=T0)
+
+    report = engine(nova, clock).run("compute2")
+
+    assert report.ok, [(t.server.name, t.reason) for t in report.tracks]
+    assert nova.vms[waiting.id].host not in (HOST, "compute2")
+    sent_from_here = nova.count("evacuate"), nova.count("reset_state")
+    assert sent_from_here == ((0, 0) if first_hosts_evacuation == "running" else (1, 1))
+    if first_hosts_evacuation == "ends-leaving-it":
+        assert clock.t >= 2 * POLL, "sent only once compute1's evacuation was over"
+
+
 def test_a_failed_rebuild_is_sent_again_and_its_first_destination_dying_does_not_fail_it(
         nova, timeline):
     server = nova.add_server("vm")

@@ -7,13 +7,13 @@ import pytest
 from nova_evacuate.plan import (
     Aggregate,
     Inventory,
-    Migration,
     Policy,
+    RebuildEvent,
     Resources,
     Server,
     ServiceState,
     assign_targets,
-    left_in_error_by_a_queued_request,
+    left_in_error_by_a_late_request,
     make_plan,
     mass_failure_brake,
     select,
@@ -163,20 +163,28 @@ def test_a_host_already_fenced_by_the_suite_does_not_count_toward_the_brake():
     assert mass_failure_brake(marked, [], "compute2", 0.5, 0).engaged
 
 
-def test_a_server_left_in_error_by_a_queued_request_is_named_with_its_new_host():
-    def m(mid: int, sid: str, status: str, dest: str, updated: float) -> Migration:
-        return Migration(mid, sid, status, "compute1", dest, 0.0, updated_at=updated)
+def test_a_server_left_in_error_by_a_late_request_is_recognised_by_the_hosts_failed_rebuild():
+    def server(status: str = "error", task: str | None = "rebuilding",
+               host: str = "compute3") -> Server:
+        shown = "REBUILD" if task == "rebuilding" else status.upper()  # as Nova shows it
+        return Server(id="s", name="s", status=shown, host=host, task_state=task,
+                      vm_state=status)
 
-    migrations = [
-        # taken by compute2 while it hung, sent on to compute3, run by compute2 on return
-        m(1, "victim", "failed", "compute2", 50.0), m(2, "victim", "done", "compute3", 20.0),
-        # compute2's request failed before the later one succeeded: some other cause
-        m(3, "earlier", "error", "compute2", 10.0), m(4, "earlier", "done", "compute3", 20.0),
-        # rebuilt on compute2 itself: nothing queued
-        m(5, "landed", "done", "compute2", 20.0),
-        # the request onto compute2 is newer than the success elsewhere: not a stale one
-        m(6, "newer", "done", "compute3", 20.0), m(7, "newer", "failed", "compute2", 50.0),
-        # still queued: compute2 has not run it yet
-        m(8, "queued", "accepted", "compute2", 0.0), m(9, "queued", "done", "compute3", 20.0),
-    ]
-    assert left_in_error_by_a_queued_request("compute2", migrations) == {"victim": "compute3"}
+    live = {"compute2", "compute3"}
+    failed_on_compute2 = [RebuildEvent("compute3", "Success"), RebuildEvent("compute2", "Error")]
+    assert left_in_error_by_a_late_request("compute2", server(), live, failed_on_compute2)
+    assert left_in_error_by_a_late_request("compute2", server(task=None), live,
+                                           failed_on_compute2)
+    # not that: no failed rebuild by compute2, another cause of ERROR, or not settled
+    assert not left_in_error_by_a_late_request(
+        "compute2", server(), live, [RebuildEvent("compute3", "Success")])
+    assert not left_in_error_by_a_late_request(
+        "compute2", server(), live, [RebuildEvent("compute2", "")])
+    assert not left_in_error_by_a_late_request("compute2", server(status="active"), live,
+                                               failed_on_compute2)
+    assert not left_in_error_by_a_late_request("compute2", server(task="deleting"), live,
+                                               failed_on_compute2)
+    assert not left_in_error_by_a_late_request("compute2", server(host="compute2"), live,
+                                               failed_on_compute2)
+    assert not left_in_error_by_a_late_request("compute2", server(host="compute4"), live,
+                                               failed_on_compute2)
