@@ -116,7 +116,7 @@ class CellDB:
                               input=sql, capture_output=True, text=True, timeout=30, check=False)
         if done.returncode:
             raise RuntimeError(f"psql: {done.stderr.strip()[-300:]}")
-        return done.stdout.strip().split("\t")
+        return done.stdout.rstrip("\n").split("\t")  # an empty last column is a value
 
     def progress(self, ids: list[str]) -> tuple[int, int]:
         """(finished on another host, in ERROR) among ``ids``."""

@@ -147,9 +147,10 @@ def second_fault(d: Deployment, scenario: str, n: int, since: float) -> None:
 
 
 def settled(conn: Any, ids: list[str]) -> bool:
-    """Every server ACTIVE, with no task, on a host Nova sees up and not forced down."""
+    """Every server ACTIVE, with no task, away from the crashed host, on a host Nova sees up
+    and not forced down (right after the crash Nova still sees the crashed host up)."""
     live = {s.host for s in conn.compute.services(binary="nova-compute")
-            if s.state == "up" and not s.is_forced_down}
+            if s.state == "up" and not s.is_forced_down and s.host != HOST}
     return all(s.status == "ACTIVE" and not s.task_state and s.compute_host in live
                for s in workload.servers(conn, ids).values())
 

@@ -35,7 +35,7 @@ import sys
 import time
 from typing import Any, NoReturn, TextIO
 
-from nova_evacuate.logsetup import setup_logging, without_url_credentials
+from nova_evacuate.logsetup import redacted, setup_logging
 from nova_evacuate.timeline import terminal_text
 
 LOG = logging.getLogger("nova_evacuate.cli")
@@ -136,7 +136,7 @@ def _main(args: argparse.Namespace, interactive: bool) -> int:
 
 
 def _fail(code: int, message: str) -> int:
-    print(f"nova-evacuate: {_one_line(without_url_credentials(message))}", file=sys.stderr)
+    print(f"nova-evacuate: {_one_line(redacted(message))}", file=sys.stderr)
     return code
 
 

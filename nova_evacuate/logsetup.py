@@ -83,7 +83,7 @@ def url_secrets(url: str) -> list[str]:
     return [p for part in found if part for p in dict.fromkeys((part, unquote(part)))]
 
 
-def without_url_credentials(text: str) -> str:
+def redacted(text: str) -> str:
     """``text`` with every secret given to :func:`hide`, and the user info of every URL in
     it, shown as ``***``."""
     for secret in sorted(_HIDDEN, key=len, reverse=True):
@@ -94,7 +94,7 @@ def without_url_credentials(text: str) -> str:
 
 def printable_output(handler: logging.Handler) -> None:
     """Make everything ``handler`` formats printable (see :func:`printable`), and free of
-    URL credentials (:func:`without_url_credentials`): messages,
+    credentials (:func:`redacted`): messages,
     arguments, prefixes and tracebacks alike, so that no string can crash a handler.
     Done to the root handlers at set-up; a handler added later (a debug file) needs it too.
     (Not a LogRecord factory: fence_nova's redaction installs its own.)"""
@@ -103,7 +103,7 @@ def printable_output(handler: logging.Handler) -> None:
     format_record = handler.format
 
     def format_printable(record: logging.LogRecord) -> str:
-        return printable(without_url_credentials(format_record(record)))
+        return printable(redacted(format_record(record)))
 
     handler.format = format_printable  # type: ignore[method-assign]
     handler._printable = True  # type: ignore[attr-defined]

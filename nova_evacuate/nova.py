@@ -19,7 +19,7 @@ from os import PathLike
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlencode
 
-from nova_evacuate.logsetup import hide, url_secrets, without_url_credentials
+from nova_evacuate.logsetup import hide, redacted, url_secrets
 from nova_evacuate.plan import Aggregate, Migration, RebuildEvent, Resources, Server, is_true
 
 # Services by UUID: from 2.53 ``PUT /os-services/{id}`` takes status, disabled_reason and
@@ -390,7 +390,7 @@ class Nova:
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return without_url_credentials(text)[:1000]
+        return redacted(text)[:1000]
 
 
 def _free(inventory: dict[str, Any] | None, used: int) -> int:
