@@ -28,13 +28,19 @@ import time
 from dataclasses import dataclass
 
 from fence_compute import fence_nova
+from fence_compute.ipmi import BmcCredentials, IpmiPower
 from fence_compute.power import (
     NoPowerDriver,
     PowerDriver,
+    PowerError,
     PowerOutcome,
     power_confirmed,
 )
 from fence_compute.protocol import ExitCode, FenceError, Options, redact_text
+from nova_evacuate import host_return, nova, pacemaker, timeline
+from nova_evacuate.ledger import AttributeMirror, Ledger, LedgerError, parse_marker
+from nova_evacuate.nova import ForceUpRefused, NovaError
+from nova_evacuate.pacemaker import PacemakerError
 
 LOG = logging.getLogger(__name__)
 
@@ -76,7 +82,6 @@ def _record(options: Options, event: str, host: str, **fields: str) -> None:
     A reason may quote Keystone's error, and keystoneauth's names the URL as written
     (``https://user:pass@keystone/v3``); the timeline is read by people and tools.
     """
-    from nova_evacuate import timeline
 
     secrets = options.secret_values()
     timeline.record(event, host, **{k: redact_text(v, secrets) for k, v in fields.items()})
@@ -88,7 +93,6 @@ def _record(options: Options, event: str, host: str, **fields: str) -> None:
 def power_driver(options: Options, host: str) -> PowerDriver:
     if options.text("power_driver") == "none":
         return NoPowerDriver()
-    from fence_compute.ipmi import BmcCredentials, IpmiPower
 
     address, port = options.text("ip"), options.number("ipport") or 623
     if options.text("bmc_map"):
@@ -123,7 +127,6 @@ def _power(options: Options, target: Target, state: str) -> PowerOutcome:
 
 
 def _nova(options: Options, target: Target):
-    from nova_evacuate import nova
 
     password = options.secret("password")
     timeout = max(min(10.0, target.remaining()), 1.0)
@@ -146,8 +149,6 @@ def _domain(options: Options) -> str | None:
 
 
 def _ledger(options: Options, client):
-    from nova_evacuate import pacemaker
-    from nova_evacuate.ledger import AttributeMirror, Ledger
 
     mirror = AttributeMirror(
         set=pacemaker.set_node_attribute, delete=pacemaker.delete_node_attribute
@@ -157,7 +158,6 @@ def _ledger(options: Options, client):
 
 def _mark_failed_over(options: Options, target: Target) -> None:
     """Steps 2 and 3 of off: force down, verified, then the durable request."""
-    from nova_evacuate.nova import NovaError
 
     try:
         client = _nova(options, target)
@@ -190,7 +190,6 @@ def mass_failure(options: Options, target: str) -> str | None:
     (the held node's connection neither) while a fence is pending, so a second failure
     refused because of the first would keep the first from ever returning.
     """
-    from nova_evacuate import pacemaker
 
     limit = options.number("max_down_percent")
     if limit is None or limit >= 100:
@@ -246,7 +245,6 @@ def off(options: Options) -> int:
 def _hold_connection(host: str) -> None:
     """While the host is off, Pacemaker must not retry its connection (each try blocks the
     cluster's transitions for the connection's start timeout). Advisory: the fence stands."""
-    from nova_evacuate import pacemaker
 
     try:
         if pacemaker.hold_connection(host, int(time.time())):
@@ -267,10 +265,6 @@ def on(options: Options) -> int:
     to unfence it again once the ledger says done. Finished (or nothing of ours): power
     on (``unfence_power=on``), then clear what Nova allows now; the worker does the rest.
     """
-    from nova_evacuate import host_return
-    from nova_evacuate.ledger import LedgerError, parse_marker
-    from nova_evacuate.nova import ForceUpRefused, NovaError
-    from nova_evacuate.pacemaker import PacemakerError
 
     target = _target(options)
     leave_disabled = options.flag("leave_disabled")
@@ -324,7 +318,6 @@ def on(options: Options) -> int:
 
 def _bmc_power_state(options: Options, target: Target) -> str | None:
     """"on" or "off" as the host's BMC says; None without a power driver."""
-    from fence_compute.power import PowerError
 
     driver = power_driver(options, target.host)
     if isinstance(driver, NoPowerDriver):
@@ -346,7 +339,6 @@ def _powered(options: Options, target: Target) -> bool:
 def _release_connection(host: str) -> None:
     """The host has power: Pacemaker may connect to it again (see :func:`_hold_connection`).
     A release that fails fails the unfencing, which is asked again: the host must rejoin."""
-    from nova_evacuate import pacemaker
 
     try:
         if pacemaker.release_connection(host):
@@ -378,7 +370,6 @@ def status(options: Options) -> int:
     target = _target(options)
     state = _bmc_power_state(options, target)
     if state is None:
-        from nova_evacuate.nova import NovaError
 
         try:
             service = _nova(options, target).compute_service(target.host, _domain(options))
@@ -391,7 +382,6 @@ def status(options: Options) -> int:
 
 
 def list_hosts(options: Options) -> int:
-    from nova_evacuate.nova import NovaError
 
     target = _target(options, host="-")
     try:
@@ -407,8 +397,6 @@ def list_hosts(options: Options) -> int:
 
 def monitor(options: Options) -> int:
     """Keystone and Nova answer; every configured BMC answers a status read."""
-    from fence_compute.power import PowerError
-    from nova_evacuate.nova import NovaError
 
     target = _target(options, host="-")
     try:

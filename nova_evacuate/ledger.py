@@ -361,7 +361,7 @@ class Ledger:
     def clear(self, host: str) -> None:
         """The host is back and its evacuation finished: remove our marker.
 
-        The service stays disabled (enabling is unfencing's decision, DESIGN.md invariant 4),
+        The service stays disabled (enabling is unfencing's decision, ARCHITECTURE.md invariant 4),
         with the operator's reason from before the failure if there was one, else none, and
         the node attribute is deleted. Refused while an evacuation is pending.
         """

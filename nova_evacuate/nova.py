@@ -68,7 +68,8 @@ class ForceUpRefused(NovaError):
     """Nova refused to clear forced_down: the host's evacuation migrations are still 'done'.
 
     They turn 'completed' once the returning nova-compute has started and cleaned up, so
-    unfencing must accept this answer and the host-return step retry later (DESIGN.md)."""
+    unfencing must accept this answer and the host-return step retry later
+    (ARCHITECTURE.md, invariant 4)."""
 
 
 @dataclass(frozen=True)

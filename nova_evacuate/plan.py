@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence, Set
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 EVACUABLE_KEY = "evacuable"
 # Nova's server states an evacuation can start from without a reset (check_instance_state
@@ -350,11 +350,6 @@ def make_plan(inventory: Inventory, policy: Policy) -> Plan:
                           reset_first=s.status not in EVACUABLE_STATUSES or bool(s.task_state))
                   for s in ordered)
     return Plan(inventory.host, moves, tuple(skipped), tuple(shortfall), tagging)
-
-
-def without_target(plan: Plan) -> Plan:
-    """The plan with every target left to the scheduler."""
-    return replace(plan, moves=tuple(replace(m, target=None) for m in plan.moves))
 
 
 # ---------------------------------------------------------------------------- safety gates
