@@ -29,13 +29,15 @@ servers are rebuilt: ``worker-killed`` (the NovaEvacuate worker SIGKILLed: Pacem
 it and it takes the claim over), ``target-died`` (compute2, a rebuild target, loses every
 process: it is fenced at once, compute1 being held off by the suite and so not counted by the
 brake; rebuilds it never started are sent elsewhere by compute1's evacuation, the ones under
-way are failed there and taken over by compute2's own). For these, ``settled`` is crash → every server ACTIVE,
+way are failed there and taken over by compute2's own), ``controller-crashed`` (three
+controllers; ctl2, running NovaEvacuate, is powered off: the others fence it and one of them
+takes the claim over). For these, ``settled`` is crash → every server ACTIVE,
 with no task, on a host Nova sees up and not forced down (read every 0.5 s), measured for the
 plain ``crash`` beside them.
 
     flock /tmp/ohalab.lock python -m benchmarks.mttr [--sizes 20 50] [--runs 3]
     flock /tmp/ohalab.lock python -m benchmarks.mttr --modes ours --sizes 30 \
-        --scenarios crash worker-killed target-died
+        --scenarios crash worker-killed target-died controller-crashed
 
 Needs scripts/bench-deps.sh (the stock agents' Python dependencies). Writes
 ``benchmarks/results/mttr.json`` and ``.md``.
@@ -67,7 +69,8 @@ RESULTS = HERE / "results"
 SHIM = HERE / "py311shim"
 HOST = "compute1"
 TARGET = "compute2"  # the rebuild target that dies in scenario target-died
-SCENARIOS = ("crash", "worker-killed", "target-died")
+ENGINE_HOME = "ctl2"  # where NovaEvacuate runs in scenario controller-crashed (ctl1 is this host)
+SCENARIOS = ("crash", "worker-killed", "target-died", "controller-crashed")
 STOCK_COMPUTE = Path("/usr/sbin/fence_compute_py311")  # fence_compute with the 3.11 shim
 
 
@@ -144,6 +147,19 @@ def second_fault(d: Deployment, scenario: str, n: int, since: float) -> None:
     elif scenario == "target-died":
         d.mark("failure_injected", TARGET, how="node crash", bench=scenario)
         d.pcmk.power_off(TARGET)
+    elif scenario == "controller-crashed":
+        d.mark("failure_injected", ENGINE_HOME, how="controller crash", bench=scenario)
+        d.pcmk.power_off_controller(ENGINE_HOME)
+
+
+def engine_on(d: Deployment, controller: str | None) -> None:
+    """NovaEvacuate moved to ``controller`` (a preference), or the preference cleared."""
+    args = ["--move", "--node", controller] if controller else ["--clear"]
+    subprocess.run(["crm_resource", *args, "--resource", "nova-evacuate"], check=True,
+                   capture_output=True, timeout=60)
+    if controller:
+        workload.wait_for(lambda: d.started_on("nova-evacuate") == {controller}, 120,
+                          f"nova-evacuate on {controller}", 1)
 
 
 def settled(conn: Any, ids: list[str]) -> bool:
@@ -159,6 +175,7 @@ def one_run(d: Deployment, db: CellDB, mode: str, n: int, serving,
             scenario: str | None = None) -> dict[str, Any]:
     conn = d.lab.openstack.connection(compute_api_version=workload.MICROVERSION)
     d.heal(serving=serving)
+    engine_on(d, ENGINE_HOME if scenario == "controller-crashed" else None)
     ids = workload.boot(conn, HOST, n, prefix=f"mttr-{mode}",
                         image_id=workload.image(conn, "plain").id,
                         flavor_id=workload.flavor(conn, "lab.tiny").id)
@@ -278,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
                                   or not Path("/usr/sbin/fence_evacuate").exists()):
         print("run scripts/bench-deps.sh first (fence-agents and its Python dependencies)")
         return 2
-    lab = Lab(Path(tempfile.mkdtemp(prefix="mttr-")), cluster=True)
+    # three controllers when one of them is to crash; the others run in the usual lab
+    controllers = 3 if "controller-crashed" in args.scenarios else 1
+    lab = Lab(Path(tempfile.mkdtemp(prefix="mttr-")), cluster=True, controllers=controllers)
     runs: list[dict[str, Any]] = []
     t_start = time.time()
     try:
