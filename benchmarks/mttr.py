@@ -32,7 +32,8 @@ brake; rebuilds it never started are sent elsewhere by compute1's evacuation, th
 way are failed there and taken over by compute2's own), ``controller-crashed`` (three
 controllers; ctl2, running NovaEvacuate, is powered off: the others fence it and one of them
 takes the claim over). For these, ``settled`` is crash → every server ACTIVE,
-with no task, on a host Nova sees up and not forced down (read every 0.5 s), measured for the
+with no task, on a host other than the crashed one that Nova sees up and not forced down (read
+every 0.5 s), measured for the
 plain ``crash`` beside them.
 
     flock /tmp/ohalab.lock python -m benchmarks.mttr [--sizes 20 50] [--runs 3]
