@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
 from nova_evacuate import timeline
@@ -12,3 +15,18 @@ def private_timeline(tmp_path_factory: pytest.TempPathFactory,
                      monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path_factory.mktemp("timeline") / "timeline.jsonl"
     monkeypatch.setenv(timeline.ENV, str(path))
+
+
+@pytest.fixture
+def planted_link(tmp_path: Path) -> Callable[[str, str], Path]:
+    """A symbolic link planted at ``tmp_path/<at>`` (its directory made) pointing to a file
+    of mode 0600 holding ``text``: the file returned, which root must leave untouched."""
+    def plant(at: str, text: str) -> Path:
+        victim = tmp_path / "shadow"
+        victim.write_text(text)
+        victim.chmod(0o600)
+        link = tmp_path / at
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(victim)
+        return victim
+    return plant

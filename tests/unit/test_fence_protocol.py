@@ -748,46 +748,34 @@ def test_an_inconsistent_option_is_refused(kwargs, message):
         Option("thing", "Thing", **kwargs)
 
 
+# An agent with debug_file only, run as a child process: logging set up for real, and the
+# test's own handlers left intact.
+_DEBUG_FILE_AGENT = (
+    "import sys\n"
+    "from fence_compute.protocol import *\n"
+    "agent = FenceAgent('fence_t', 'Test', 'Test.', (STANDARD_OPTIONS['debug_file'],),\n"
+    "                   (FenceAction('monitor'), FenceAction('metadata')), 'monitor')\n"
+    "sys.exit(run(agent, {'monitor': lambda o: 0}, [], sys.stdin))\n"
+)
+
+
+def run_debug_file_agent(stdin: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", _DEBUG_FILE_AGENT], input=stdin,
+                          capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], check=False)
+
+
 def test_debug_file_receives_debug_records(tmp_path):
-    # Real logging set-up, in a child process so the test's handlers stay intact.
     log = tmp_path / "debug.log"
-    code = (
-        "import sys\n"
-        "from fence_compute.protocol import *\n"
-        "agent = FenceAgent('fence_t', 'Test', 'Test.', (STANDARD_OPTIONS['debug_file'],),\n"
-        "                   (FenceAction('monitor'), FenceAction('metadata')), 'monitor')\n"
-        "sys.exit(run(agent, {'monitor': lambda o: 0}, [], sys.stdin))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        input=f"action=monitor\ndebug_file={log}\nfoo=1\n",
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-        check=False,
-    )
+    done = run_debug_file_agent(f"action=monitor\ndebug_file={log}\nfoo=1\n")
     assert done.returncode == 0, done.stderr
     assert "Ignoring unknown option 'foo'" in log.read_text()
 
 
-def test_a_debug_file_planted_as_a_link_is_not_followed(tmp_path):
+def test_a_debug_file_planted_as_a_link_is_not_followed(tmp_path, planted_link):
     """Root appends to debug_file: a symbolic link there must not lead it to another file."""
-    victim = tmp_path / "victim"
-    victim.write_text("untouched\n")
-    victim.chmod(0o600)
-    (tmp_path / "debug.log").symlink_to(victim)
-    code = (
-        "import sys\n"
-        "from fence_compute.protocol import *\n"
-        "agent = FenceAgent('fence_t', 'Test', 'Test.', (STANDARD_OPTIONS['debug_file'],),\n"
-        "                   (FenceAction('monitor'), FenceAction('metadata')), 'monitor')\n"
-        "sys.exit(run(agent, {'monitor': lambda o: 0}, [], sys.stdin))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        input=f"action=monitor\ndebug_file={tmp_path / 'debug.log'}\n",
-        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], check=False,
-    )
+    victim = planted_link("debug.log", "untouched\n")
+    done = run_debug_file_agent(f"action=monitor\ndebug_file={tmp_path / 'debug.log'}\n")
     assert done.returncode == 0, done.stderr
     assert victim.read_text() == "untouched\n" and victim.stat().st_mode & 0o777 == 0o600
     assert "cannot open debug_file" in done.stderr

@@ -868,10 +868,15 @@ _EXPLICIT_LIVENESS = [
 @given(data=st.data(), secret=SECRETS)
 def test_compute_liveness_agent(action: str, data: st.DataObject, secret: str,
                                 sandbox: Sandbox, make_box) -> None:
-    case = data.draw(ocf_cases("ComputeLiveness", action), label="case")
+    _fuzz_ocf_agent("ComputeLiveness", action, data, secret, sandbox, make_box)
+
+
+def _fuzz_ocf_agent(agent: str, action: str, data: st.DataObject, secret: str,
+                    sandbox: Sandbox, make_box) -> None:
+    case = data.draw(ocf_cases(agent, action), label="case")
     outcome, box = run_ocf(case, secret, sandbox, make_box)
     check_ocf(outcome, case, box)
-    event(f"ComputeLiveness {case.action[:12]!r} exit {outcome.rc}")
+    event(f"{agent} {case.action[:12]!r} exit {outcome.rc}")
 
 
 _EXPLICIT_EVACUATE = [
@@ -891,10 +896,7 @@ _EXPLICIT_EVACUATE = [
 @given(data=st.data(), secret=SECRETS)
 def test_nova_evacuate_agent(action: str, data: st.DataObject, secret: str,
                              sandbox: Sandbox, make_box) -> None:
-    case = data.draw(ocf_cases("NovaEvacuate", action), label="case")
-    outcome, box = run_ocf(case, secret, sandbox, make_box)
-    check_ocf(outcome, case, box)
-    event(f"NovaEvacuate {case.action[:12]!r} exit {outcome.rc}")
+    _fuzz_ocf_agent("NovaEvacuate", action, data, secret, sandbox, make_box)
 
 
 @pytest.mark.parametrize("case", [*_EXPLICIT_LIVENESS, *_EXPLICIT_EVACUATE])

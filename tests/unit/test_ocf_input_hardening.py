@@ -349,13 +349,9 @@ def test_with_an_empty_log_file_the_worker_logs_to_syslog(tmp_path, monkeypatch)
 # --- defect 7: files written as root follow no link ----------------------------------------
 
 def test_a_planted_symlink_as_log_file_is_refused_and_its_target_untouched(
-        tmp_path, monkeypatch, capsys):
-    target = tmp_path / "shadow"
-    target.write_text("secret\n")
-    target.chmod(0o600)
+        tmp_path, monkeypatch, capsys, planted_link):
+    target = planted_link("log/nova-evacuate.log", "secret\n")
     log = tmp_path / "log" / "nova-evacuate.log"
-    log.parent.mkdir()
-    log.symlink_to(target)
     monkeypatch.setattr(nova_evacuate, "_check_config", lambda ctx: None)
     monkeypatch.setattr(nova_evacuate.subprocess, "Popen",
                         lambda *a, **k: pytest.fail("a worker was started"))

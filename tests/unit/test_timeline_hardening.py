@@ -49,13 +49,10 @@ def line(**fields: object) -> str:
 # ---------------------------------------------------------------------------- writing
 
 
-def test_a_symlink_planted_as_the_timeline_is_not_followed(tmp_path, monkeypatch, caplog):
-    victim = tmp_path / "shadow"
-    victim.write_text("root:secret\n")
-    victim.chmod(0o600)
+def test_a_symlink_planted_as_the_timeline_is_not_followed(tmp_path, monkeypatch, caplog,
+                                                          planted_link):
+    victim = planted_link("log/timeline.jsonl", "root:secret\n")
     planted = tmp_path / "log" / "timeline.jsonl"
-    planted.parent.mkdir()
-    planted.symlink_to(victim)
     monkeypatch.setenv(timeline.ENV, str(planted))
     with caplog.at_level(logging.WARNING, logger=timeline.LOG.name):
         timeline.record("detected", "compute1")
