@@ -236,7 +236,7 @@ class Engine:
     def check_gates(self, host: str, *, force: bool = False) -> ComputeService:
         """The host's service, or :class:`Refused` naming the gate that stopped it."""
         service = self.service(host)
-        if service.state == "up" and not service.forced_down:
+        if service.live:
             raise Refused(f"Nova sees {service.host} up and not forced down: refusing to"
                           f" evacuate a host that may still run its instances")
         if not force:
@@ -277,7 +277,7 @@ class Engine:
         moved = nova.servers(changes_since=since, ids=moved_ids) if moved_ids else []
         filtering = policy.instance_filtering
         services = [s for s in nova.compute_services()
-                    if s.host != host and s.state == "up" and not s.forced_down
+                    if s.host != host and s.live
                     and s.status == "enabled"]
         aggregates = nova.aggregates()
         inventory = Inventory(
@@ -534,8 +534,7 @@ class Engine:
         servers, whatever migrations Nova lists: settled once on a live host with no task;
         this run's to send once that evacuation is over and left them on their first host."""
         try:
-            live = {s.host for s in self.nova.compute_services()
-                    if s.state == "up" and not s.forced_down}
+            live = {s.host for s in self.nova.compute_services() if s.live}
             now = {s.id: s for s in self.nova.servers(changes_since=since,
                                                       ids=[t.server.id for t in tracks])}
         except NovaError as exc:
@@ -563,8 +562,7 @@ class Engine:
         live: set[str] = set()
         if any(t.dest for t in tracks):
             try:  # one list call per poll, whatever the number of servers
-                live = {s.host for s in self.nova.compute_services()
-                        if s.state == "up" and not s.forced_down}
+                live = {s.host for s in self.nova.compute_services() if s.live}
             except NovaError as exc:
                 LOG.warning("%s: cannot read compute services (%s); trying again", host, exc)
                 return []  # nothing counts as done on a destination not known to be live

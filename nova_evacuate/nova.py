@@ -84,6 +84,11 @@ class ComputeService:
     disabled_reason: str | None
     updated_at: datetime | None
 
+    @property
+    def live(self) -> bool:
+        """Nova sees it up and it is not forced down: it may take (and is taking) work."""
+        return self.state == "up" and not self.forced_down
+
     @classmethod
     def from_wire(cls, body: dict[str, Any]) -> ComputeService:
         return cls(id=str(body["id"]), host=body["host"], state=body["state"],

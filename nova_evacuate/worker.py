@@ -312,8 +312,7 @@ class Worker:
                       if s.id not in self.repaired and s.host not in (host, None)]
         if not candidates:
             return
-        live = {s.host for s in self.nova.compute_services()
-                if s.state == "up" and not s.forced_down}
+        live = {s.host for s in self.nova.compute_services() if s.live}
         for server in candidates:
             if not planning.left_in_error_by_a_late_request(
                     host, server, live, self.nova.rebuild_events(server.id, since)):
