@@ -207,7 +207,9 @@ def setup_logging(
         conf([], project="openstack-ha", default_config_files=[], default_config_dirs=[])
         line = "%(asctime)s.%(msecs)03d %(process)d %(levelname)s %(name)s "
         if prefix:
-            line += prefix.replace("%", "%%") + " "
+            # Escaped twice: '%' for logging's formatter, '$' for oslo.config,
+            # which substitutes "$name" in every option value it returns.
+            line += prefix.replace("%", "%%").replace("$", "$$") + " "
         conf.set_override("logging_default_format_string", line + "%(message)s")
         conf.set_override("logging_context_format_string", line + "%(message)s")
         conf.set_override("use_stderr", use_stderr)

@@ -240,6 +240,19 @@ def test_logging_survives_invalid_utf8_nul_and_escapes_in_syslog(monkeypatch, ca
     assert "\x1b" not in capsys.readouterr().err
 
 
+def test_an_instance_name_with_dollar_and_percent_is_logged_as_written(capsys):
+    # oslo.config substitutes "$name" in option values and logging "%(name)s":
+    # an instance called "x${HOME}%(foo)s" must reach the log unchanged
+    logsetup.setup_logging("test-agent", prefix="NovaEvacuate(x${HOME}$$%(foo)s%)")
+    try:
+        logging.getLogger("t").warning("hello")
+    finally:
+        logsetup.setup_logging("test-agent")
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Logging error" not in err
+    assert "NovaEvacuate(x${HOME}$$%(foo)s%) hello" in err
+
+
 def test_the_exit_reason_is_one_printable_line(capsys):
     ocf.exit_reason("first\nsecond\x1b]52;c;evil\x07 \udcff")
     err = capsys.readouterr().err
