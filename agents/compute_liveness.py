@@ -24,7 +24,7 @@ import time
 from agents import checks as liveness_checks
 from agents import ocf
 from agents.ocf import Action, Agent, Context, OCFError, OCFExit, Parameter
-from nova_evacuate import pacemaker
+from openstack_ha import pacemaker
 
 LOG = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import time
 
 from agents import ocf
 from agents.ocf import Action, Agent, Context, OCFError, OCFExit, Parameter
-from nova_evacuate.logsetup import SYSLOG_FACILITY_ENV, open_for_append
+from openstack_ha.logsetup import SYSLOG_FACILITY_ENV, open_for_append
 
 LOG = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from nova_evacuate.logsetup import printable
+from openstack_ha.logsetup import printable
 
 # Every monitor pays for what is imported here: typing and xml.etree are only
 # needed by type checkers and by meta-data.
@@ -368,7 +368,7 @@ def write_file(path: str, text: str, mode: int = 0o600) -> None:
 
 
 def setup_agent_logging(agent: Agent, environ: Mapping[str, str]) -> None:
-    from nova_evacuate.logsetup import setup_logging
+    from openstack_ha.logsetup import setup_logging
 
     instance = environ.get("OCF_RESOURCE_INSTANCE") or "-"
     setup_logging(

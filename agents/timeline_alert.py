@@ -3,7 +3,7 @@
     pcs alert create id=openstack-ha-timeline path=/usr/lib/openstack-ha/timeline_alert
 
 Pacemaker runs it (as hacluster) on every node, fencing and resource event, with the event
-in ``CRM_alert_*`` variables. It records, in :mod:`nova_evacuate.timeline`'s file:
+in ``CRM_alert_*`` variables. It records, in :mod:`openstack_ha.timeline`'s file:
 
 * ``detected``: an operation failed (a result other than expected) on a compute node, or
   the connection resource of a pacemaker_remote node failed: the moment Pacemaker noticed;
@@ -73,7 +73,7 @@ def main() -> int:
         if found is None:
             return 0
         name, host, details = found
-        from nova_evacuate import timeline
+        from openstack_ha import timeline
 
         # Recorded at the time Pacemaker runs the alert, not CRM_alert_timestamp: for a lost
         # remote connection that is the failed monitor's start, which can precede the failure.

@@ -37,10 +37,11 @@ from fence_compute.power import (
     power_confirmed,
 )
 from fence_compute.protocol import ExitCode, FenceError, Options, redact_text
-from nova_evacuate import host_return, nova, pacemaker, timeline
+from nova_evacuate import host_return, nova
 from nova_evacuate.ledger import AttributeMirror, Ledger, LedgerError, parse_marker
 from nova_evacuate.nova import ForceUpRefused, NovaError
-from nova_evacuate.pacemaker import PacemakerError
+from openstack_ha import pacemaker, timeline
+from openstack_ha.pacemaker import PacemakerError
 
 LOG = logging.getLogger(__name__)
 

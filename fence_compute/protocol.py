@@ -50,7 +50,7 @@ from typing import Any, Literal, TextIO
 from urllib.parse import unquote
 from xml.sax.saxutils import escape as _xml_escape
 
-from nova_evacuate import logsetup
+from openstack_ha import logsetup
 
 LOG = logging.getLogger(__name__)
 

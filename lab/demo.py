@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="leave the lab running at the end")
     p.add_argument("--state-dir", type=Path, default=Path("/tmp/openstack-ha-demo"))
     args = p.parse_args(argv)
-    from nova_evacuate import timeline
+    from openstack_ha import timeline
 
     lab = Lab(args.state_dir, cluster=True)
     t_start = time.monotonic()

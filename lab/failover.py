@@ -23,7 +23,7 @@ import yaml
 from lab import workload
 from lab.pacemaker import NETNS_PREFIX
 from lab.stack import REPO, Lab
-from nova_evacuate import pacemaker
+from openstack_ha import pacemaker
 
 TIMELINE = Path("/var/log/openstack-ha/timeline.jsonl")
 LIVENESS_CHECKS = ("process:nova-compute; "
@@ -173,7 +173,7 @@ class Deployment:
     @staticmethod
     def mark(event: str, host: str, **fields: Any) -> float:
         """Record a lab event (``failure_injected``) in the timeline; its time."""
-        from nova_evacuate import timeline
+        from openstack_ha import timeline
 
         now = round(time.time(), 3)  # as the timeline stores it: events(now) includes it
         timeline.record(event, host, at=now, by="lab", **fields)

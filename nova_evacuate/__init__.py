@@ -1,5 +1,5 @@
 """The evacuation engine and everything that talks to Nova.
 
-Importing this package must stay cheap: the compute-node monitor path imports
-``nova_evacuate.logsetup`` through it, so nothing here imports openstacksdk.
+Importing this package must stay cheap: ``fence_compute`` imports it on every fence
+action, so nothing here imports openstacksdk at import time.
 """

@@ -35,8 +35,8 @@ import sys
 import time
 from typing import Any, NoReturn, TextIO
 
-from nova_evacuate.logsetup import redacted, setup_logging
-from nova_evacuate.timeline import terminal_text
+from openstack_ha.logsetup import redacted, setup_logging
+from openstack_ha.timeline import terminal_text
 
 LOG = logging.getLogger("nova_evacuate.cli")
 
@@ -149,8 +149,8 @@ def _mirror():
     """The Pacemaker node attribute mirror, where this runs on a cluster node."""
     if shutil.which("attrd_updater") is None or not os.path.exists("/var/lib/pacemaker"):
         return None
-    from nova_evacuate import pacemaker
     from nova_evacuate.ledger import AttributeMirror
+    from openstack_ha import pacemaker
 
     def set_quietly(name: str, value: str, node: str) -> None:
         try:

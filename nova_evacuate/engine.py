@@ -57,10 +57,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nova_evacuate import plan as planning
-from nova_evacuate import timeline
 from nova_evacuate.ledger import FINISHED, Ledger, LedgerEntry, LedgerError, State, parse_marker
 from nova_evacuate.nova import ComputeService, Nova, NovaError
 from nova_evacuate.plan import Inventory, Migration, Plan, Planned, Policy, Server, ServiceState
+from openstack_ha import timeline
 
 LOG = logging.getLogger(__name__)
 

@@ -272,7 +272,7 @@ class NovaServices(Protocol):
 @dataclass(frozen=True)
 class AttributeMirror:
     """Writes the ``evacuate`` node attribute: ``set(name, value, node)`` and
-    ``delete(name, node)``, e.g. ``nova_evacuate.pacemaker.set_node_attribute`` and
+    ``delete(name, node)``, e.g. ``openstack_ha.pacemaker.set_node_attribute`` and
     ``delete_node_attribute``."""
 
     set: Callable[[str, str, str], None]

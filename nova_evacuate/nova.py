@@ -19,8 +19,8 @@ from os import PathLike
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlencode
 
-from nova_evacuate.logsetup import hide, redacted, url_secrets
 from nova_evacuate.plan import Aggregate, Migration, RebuildEvent, Resources, Server, is_true
+from openstack_ha.logsetup import hide, redacted, url_secrets
 
 # Services by UUID: from 2.53 ``PUT /os-services/{id}`` takes status, disabled_reason and
 # forced_down together, and ids are UUIDs, stable across cells (2.11-2.52 addressed a service

@@ -45,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nova_evacuate import engine as engine_mod
-from nova_evacuate import host_return, timeline
+from nova_evacuate import host_return
 from nova_evacuate import plan as planning
 from nova_evacuate.ledger import (
     FINISHED,
@@ -59,6 +59,7 @@ from nova_evacuate.ledger import (
     parse_marker,
 )
 from nova_evacuate.nova import ComputeService, ForceUpRefused, Nova, NovaError
+from openstack_ha import timeline
 
 LOG = logging.getLogger(__name__)
 
@@ -357,9 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     from oslo_config import cfg
 
     from nova_evacuate import conf as confmod
-    from nova_evacuate import pacemaker
-    from nova_evacuate.logsetup import setup_logging
     from nova_evacuate.nova import connect_from_conf
+    from openstack_ha import pacemaker
+    from openstack_ha.logsetup import setup_logging
 
     p = argparse.ArgumentParser(prog="nova-evacuate-worker")
     p.add_argument("--config-file", action="append", dest="config_files")

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from cluster_helpers import sh
 
-from nova_evacuate import pacemaker
+from openstack_ha import pacemaker
 
 NODE = "compute1"
 

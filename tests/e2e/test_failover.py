@@ -14,7 +14,7 @@ import time
 import pytest
 
 from lab import workload
-from nova_evacuate import timeline
+from openstack_ha import timeline
 
 pytestmark = [pytest.mark.cluster, pytest.mark.lab,
               pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")]

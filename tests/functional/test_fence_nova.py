@@ -16,8 +16,8 @@ from datetime import timedelta
 import pytest
 
 from nova_evacuate import nova as nova_adapter
-from nova_evacuate import pacemaker
 from nova_evacuate.ledger import Ledger
+from openstack_ha import pacemaker
 
 pytestmark = pytest.mark.lab
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nova_evacuate import timeline
+from openstack_ha import timeline
 
 
 @pytest.fixture(autouse=True)

@@ -439,8 +439,8 @@ def test_options_repr_shows_auth_url_redacted():
 
 
 def test_auth_url_credentials_never_reach_the_log_or_the_timeline(monkeypatch, tmp_path):
-    from nova_evacuate import timeline
     from nova_evacuate.nova import NovaError
+    from openstack_ha import timeline
 
     path = tmp_path / "timeline.jsonl"
     monkeypatch.setenv(timeline.ENV, str(path))

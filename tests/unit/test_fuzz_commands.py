@@ -960,7 +960,7 @@ def test_nova_evacuate_cli(case: CliCase, secret: str, sandbox: Sandbox, make_bo
 # A defect the fuzz found (see the report of issue 11's fuzz target): credentials written in
 # a clouds.yaml auth_url reach stderr through keystoneauth's warning and the final error.
 # Found by this fuzz: keystoneauth's warning and the "cannot reach the cloud" error quoted a
-# clouds.yaml auth_url with its user info (nova_evacuate.logsetup.redacted).
+# clouds.yaml auth_url with its user info (openstack_ha.logsetup.redacted).
 @settings(max_examples=10, **SETTINGS)
 @given(case=cli_cases(cloud_with_credentials_in_url=True), secret=SECRETS)
 def test_nova_evacuate_cli_with_credentials_in_the_auth_url(case: CliCase, secret: str,

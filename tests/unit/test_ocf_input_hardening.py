@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from agents import checks, compute_liveness, nova_evacuate, ocf
 from agents.checks import KINDS, Check, CheckSpecError, Prober, Process, parse_checks
 from agents.ocf import OCFExit
-from nova_evacuate import logsetup
+from openstack_ha import logsetup
 
 LIVENESS = compute_liveness.AGENT
 EVACUATE = nova_evacuate.AGENT

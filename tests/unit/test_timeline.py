@@ -1,4 +1,4 @@
-"""The recovery timeline (nova_evacuate/timeline.py) and the alert agent's reading of
+"""The recovery timeline (openstack_ha/timeline.py) and the alert agent's reading of
 Pacemaker's events (agents/timeline_alert.py)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from agents import timeline_alert
-from nova_evacuate import timeline
+from openstack_ha import timeline
 
 T = 1796000000.0
 
@@ -51,7 +51,7 @@ def test_record_appends_lines_and_the_renderer_reads_them(tmp_path, monkeypatch)
     timeline.record("instance_done", "compute1", at=T + 5, name="vm-1", dest="compute2")
     assert [json.loads(line)["event"] for line in path.read_text().splitlines()[:2]] == [
         "detected", "evacuation_requested"]
-    done = subprocess.run([sys.executable, "-m", "nova_evacuate.timeline", str(path)],
+    done = subprocess.run([sys.executable, "-m", "openstack_ha.timeline", str(path)],
                           capture_output=True, text=True, check=True)
     assert "MTTR 5.0s = detection 0.0s + fencing 2.0s + evacuation 3.0s" in done.stdout
     assert "+   5.00s  instance_done" in done.stdout

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from nova_evacuate import timeline
+from openstack_ha import timeline
 
 T = 1796000000.0
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def cluster_gid() -> int | None:
 
 
 def renderer(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nova_evacuate.timeline", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "openstack_ha.timeline", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -23,7 +23,7 @@ it is opened without following a symbolic link (a link planted in the directory 
 otherwise make root append to, and change the mode of, any file), and only a regular file
 with a single link is written.
 
-    python -m nova_evacuate.timeline [FILE] [--host HOST] [--json]
+    python -m openstack_ha.timeline [FILE] [--host HOST] [--json]
 
 renders each recovery with times relative to its start, and the MTTR with its parts:
 detection (failure → detected), fencing (detected → evacuation requested) and evacuation
