@@ -47,7 +47,7 @@ class ShippedAgent:
 
 SHIPPED = (
     ShippedAgent("ocf", "ComputeLiveness", "agents.compute_liveness"),
-    ShippedAgent("ocf", "NovaEvacuate", "agents.nova_evacuate"),
+    ShippedAgent("ocf", "NovaEvacuate", "agents.nova_evacuate_agent"),
     ShippedAgent("fence", "fence_nova", "fence_compute.fence_nova"),
     ShippedAgent("alert", "timeline_alert", "agents.timeline_alert"),
     ShippedAgent("tool", "nova-evacuate", "nova_evacuate.cli"),

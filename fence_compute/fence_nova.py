@@ -8,7 +8,7 @@ parameters.  :func:`check_config` is the cross-option validation run for
 ``validate-all`` and before every action.
 
 The fencing sequence itself (what ``off``, ``on`` and the rest do) is in
-:mod:`fence_compute.fencing`, loaded only for those actions.
+:mod:`fence_compute.actions`, loaded only for those actions.
 
 Importing this module must stay cheap (no openstacksdk, keystoneauth1 or
 pyghmi): Pacemaker runs ``metadata`` and ``validate-all`` often.
@@ -19,8 +19,9 @@ from __future__ import annotations
 import enum
 import logging
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
+from fence_compute.bmc_map import parse_bmc_map
 from fence_compute.protocol import (
     STANDARD_OPTIONS,
     FenceAction,
@@ -30,6 +31,7 @@ from fence_compute.protocol import (
     run,
     show_value,
 )
+from nova_evacuate.common_options import DOMAIN, LEAVE_DISABLED
 
 LOG = logging.getLogger(__name__)
 
@@ -62,64 +64,6 @@ class RecordOnly(enum.Enum):
         if word in ("2", "disabled"):
             return cls.DISABLED
         raise ValueError("must be a boolean (1/yes/on/true, 0/no/off/false) or 2/disabled")
-
-
-@dataclass(frozen=True)
-class BmcAddress:
-    """Where one host's BMC answers: ``address`` and, when given, ``port``."""
-
-    address: str
-    port: int | None = None
-
-
-def parse_bmc_map(text: str) -> dict[str, BmcAddress]:
-    """Parse ``host=address[:port][,host=address[:port]...]``.
-
-    An IPv6 address takes a port only in brackets (``[fd00::11]:623``).  A host
-    named twice (compared case-insensitively) is refused, naming it: which BMC
-    to power off must never be a guess.  Raises ValueError with a message that
-    names the entry.
-    """
-    result: dict[str, BmcAddress] = {}
-    seen: dict[str, str] = {}
-    entries = [e.strip() for e in text.split(",")]
-    for number, entry in enumerate(entries, 1):
-        if not entry:
-            continue  # a trailing or doubled comma
-        host, sep, target = (part.strip() for part in entry.partition("="))
-        if not sep or not host or not target:
-            raise ValueError(f"entry {number} ({entry!r}) is not host=address[:port]")
-        if any(c.isspace() for c in host + target):
-            raise ValueError(f"entry {number} ({entry!r}) contains white space")
-        address, port = _split_address(target, number, entry)
-        key = host.lower()
-        if key in seen:
-            raise ValueError(f"host {host!r} is mapped twice (entries {seen[key]} and {number})")
-        seen[key] = str(number)
-        result[host] = BmcAddress(address, port)
-    if not result:
-        raise ValueError("no host=address entry")
-    return result
-
-
-def _split_address(target: str, number: int, entry: str) -> tuple[str, int | None]:
-    port_text = None
-    if target.startswith("["):
-        address, bracket, rest = target[1:].partition("]")
-        if not bracket or not address or (rest and not rest.startswith(":")):
-            raise ValueError(f"entry {number} ({entry!r}) has a malformed [IPv6] address")
-        port_text = rest[1:] if rest else None
-    elif target.count(":") == 1:
-        address, _, port_text = target.partition(":")
-    else:
-        address = target  # a name, an IPv4 address, or a bare IPv6 address without port
-    if not address:
-        raise ValueError(f"entry {number} ({entry!r}) has no address")
-    if port_text is None:
-        return address, None
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"entry {number} ({entry!r}) has a port outside 1-65535")
-    return address, int(port_text)
 
 
 def _got(value: str) -> str:
@@ -272,13 +216,10 @@ _OPTIONS = (
         ),
     ),
     Option(
-        "domain",
-        "DNS domain in which hosts live",
+        DOMAIN.name,
+        DOMAIN.summary,
         getopt="-d, --domain=[string]",
-        longdesc=(
-            "Appended to the node name to form the Nova host name, useful when the cluster"
-            " uses short names and Nova uses FQDNs."
-        ),
+        longdesc=DOMAIN.help,
     ),
     Option(
         "compute_domain",
@@ -318,15 +259,12 @@ _OPTIONS = (
         longdesc="Instances' disks are not on shared storage: evacuation rebuilds them.",
     ),
     Option(
-        "leave_disabled",
-        "Leave the nova-compute service disabled after unfencing",
+        LEAVE_DISABLED.name,
+        LEAVE_DISABLED.summary,
         "boolean",
-        default=False,
+        default=LEAVE_DISABLED.default,
         getopt="--leave-disabled",
-        longdesc=(
-            "On unfencing (on), clear the forced-down state but keep the service disabled,"
-            " so an operator re-enables the host by hand."
-        ),
+        longdesc=LEAVE_DISABLED.help,
     ),
     Option(
         "unfence_power",
@@ -469,7 +407,7 @@ AGENT = FENCE_NOVA  # the name agents.catalog looks for
 def main() -> None:
     # Imported here, not at the top: the fencing path imports this module's
     # declaration, and metadata must not pay for the fencing path's imports.
-    from fence_compute.fencing import HANDLERS
+    from fence_compute.actions import HANDLERS
 
     sys.exit(run(FENCE_NOVA, HANDLERS, sys.argv[1:], sys.stdin))
 

@@ -44,9 +44,6 @@ import re
 import secrets
 import shlex
 import shutil
-import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -58,7 +55,11 @@ from pathlib import Path
 from typing import Any
 
 from lab import bmc_chassis as chassis
-from lab.bmc_chassis import flocked, host_dir, read_fault, write_atomic
+from lab.bmc_chassis import flocked, host_dir, read_fault
+from lab.commands import DAEMON_PATH
+from lab.files import write_atomic
+from lab.namespaces import setns_preexec
+from lab.procs import cmdline, kill_until_gone, netns_pids, pid_alive, udp_bound
 
 NETNS = "ohalab-bmc"
 HOST_IF, BMC_IF = "ohalab-hb", "ohalab-bb"
@@ -69,7 +70,6 @@ USERNAME = "admin"
 CHASSIS_PY = Path(__file__).resolve().with_name("bmc_chassis.py")
 # Which state dir owns the (single) namespace, so that a second lab is refused, not clobbered.
 REGISTRY = Path("/run/openstack-ha-lab/bmc-owner")
-_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -99,43 +99,10 @@ def default_state_dir() -> Path:
     return Path(os.environ.get("OPENSTACK_HA_LAB", "/tmp/openstack-ha-lab")) / "bmc"
 
 
-def pid_alive(pid: int | None) -> bool:
-    """A zombie counts as dead: PID 1 here reaps orphans only every few seconds (pacemaker-lab P1)."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text() if pid and pid > 0 else ""
-    except OSError:
-        data = ""
-    return bool(data) and data[data.rindex(")") + 2] not in "ZX"
-
-
 def _is_bmc_process(pid: int) -> bool:
     """An ipmi_sim or relay of this lab, not a process that reused the pid of a stale state file."""
-    with contextlib.suppress(OSError):
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        return pid_alive(pid) and (argv[0] == b"ipmi_sim" or bytes(CHASSIS_PY) in argv)
-    return False
-
-
-def _netns_pids() -> list[int]:
-    with contextlib.suppress(FileNotFoundError):
-        target = os.stat(f"/run/netns/{NETNS}")
-        found = []
-        for entry in os.scandir("/proc"):
-            with contextlib.suppress(OSError):
-                ns = os.stat(f"/proc/{entry.name}/ns/net") if entry.name.isdigit() else None
-                if ns and (ns.st_dev, ns.st_ino) == (target.st_dev, target.st_ino):
-                    found.append(int(entry.name))
-        return found
-    return []
-
-
-def _udp_bound(pid: int) -> set[tuple[str, int]]:
-    """UDP sockets bound in PID's network namespace, from /proc (no need to enter it)."""
-    with contextlib.suppress(OSError):
-        rows = [line.split()[1].split(":") for line in
-                Path(f"/proc/{pid}/net/udp").read_text().splitlines()[1:]]
-        return {(socket.inet_ntoa(struct.pack("<I", int(ip, 16))), int(port, 16)) for ip, port in rows}
-    return set()
+    argv = cmdline(pid)
+    return pid_alive(pid) and bool(argv) and (argv[0] == b"ipmi_sim" or bytes(CHASSIS_PY) in argv)
 
 
 def _ip(*args: str, stdin: str | None = None, check: bool = True) -> str:
@@ -153,7 +120,7 @@ def _ipmitool(address: str, port: int, password: str, *command: str,
     return subprocess.Popen(
         ["ipmitool", "-I", "lanplus", "-C", "3", "-H", address, "-p", str(port), "-U", USERNAME,
          "-E", "-N", "1", "-R", "3", *command],
-        env={"PATH": _PATH, "IPMI_PASSWORD": password}, preexec_fn=preexec, text=True,
+        env={"PATH": DAEMON_PATH, "IPMI_PASSWORD": password}, preexec_fn=preexec, text=True,
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
 
@@ -163,7 +130,7 @@ def _bmc_netns() -> Iterator[Callable[[], None]]:
     """A preexec_fn entering the BMC namespace, valid inside the with block."""
     fd = os.open(f"/run/netns/{NETNS}", os.O_RDONLY)
     try:
-        yield chassis.setns_preexec(fd)
+        yield setns_preexec(fd)
     finally:
         os.close(fd)
 
@@ -249,7 +216,7 @@ class BmcLab:
         if not hosts or bad or len(hosts) > 200:  # 10.251.100.(10+i)
             raise LabError(f"need 1-200 host names of [A-Za-z0-9_.-]; bad: {bad}")
         for tool in ("ipmi_sim", "ipmitool", "ip"):
-            if shutil.which(tool, path=_PATH) is None:
+            if shutil.which(tool, path=DAEMON_PATH) is None:
                 raise LabError(f"{tool} is not installed (apt-get install openipmi ipmitool iproute2)")
         chassis_cmd = shlex.join([sys.executable, "-IS", str(CHASSIS_PY), "chassis",
                                   str(self.state_dir.resolve())])
@@ -337,7 +304,7 @@ class BmcLab:
         must not take the BMCs down with it."""
         with open(cwd / log, "ab") as out:
             proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, env={"PATH": _PATH, **(env or {})},
+                                    stderr=subprocess.STDOUT, env={"PATH": DAEMON_PATH, **(env or {})},
                                     pass_fds=fds, preexec_fn=enter, start_new_session=True)
         self._children.append(proc)
         return proc.pid
@@ -349,7 +316,7 @@ class BmcLab:
             ("127.0.0.1", h["sim_port"]) for h in hosts.values()}
         # Every socket bound first (pacemaker-lab P2: never assume the bind worked). A process
         # that cannot bind exits or only logs it; both are caught here.
-        while missing := want - _udp_bound(state["relay_pid"]):
+        while missing := want - udp_bound(state["relay_pid"]):
             if dead := [pid for pid in self._pids() if not pid_alive(pid)]:
                 raise LabError(f"BMC process {dead[0]} exited; see the logs in {self.state_dir}")
             if time.monotonic() > deadline:
@@ -381,14 +348,9 @@ class BmcLab:
         # SIGKILL at once: with -p, ipmi_sim has nothing to save. Also whatever else lives in
         # the namespace: a chassis script asleep in "slow", leftovers of a lab whose state is gone.
         pids = [pid for pid in self._pids() if _is_bmc_process(pid)]
-        deadline = time.monotonic() + 5
-        while victims := [pid for pid in {*pids, *_netns_pids()} if pid_alive(pid)]:
-            if time.monotonic() > deadline:
-                raise LabError(f"processes {victims} survive SIGKILL")
-            for pid in victims:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.02)
+        if survivors := kill_until_gone(
+                lambda: [pid for pid in {*pids, *netns_pids(NETNS)} if pid_alive(pid)], 5):
+            raise LabError(f"processes {survivors} survive SIGKILL")
         for child in self._children:  # ours: reap them now rather than leave zombies
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=1)

@@ -1,7 +1,8 @@
 """The half of the BMC lab that runs inside its network namespace (``lab/bmc.py`` starts it).
 
-Standard library only, and nothing imported up front that the chassis path does not need: ipmi_sim
-runs ``chassis`` once per power request and waits for it.
+Standard library and the lab's own light helpers (lab/files.py, lab/namespaces.py) only, and
+nothing imported up front that the chassis path does not need: ipmi_sim runs ``chassis`` once per
+power request and waits for it.
 
 ``chassis STATE_DIR HOST get power`` / ``... set power 0|1`` / ``... set reset 1``
     The ``chassis_control`` program of HOST's ipmi_sim. ipmi_sim calls it through popen(), appends
@@ -29,10 +30,16 @@ import os
 import selectors
 import socket
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+
+# ipmi_sim runs this file (python3 -IS .../lab/bmc_chassis.py), and -I leaves the checkout off
+# sys.path: put it back, for the lab's own helpers.
+if not __package__:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lab.files import write_atomic
 
 MODES = ("none", "noreply", "hang-after-login", "stuck-on", "reject", "slow", "badcreds")
 HOOK_TIMEOUT = 20.0
@@ -40,7 +47,6 @@ HOOK_TIMEOUT = 20.0
 # hooks must run on the host (they may talk to 127.0.0.1 services), not in the BMC namespace, and
 # a process inside a namespace has no other way back (research/pacemaker-lab.md, pitfall P4).
 HOSTNET_FD_ENV = "OHALAB_BMC_HOSTNET_FD"
-_CLONE_NEWNET = 0x40000000
 # RMCP+ payload types 0x10-0x15: Open Session request/response and RAKP messages 1-4.
 _SESSION_SETUP = range(0x10, 0x16)
 _IDLE_PIPE = 60.0  # s; each ipmitool run is a new client (source port)
@@ -59,35 +65,11 @@ def read_fault(hdir: Path) -> tuple[str, float]:
         return "none", 0.0
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
 @contextlib.contextmanager
 def flocked(path: Path) -> Iterator[None]:
     with open(path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         yield
-
-
-def setns_preexec(fd: int) -> Callable[[], None]:
-    """A preexec_fn that moves the child into the network namespace open as ``fd``. libc is loaded
-    here, before fork: dlopen() in the child of a threaded parent can deadlock. (Python 3.11 has no
-    os.setns.)"""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def enter() -> None:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns: {os.strerror(err)}")
-
-    return enter
 
 
 # --------------------------------------------------------------------------------- chassis
@@ -107,6 +89,8 @@ def _power(hdir: Path) -> int:
 
 def _run_hook(hdir: Path, argv: list[str]) -> bool:
     import subprocess
+
+    from lab.namespaces import setns_preexec  # loads libc, before the fork below
 
     fd = os.environ.get(HOSTNET_FD_ENV)
     _log(hdir, f"hook: {argv}")

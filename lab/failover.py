@@ -8,7 +8,6 @@ the engine's configuration file sit beside them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -21,7 +20,9 @@ from typing import Any
 import yaml
 
 from lab import workload
-from lab.pacemaker import NETNS_PREFIX
+from lab.files import write_atomic
+from lab.netns import node_link
+from lab.procs import send_signal
 from lab.stack import REPO, Lab
 from openstack_ha import pacemaker
 
@@ -52,9 +53,7 @@ class Deployment:
 
     def _secret(self, name: str, value: str) -> Path:
         path = self.dir / f"{name}.secret"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(value + "\n")
+        write_atomic(path, value + "\n", 0o600)
         return path
 
     def auth(self) -> dict[str, str]:
@@ -182,8 +181,7 @@ class Deployment:
     # ------------------------------------------------------------------ failures
 
     def _veth(self, host: str) -> str:
-        index = self.pcmk._index(host)
-        return f"{NETNS_PREFIX}h{index}"
+        return node_link(self.pcmk._index(host))
 
     def kill_remoted(self, host: str) -> None:
         pid = self.pcmk.remoted_pid(host)
@@ -203,8 +201,7 @@ class Deployment:
 
     def unhang(self, host: str) -> None:
         for pid in self.pcmk.node_pids(host):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+            send_signal(pid, signal.SIGCONT)
 
     def break_check(self, host: str) -> None:
         """Makes the node's second critical check (a cmd: check) fail."""

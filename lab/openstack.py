@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import openstack_setup as setup
+from lab.files import make_dir, user_ids
 from lab.openstack_config import DATABASES, REGION, Layout, rabbitmq_env, render
 from lab.openstack_procs import Procs
 from lab.openstack_rest import Rest, RestError, http_status, parse_time, wait
@@ -201,9 +202,7 @@ class OpenStackLab:
                 f.write(line)
 
     def _run_initdb(self, pg: Path) -> None:
-        pg.mkdir(parents=True, exist_ok=True)
-        shutil.chown(pg, "postgres", "postgres")
-        pg.chmod(0o700)
+        make_dir(pg, 0o700, user_ids("postgres", "postgres"))
         proc = subprocess.run(
             [str(_pg_bin() / "initdb"), "-D", str(pg), "-U", "postgres", "--auth=trust",
              "-E", "UTF8", "--no-sync"], user="postgres", group="postgres", extra_groups=[],

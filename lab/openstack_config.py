@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.files import write_atomic
+
 ADMIN_PASSWORD = "admin"
 SERVICE_PASSWORD = "lab-service"
 REGION = "RegionOne"
@@ -273,8 +275,7 @@ def write_keys(repo: Path) -> None:
     for name in ("0", "1"):
         key = repo / name
         if not key.exists():
-            key.write_bytes(base64.urlsafe_b64encode(os.urandom(32)))
-            os.chmod(key, 0o600)
+            write_atomic(key, base64.urlsafe_b64encode(os.urandom(32)), 0o600)
 
 
 def render(lay: Layout, venv: Path, computes: list[str], token_expiration: int) -> None:
@@ -303,6 +304,4 @@ def render(lay: Layout, venv: Path, computes: list[str], token_expiration: int) 
         (lay.compute_dir(host) / "instances").mkdir(parents=True, exist_ok=True)
     write_keys(lay.state_dir / "keystone/fernet-keys")
     write_keys(lay.state_dir / "keystone/credential-keys")
-    clouds = lay.state_dir / "clouds.yaml"
-    clouds.write_text(clouds_yaml(lay))
-    os.chmod(clouds, 0o600)
+    write_atomic(lay.state_dir / "clouds.yaml", clouds_yaml(lay), 0o600)

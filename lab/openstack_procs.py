@@ -15,61 +15,14 @@ import json
 import os
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-_DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat from field 3 (state) on, or None if there is no such process."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return data[data.rindex(")") + 2 :].split()
-
-
-def _start_ticks(pid: int) -> int | None:
-    fields = _stat(pid)
-    if fields is None or fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])  # field 22: start time in clock ticks since boot
-
-
-def _boot_time() -> float:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("btime "):
-            return float(line.split()[1])
-    return 0.0
-
-
-def _group(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group PGID."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            fields = _stat(int(entry.name))
-            if fields and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-                found.append(int(entry.name))
-    return found
-
-
-def listening(ports: set[int]) -> set[int]:
-    """Which of PORTS have a listening TCP socket in this network namespace."""
-    found = set()
-    for table in ("tcp", "tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
-                fields = line.split()
-                port = int(fields[1].rsplit(":", 1)[1], 16)
-                if fields[3] == "0A" and port in ports:
-                    found.add(port)
-    return found
+from lab.commands import DAEMON_PATH
+from lab.files import write_atomic
+from lab.procs import CLOCK_TICKS, boot_time, listening, process_group, pss, start_ticks
 
 
 class Procs:
@@ -95,10 +48,7 @@ class Procs:
             fcntl.flock(lock, fcntl.LOCK_EX)
             data = self.load()
             yield data
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-            with os.fdopen(fd, "w") as fh:
-                fh.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n", 0o600)
 
     def update(self, **changes: Any) -> None:
         with self._locked() as data:
@@ -110,7 +60,7 @@ class Procs:
 
     def pid(self, name: str) -> int | None:
         entry = self._entry(name)
-        if entry is None or _start_ticks(entry["pid"]) != entry["ticks"]:
+        if entry is None or start_ticks(entry["pid"]) != entry["ticks"]:
             return None
         return int(entry["pid"])
 
@@ -120,8 +70,8 @@ class Procs:
         entry = self._entry(name)
         if entry is None:
             return None
-        ticks = _start_ticks(entry["pid"])
-        if ticks == entry["ticks"] or (ticks is None and _group(entry["pid"])):
+        ticks = start_ticks(entry["pid"])
+        if ticks == entry["ticks"] or (ticks is None and process_group(entry["pid"])):
             return int(entry["pid"])
         return None
 
@@ -140,7 +90,7 @@ class Procs:
     def start(self, name: str, argv: Sequence[str], *, log: Path, env: Mapping[str, str],
               user: str | None = None, path_prefix: str = "") -> int:
         log.parent.mkdir(parents=True, exist_ok=True)
-        full_env = {"PATH": f"{path_prefix}:{_DAEMON_PATH}" if path_prefix else _DAEMON_PATH,
+        full_env = {"PATH": f"{path_prefix}:{DAEMON_PATH}" if path_prefix else DAEMON_PATH,
                     "LC_ALL": "C.UTF-8", **env}
         with open(log, "ab") as out:
             out.write(f"\n==== {time.strftime('%F %T')} start {' '.join(argv)}\n".encode())
@@ -155,11 +105,11 @@ class Procs:
         self._children[proc.pid] = proc
         ticks = None
         while ticks is None and proc.poll() is None:
-            ticks = _start_ticks(proc.pid)
+            ticks = start_ticks(proc.pid)
         with self._locked() as data:
             data.setdefault("pids", {})[name] = {
                 "pid": proc.pid, "ticks": ticks or -1,
-                "started_at": _boot_time() + (ticks or 0) / _TICKS,
+                "started_at": boot_time() + (ticks or 0) / CLOCK_TICKS,
             }
         return proc.pid
 
@@ -180,14 +130,14 @@ class Procs:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, (sigs or {}).get(name, signal.SIGTERM))
         deadline = time.monotonic() + timeout
-        while any(_group(p) for p in groups.values()) and time.monotonic() < deadline:
+        while any(process_group(p) for p in groups.values()) and time.monotonic() < deadline:
             self._reap()
             time.sleep(0.1)
         for pid in groups.values():
-            if _group(pid):
+            if process_group(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
-        while any(_group(p) for p in groups.values()):
+        while any(process_group(p) for p in groups.values()):
             self._reap()
             time.sleep(0.05)
         self._reap()
@@ -199,7 +149,7 @@ class Procs:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        while _group(pid):
+        while process_group(pid):
             time.sleep(0.02)
         self._reap()
 
@@ -212,10 +162,4 @@ class Procs:
     def pss(self, name: str) -> int:
         """Proportional set size of the service's process group, in bytes."""
         pid = self.pid(name)
-        total = 0
-        for member in _group(pid) if pid else []:
-            with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1]) * 1024
-        return total
+        return sum(pss(member) for member in (process_group(pid) if pid else []))

@@ -14,6 +14,12 @@ starting remoted there again (:meth:`PacemakerLab.power_on`).
 This is the recipe of ``research/pacemaker-lab.md`` (pitfalls P1-P13 there), as code. Only one such
 lab can run per machine: the CIB location is hard-coded by Pacemaker and corosync runs once.
 
+This module is the lab itself (:class:`PacemakerLab`) and its command line; what it is built
+from has a module each: lab/netns.py (namespaces, links and addresses on the host),
+lab/nodes.py (the pacemaker-remoted binary, a node's init, running a command in a node),
+lab/namespaces.py (entering namespaces before exec), lab/procs.py (processes, from /proc),
+lab/files.py (atomic writes, owners and modes) and lab/commands.py (running tools, LabError).
+
 Command line::
 
     python -m lab.pacemaker up --computes compute1,compute2 [--state-dir DIR]
@@ -25,48 +31,80 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import fcntl
-import grp
 import json
 import logging
 import os
-import pwd
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lab import netns as network
+from lab.commands import DAEMON_PATH, LabError, daemon_env, run
+from lab.files import make_dir, make_file, user_ids, world_executable, write_atomic
+from lab.namespaces import MS_REC, MS_SLAVE, Mount, join_preexec, node_preexec
+from lab.netns import (
+    CONTROL_ADDRESS,
+    CONTROL_LABEL,
+    CTL_BRIDGE,
+    CTL_SUBNET,
+    IP_FORWARD,
+    IP_FORWARD_SAVED,
+    NETNS_MARKS,
+    NETNS_PREFIX,
+    destroy_netns,
+    enable_forwarding,
+    ensure_bridge,
+    ensure_control_address,
+    ensure_controller_network,
+    ensure_node_network,
+    kill_netns,
+    marked_nodes,
+    remove_bridge,
+    remove_control_address,
+    restore_forwarding,
+)
+from lab.nodes import (
+    DEFAULT_CACHE_DIR,
+    NODE_INIT,
+    ensure_remoted,
+    exec_in_node,
+    node_init_pid,
+    remoted_pid,
+)
+from lab.procs import (
+    comm,
+    descendants,
+    listening,
+    netns_pids,
+    pid_alive,
+    pids_named,
+    send_signal,
+    wait_dead,
+)
+
+# What other modules import from here; most of it lives in the modules above.
+__all__ = [
+    "CONTROLLER", "CONTROL_ADDRESS", "CONTROL_LABEL", "CTL_BRIDGE", "CTL_SUBNET",
+    "DEFAULT_CACHE_DIR", "FENCE_AGENT_PATH", "IP_FORWARD", "IP_FORWARD_SAVED", "NETNS_MARKS",
+    "NETNS_PREFIX", "NODE_HIDDEN_ETC", "NODE_INIT", "PCMK_AUTHKEY", "PCMK_LOG_DIR",
+    "PCMK_VAR_LIB", "RA_TMP_DIR", "REGISTRY", "REMOTE_PORT", "LabError", "PacemakerLab",
+    "default_state_dir", "ensure_control_address", "ensure_remoted", "exec_in_node", "main",
+    "node_init_pid", "pid_alive", "remove_control_address",
+]
+
 LOG = logging.getLogger(__name__)
 
 CONTROLLER = "ctl1"
-NETNS_PREFIX = "ohalab-"
 REMOTE_PORT = 3121
 FENCE_AGENT_PATH = Path("/usr/sbin/fence_labpower")
-# The control plane's address when compute nodes run their own nova-compute (lab/stack.py
-# with the cluster): on the host's loopback device, reached from every node namespace
-# over its veth link, so cutting a node's link cuts its nova-compute off too.
-CONTROL_ADDRESS = "10.251.0.1"
-CONTROL_LABEL = "lo:ohalab"
-NODE_INIT = Path(__file__).resolve().parent / "node_init.py"
-
-# With more than one controller, ctl2..ctlN each live in network namespace ohalab-ctlN (plus mount
-# and UTS namespaces of their own), linked by veth ohalab-cN (host side) to the host bridge
-# ohalab-ctl. ctl1 is the host itself, at the bridge's address.
-CTL_BRIDGE = "ohalab-ctl"
-CTL_SUBNET = "10.251.250"
-IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
-# The host's ip_forward before the first multi-controller lab turned it on, restored by down()
-# (kept outside the state dir so that a lab whose state dir is gone still restores it).
-IP_FORWARD_SAVED = Path("/run/openstack-ha-lab/pacemaker-ip_forward")
 
 # Pacemaker hard-codes these; the lab shares the host's copies with the controller.
 PCMK_VAR_LIB = Path("/var/lib/pacemaker")
@@ -82,289 +120,28 @@ NODE_HIDDEN_ETC = (Path("/etc/openstack-ha"), Path("/etc/openstack"))
 # A machine-wide pointer to the running lab, so that a second lab (another state dir) is refused
 # with a clear message instead of fighting over corosync and the CIB.
 REGISTRY = Path("/run/openstack-ha-lab/pacemaker.json")
-# One empty file per node namespace the lab created, so down() can sweep the namespaces of a lab
-# whose state dir is gone without touching anybody else's ohalab-* namespace.
-NETNS_MARKS = Path("/run/openstack-ha-lab/pacemaker-netns")
-
-# pacemaker-remote conflicts with the pacemaker package, so it is unpacked, never installed.
-DEFAULT_CACHE_DIR = Path(os.environ.get("OPENSTACK_HA_LAB_CACHE", "/var/cache/openstack-ha-lab"))
-
-# Daemons get a clean, predictable environment (as an init system would give them), not the
-# caller's: pytest or a developer shell must not leak into the cluster.
-_DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-class LabError(RuntimeError):
-    """The lab could not do what was asked; the message is one line and names the log to read."""
 
 
 def default_state_dir() -> Path:
     return Path(os.environ.get("OPENSTACK_HA_LAB", "/tmp/openstack-ha-lab")) / "pacemaker"
 
 
-# --------------------------------------------------------------------------------------------
-# Processes, read straight from /proc (cheaper than forking ps/ip once per poll)
-
-
-def _proc_state(pid: int) -> str | None:
-    """One-letter state from /proc/PID/stat, or None if there is no such process."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # comm (field 2) is in parentheses and may itself contain spaces or parentheses.
-    return data[data.rindex(")") + 2]
-
-
-def pid_alive(pid: int | None) -> bool:
-    """True if PID runs. A zombie counts as dead (pitfall P1): PID 1 here is not an init system
-    and reaps orphans only every few seconds, so ``kill -0`` would keep answering yes."""
-    if not pid or pid <= 0:
-        return False
-    state = _proc_state(pid)
-    return state is not None and state not in ("Z", "X")
-
-
-def _all_pids() -> Iterator[int]:
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            yield int(entry.name)
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _pids_named(comm: str) -> list[int]:
-    """Live processes whose kernel name (15 characters at most) is exactly ``comm``."""
-    return [pid for pid in _all_pids() if _comm(pid) == comm[:15] and pid_alive(pid)]
-
-
-def _descendants(root: int) -> list[int]:
-    """Every live process below ``root``, read before signalling: once the parent is gone its
-    children are reparented and can no longer be told apart from anybody else's."""
-    children: dict[int, list[int]] = {}
-    for pid in _all_pids():
-        try:
-            data = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(data[data.rindex(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(pid)
-    found: list[int] = []
-    todo = [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return [pid for pid in found if pid_alive(pid)]
-
-
-def _signal(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-
-
-def _wait_dead(pids: Sequence[int], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while any(pid_alive(pid) for pid in pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def _netns_pids(netns: str) -> list[int]:
-    """Pids whose network namespace is /run/netns/NETNS: what ``ip netns pids`` prints, without
-    forking ``ip`` on every poll. Zombies have left their namespaces and are not listed."""
-    try:
-        target = os.stat(f"/run/netns/{netns}")
-    except FileNotFoundError:
-        return []
-    found = []
-    for pid in _all_pids():
-        try:
-            ns = os.stat(f"/proc/{pid}/ns/net")
-        except OSError:
-            continue
-        if (ns.st_dev, ns.st_ino) == (target.st_dev, target.st_ino):
-            found.append(pid)
-    return found
-
-
-def _listening(pid: int, port: int) -> bool:
-    """True if a TCP socket listens on PORT in PID's network namespace. /proc/PID/net/* shows
-    that namespace's sockets, so no process has to enter it and nothing connects to remoted
-    (a bare TCP probe would make it log a failed TLS handshake)."""
-    for table in ("tcp6", "tcp"):
-        try:
-            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                return True
-    return False
-
-
-# --------------------------------------------------------------------------------------------
-# Entering a node's namespaces before exec'ing remoted. Python 3.11 has no os.setns/os.unshare,
-# so libc is called through ctypes. Doing this in the child (preexec_fn) replaces a chain of
-# `ip netns exec ... unshare ... sh -c "hostname; mount ...; exec ..."`, and keeps quoting and
-# a shell out of the way.
-
-_CLONE_NEWNS = 0x00020000
-_CLONE_NEWUTS = 0x04000000
-_CLONE_NEWNET = 0x40000000
-_MS_BIND = 4096
-_MS_REC = 16384
-_MS_PRIVATE = 1 << 18
-_MS_SLAVE = 1 << 19
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.mount.argtypes = [
-    ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p,
-]
-
-
-def _libc_check(rc: int, what: str) -> None:
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-_Mount = tuple[Path, Path, int]  # source, target, extra mount flags
-
-
-def _node_preexec(
-    netns: str, hostname: str, mounts: Sequence[_Mount], propagation: int = _MS_PRIVATE
-) -> Callable[[], None]:
-    netns_path = f"/run/netns/{netns}".encode()
-    mount_args = [(bytes(src), bytes(dst), flags) for src, dst, flags in mounts]
-
-    def enter() -> None:
-        fd = os.open(netns_path, os.O_RDONLY)
-        _libc_check(_libc.setns(fd, _CLONE_NEWNET), "setns")
-        os.close(fd)
-        _libc_check(_libc.unshare(_CLONE_NEWNS | _CLONE_NEWUTS), "unshare")
-        # Private propagation first, or the bind mounts below would leak into the host's view.
-        _libc_check(_libc.mount(b"none", b"/", None, _MS_REC | propagation, None), "mount /")
-        for src, dst, flags in mount_args:
-            _libc_check(_libc.mount(src, dst, None, _MS_BIND | flags, None),
-                        f"bind mount {dst.decode()}")
-        socket.sethostname(hostname)
-
-    return enter
-
-
-def _join_preexec(pid: int) -> Callable[[], None]:
-    """Enter the network, mount and UTS namespaces of PID (a controller's corosync), so that
-    its pacemakerd sees exactly what its corosync sees."""
-    kinds = (("net", _CLONE_NEWNET), ("mnt", _CLONE_NEWNS), ("uts", _CLONE_NEWUTS))
-
-    def enter() -> None:
-        fds = [(os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY), flag) for ns, flag in kinds]
-        for fd, flag in fds:
-            _libc_check(_libc.setns(fd, flag), "setns")
-            os.close(fd)
-
-    return enter
-
-
-def _outermost(paths: Sequence[Path]) -> list[Path]:
-    """PATHS without those inside another of them, sorted."""
-    unique = sorted(set(paths))
-    return [p for p in unique if not any(o != p and p.is_relative_to(o) for o in unique)]
-
-
-# --------------------------------------------------------------------------------------------
-
-
-def _run(
-    argv: Sequence[str],
-    *,
-    check: bool = True,
-    timeout: float = 60,
-    env: Mapping[str, str] | None = None,
-    what: str | None = None,
-) -> subprocess.CompletedProcess[str]:
-    try:
-        proc = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, env=env, check=False
-        )
-    except FileNotFoundError as exc:
-        raise LabError(f"{argv[0]}: command not found") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise LabError(f"{' '.join(argv)}: no answer after {timeout}s") from exc
-    if check and proc.returncode != 0:
-        detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-        raise LabError(
-            f"{what or ' '.join(argv)} failed (rc={proc.returncode}): "
-            f"{detail[-1] if detail else 'no output'}"
-        )
-    return proc
-
-
-def _write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
-    """Readers (the fence agent, run by Pacemaker at any moment) never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _ids(user: str = "hacluster", group: str = "haclient") -> tuple[int, int]:
+    """The uid and gid Pacemaker's daemons run as."""
     try:
-        return pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
+        return user_ids(user, group)
     except KeyError as exc:
         raise LabError(
             f"user {user} or group {group} is missing: install the pacemaker package"
         ) from exc
 
 
-def ensure_remoted(cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
-    """Path of a pacemaker-remoted binary, unpacked from the distribution's package on first use.
-
-    The package conflicts with ``pacemaker``, so it is downloaded and unpacked, never installed;
-    all the libraries it needs come with pacemaker already.
-    """
-    root = cache_dir / "pacemaker-remote"
-    binary = root / "usr/sbin/pacemaker-remoted"
-    if os.access(binary, os.X_OK):
-        return binary
-    debs = cache_dir / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    # apt-get download writes into the current directory only.
-    proc = subprocess.run(
-        ["apt-get", "download", "pacemaker-remote"],
-        cwd=debs, capture_output=True, text=True, timeout=300, check=False,
-    )
-    found = sorted(debs.glob("pacemaker-remote_*.deb"))
-    if proc.returncode != 0 or not found:
-        raise LabError(f"apt-get download pacemaker-remote failed: {proc.stderr.strip()[-200:]}")
-    unpack = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".unpack-"))
-    _run(["dpkg", "-x", str(found[-1]), str(unpack)])
-    if root.exists():
-        shutil.rmtree(root)
-    unpack.rename(root)  # atomic: a half-unpacked tree is never taken for a good one
-    if not os.access(binary, os.X_OK):
-        raise LabError(f"{found[-1]} holds no usr/sbin/pacemaker-remoted")
-    return binary
+def _outermost(paths: Sequence[Path]) -> list[Path]:
+    """PATHS without those inside another of them, sorted."""
+    unique = sorted(set(paths))
+    return [p for p in unique if not any(o != p and p.is_relative_to(o) for o in unique)]
 
 
 def _read_registry() -> dict[str, Any]:
@@ -375,81 +152,18 @@ def _read_registry() -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _daemon_env(**extra: str) -> dict[str, str]:
-    env = {"PATH": _DAEMON_PATH, "LC_ALL": "C.UTF-8", "HOME": "/root"}
-    if os.environ.get("OPENSTACK_HA_LAB_DEBUG") == "1":  # debug logs from every daemon
-        env["PCMK_debug"] = "yes"
-    env.update(extra)
-    return env
-
-
-def _world_executable(path: Path) -> bool:
-    """True if any user may run PATH: every directory above it searchable, the file executable
-    by others."""
-    real = path.resolve()
-    if not real.is_file() or not real.stat().st_mode & stat.S_IXOTH:
-        return False
-    return all(parent.stat().st_mode & stat.S_IXOTH for parent in real.parents)
-
-
 def _agent_interpreter() -> str:
     """The interpreter for the installed fence agent: this one (sys.executable), unless user
     hacluster cannot run it. pacemaker-controld runs every fence agent's ``metadata`` as
     hacluster, and an interpreter under /root (pyenv) fails there with "Permission denied": then
     the system python3 is used. The agent needs nothing beyond the standard library and ``lab``.
     """
-    if _world_executable(Path(sys.executable)):
+    if world_executable(Path(sys.executable)):
         return sys.executable
-    system = shutil.which("python3", path=_DAEMON_PATH)
-    if system is None or not _world_executable(Path(system)):
+    system = shutil.which("python3", path=DAEMON_PATH)
+    if system is None or not world_executable(Path(system)):
         raise LabError(f"no python3 that user hacluster may run ({sys.executable} is not)")
     return system
-
-
-def _control_address_present() -> bool:
-    done = _run(["ip", "-o", "addr", "show", "dev", "lo"], check=False)
-    return f" {CONTROL_ADDRESS}/32 " in done.stdout
-
-
-def ensure_control_address() -> str:
-    """The host's address for the nodes (:data:`CONTROL_ADDRESS`, on the loopback device,
-    labelled ``lo:ohalab``); idempotent. Packets from a node to it arrive over the node's
-    link and are delivered locally: nothing leaves the machine."""
-    if not _control_address_present():
-        _run(["ip", "addr", "add", f"{CONTROL_ADDRESS}/32", "dev", "lo", "label", CONTROL_LABEL])
-    return CONTROL_ADDRESS
-
-
-def remove_control_address() -> None:
-    if _control_address_present():
-        _run(["ip", "addr", "del", f"{CONTROL_ADDRESS}/32", "dev", "lo"], check=False)
-
-
-def node_init_pid(name: str) -> int | None:
-    """The init of node NAME (lab/node_init.py, PID 1 of the node's pid namespace), or None
-    when the node is off."""
-    for pid in _netns_pids(f"{NETNS_PREFIX}{name}"):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        nspid = next((line.split()[1:] for line in status.splitlines()
-                      if line.startswith("NSpid:")), [])
-        if len(nspid) >= 2 and nspid[-1] == "1" and pid_alive(pid):
-            return pid
-    return None
-
-
-def exec_in_node(name: str, argv: Sequence[str]) -> None:
-    """Replace this process with ARGV inside node NAME (net, mount, UTS and pid namespaces
-    of its pacemaker-remoted): how the lab runs a node's nova-compute. No state dir needed,
-    the node's namespace name says where it is."""
-    pid = node_init_pid(name)
-    if pid is None:
-        raise LabError(f"{name} is powered off: cannot run {argv[0]} there")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    nsenter = ["nsenter", "-t", str(pid), "-n", "-m", "-u", "-p", "--", *argv]
-    os.execvpe("nsenter", nsenter, env)  # noqa: S606 - argv as given, no shell
 
 
 class PacemakerLab:
@@ -489,7 +203,7 @@ class PacemakerLab:
     def _save_state(self, **changes: Any) -> None:
         state = self._state()
         state.update(changes)
-        _write_atomic(self.state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        write_atomic(self.state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
 
     def _nodes(self) -> dict[str, int]:
         return {str(k): int(v) for k, v in self._state().get("nodes", {}).items()}
@@ -506,11 +220,11 @@ class PacemakerLab:
 
     @staticmethod
     def netns(name: str) -> str:
-        return f"{NETNS_PREFIX}{name}"
+        return network.netns_name(name)
 
     @staticmethod
     def node_address(index: int) -> str:
-        return f"10.251.{index}.2"
+        return network.node_address(index)
 
     def remoted_log(self, name: str) -> Path:
         return self.log_dir / f"remoted-{name}.log"
@@ -531,10 +245,10 @@ class PacemakerLab:
             time.sleep(interval)
 
     def pcs(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return _run(["pcs", *args], check=check, timeout=120, what=f"pcs {' '.join(args)}")
+        return run(["pcs", *args], check=check, timeout=120, what=f"pcs {' '.join(args)}")
 
     def crm_mon_xml(self) -> ET.Element:
-        proc = _run(["crm_mon", "-1", "--output-as=xml"], check=False, timeout=30)
+        proc = run(["crm_mon", "-1", "--output-as=xml"], check=False, timeout=30)
         if proc.returncode != 0:
             raise LabError(f"crm_mon failed (rc={proc.returncode}): is the cluster up? "
                            f"(see {self.pacemaker_log})")
@@ -544,7 +258,7 @@ class PacemakerLab:
     def settle(self, timeout: float = 60) -> None:
         """Wait until Pacemaker has no action pending or in flight (``crm_resource --wait``)."""
         secs = max(1, int(timeout))
-        _run(["crm_resource", "--wait", f"--timeout={secs}s"], timeout=secs + 15,
+        run(["crm_resource", "--wait", f"--timeout={secs}s"], timeout=secs + 15,
              what="crm_resource --wait (cluster did not settle)")
 
     def reconnect(self, name: str, timeout: float = 60) -> None:
@@ -559,7 +273,7 @@ class PacemakerLab:
         """
         self.settle(timeout)
         self.power_on(name)
-        _run(["crm_resource", "--cleanup", "-r", name], timeout=timeout)
+        run(["crm_resource", "--cleanup", "-r", name], timeout=timeout)
         try:
             self.wait_until(lambda: self.remote_ready(name), timeout, f"{name} back online")
         except LabError as exc:
@@ -604,13 +318,10 @@ class PacemakerLab:
     # ---------------------------------------------------------------- compute nodes
 
     def node_pids(self, name: str) -> list[int]:
-        return _netns_pids(self.netns(name))
+        return netns_pids(self.netns(name))
 
     def remoted_pid(self, name: str) -> int | None:
-        # The kernel truncates comm to 15 characters: "pacemaker-remot".
-        pids = [p for p in self.node_pids(name) if _comm(p) == "pacemaker-remoted"[:15]]
-        pids = [p for p in pids if pid_alive(p)]
-        return min(pids) if pids else None
+        return remoted_pid(name)
 
     def init_pid(self, name: str) -> int | None:
         """The node's init (lab/node_init.py, PID 1 of its pid namespace), None when off."""
@@ -633,64 +344,14 @@ class PacemakerLab:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def _ensure_node_network(self, name: str, index: int) -> None:
-        """Namespace plus veth pair; once created it is only ever reused, so the host side is
-        touched here and nowhere else (pitfall P4: a node cannot get back to the host netns)."""
-        ns = self.netns(name)
-        if Path(f"/run/netns/{ns}").exists():
-            return
-        host, peer = f"{NETNS_PREFIX}h{index}", f"{NETNS_PREFIX}n{index}"
-        if Path(f"/sys/class/net/{host}").exists():  # left over from a crashed run
-            _run(["ip", "link", "del", host], check=False)
-        NETNS_MARKS.mkdir(parents=True, exist_ok=True)
-        (NETNS_MARKS / ns).touch()
-        for argv in (
-            ["ip", "netns", "add", ns],
-            ["ip", "link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns],
-            ["ip", "addr", "add", f"10.251.{index}.1/24", "dev", host],
-            ["ip", "link", "set", host, "up"],
-            ["ip", "-n", ns, "addr", "add", f"{self.node_address(index)}/24", "dev", peer],
-            ["ip", "-n", ns, "link", "set", "lo", "up"],
-            ["ip", "-n", ns, "link", "set", peer, "up"],
-            ["ip", "-n", ns, "route", "add", f"{CONTROL_ADDRESS}/32", "via", f"10.251.{index}.1"],
-        ):
-            _run(argv)
-        if len(self.controllers()) > 1:  # ctl2..N reach remoted through the host
-            _run(["ip", "-n", ns, "route", "add", f"{CTL_SUBNET}.0/24", "via",
-                  f"10.251.{index}.1"])
-
-    def _destroy_node_network(self, name: str) -> None:
-        """Kill what runs in the namespace, then delete it. Deleting a veth end from inside
-        removes both ends at once; left to the namespace's own teardown that happens later, in
-        a kernel work queue, and the next up() could find the host-side name still taken."""
-        ns = self.netns(name)
-        if not Path(f"/run/netns/{ns}").exists():
-            (NETNS_MARKS / ns).unlink(missing_ok=True)
-            return
-        self._kill_netns(name)
-        links = _run(["ip", "-n", ns, "-o", "link", "show", "type", "veth"], check=False)
-        for line in links.stdout.splitlines():
-            # "2: ohalab-n1@if3: <...>": the name ends at '@'.
-            dev = line.split(":", 2)[1].strip().split("@", 1)[0]
-            _run(["ip", "-n", ns, "link", "del", dev], check=False)
-        _run(["ip", "netns", "del", ns], check=False)
-        (NETNS_MARKS / ns).unlink(missing_ok=True)
-
-    def _kill_netns(self, name: str) -> None:
-        # Loop: a process may fork between listing and killing (remoted starting an agent).
-        deadline = time.monotonic() + 10
-        while pids := self.node_pids(name):
-            for pid in pids:
-                _signal(pid, signal.SIGKILL)
-            if time.monotonic() > deadline:
-                raise LabError(f"processes {pids} in netns {self.netns(name)} survive SIGKILL")
-            time.sleep(0.02)
+        ensure_node_network(name, index, via_controllers=len(self.controllers()) > 1)
 
     def power_off(self, name: str) -> None:
         """Hard power cut: every process of the node dies at once, nothing is stopped cleanly,
         and the node's /run (resource agents' state) is lost, as with real power."""
         self._index(name)
         with self._node_lock(name):
-            self._kill_netns(name)
+            kill_netns(name)
             ra_dir = self.node_ra_dir(name)
             if ra_dir.is_dir():
                 for entry in ra_dir.iterdir():
@@ -720,7 +381,7 @@ class PacemakerLab:
         host: its disk, kept across its power cycles and the lab's next up()."""
         return self.nodes_dir / name / "view"
 
-    def _node_view(self, name: str) -> list[_Mount]:
+    def _node_view(self, name: str) -> list[Mount]:
         """The mounts that give node NAME its own view of the host's files, in order, with
         the directories they need created (on the host: mount points must exist).
 
@@ -744,8 +405,8 @@ class PacemakerLab:
                 created.add(str(etc))
         if created != set(self._state().get("created_etc", [])):
             self._save_state(created_etc=sorted(created))
-        mounts: list[_Mount] = []
-        covers: list[_Mount] = []
+        mounts: list[Mount] = []
+        covers: list[Mount] = []
         for path in hidden:
             path.mkdir(parents=True, exist_ok=True)
             # named after the path it covers, so that it is the same one at every boot
@@ -760,7 +421,7 @@ class PacemakerLab:
                     inner.mkdir(parents=True, exist_ok=True)
                     (own / inner.relative_to(path)).mkdir(parents=True, exist_ok=True)
                     mounts.append((inner, own / inner.relative_to(path), 0))
-            covers.append((own, path, _MS_REC))
+            covers.append((own, path, MS_REC))
         # A directory that holds the node's own directories is covered last: the others'
         # sources must still be reachable when they are bound.
         covers.sort(key=lambda m: self.node_view_dir(name).is_relative_to(m[1]))
@@ -789,8 +450,8 @@ class PacemakerLab:
             mounts += self._node_view(name)
         log = self.remoted_log(name)
         stdout = log.with_suffix(".stdout")
-        env = _daemon_env(PCMK_logfile=str(log), PCMK_logfacility="none",
-                          PCMK_remote_port=str(REMOTE_PORT))
+        env = daemon_env(PCMK_logfile=str(log), PCMK_logfacility="none",
+                         PCMK_remote_port=str(REMOTE_PORT))
         with open(stdout, "ab") as out:
             # `setsid --fork` detaches remoted from us: it is adopted by PID 1 and never becomes a
             # zombie of the test process or of the fence agent that booted it.
@@ -803,7 +464,7 @@ class PacemakerLab:
                 # (lab/node_init.py) that reaps the node's orphans and outlives remoted.
                 argv = ["setsid", "--fork", "unshare", "--pid", "--fork", "--mount-proc",
                         "/usr/bin/python3", "-I", "-S", str(NODE_INIT), remoted]
-                preexec = _node_preexec(self.netns(name), name, mounts)
+                preexec = node_preexec(self.netns(name), name, mounts)
             try:
                 proc = subprocess.run(
                     argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -819,7 +480,7 @@ class PacemakerLab:
         started = time.monotonic()
         while True:
             pid = self.remoted_pid(name)
-            if pid is not None and _listening(pid, REMOTE_PORT):
+            if pid is not None and listening({REMOTE_PORT}, pid):
                 return
             elapsed = time.monotonic() - started
             if pid is None and elapsed > 1:
@@ -846,7 +507,7 @@ class PacemakerLab:
         if pid is None:
             raise LabError(f"{name} is powered off: nothing to run {argv[0]} in")
         full_env = None if env is None else {**os.environ, **env}
-        return _run(
+        return run(
             ["nsenter", "-t", str(pid), "-n", "-m", "-u", "-p", "--", *argv],
             check=check, timeout=timeout, env=full_env, what=f"{' '.join(argv)} on {name}",
         )
@@ -908,8 +569,8 @@ class PacemakerLab:
                        "local": [str(Path(p).absolute()) for p in local]},
         )
         REGISTRY.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(REGISTRY, json.dumps({"state_dir": str(self.state_dir),
-                                            "owner": os.getpid() if owned else None}))
+        write_atomic(REGISTRY, json.dumps({"state_dir": str(self.state_dir),
+                                           "owner": os.getpid() if owned else None}))
         try:
             if controllers == 1:
                 self._start_corosync()
@@ -952,7 +613,7 @@ class PacemakerLab:
             raise LabError("the Pacemaker lab needs root (namespaces, corosync, the CIB)")
         for tool in ("corosync", "pacemakerd", "pcs", "crm_mon", "cibadmin", "crm_attribute",
                      "corosync-quorumtool", "ip", "nsenter", "setsid", "apt-get", "dpkg"):
-            if shutil.which(tool, path=_DAEMON_PATH) is None:
+            if shutil.which(tool, path=DAEMON_PATH) is None:
                 raise LabError(f"{tool} not found: apt-get install pacemaker pacemaker-cli-utils "
                                "corosync pcs iproute2 util-linux")
 
@@ -977,32 +638,28 @@ class PacemakerLab:
                     f"another Pacemaker lab is up in {other_dir}; stop it first with: "
                     f"python -m lab.pacemaker down --state-dir {other_dir}"
                 )
-        for comm in ("corosync", "pacemakerd", "pacemaker-based"):
-            if pids := _pids_named(comm):
-                raise LabError(f"{comm} (pid {pids[0]}) is running and is not this lab's: "
+        for daemon in ("corosync", "pacemakerd", "pacemaker-based"):
+            if pids := pids_named(daemon):
+                raise LabError(f"{daemon} (pid {pids[0]}) is running and is not this lab's: "
                                "stop it first (only one cluster fits on a machine)")
         for name in computes:  # namespaces left by a lab whose state dir is gone
-            self._destroy_node_network(name)
+            destroy_netns(name)
         for i in range(2, controllers + 1):
-            self._destroy_node_network(f"ctl{i}")
-        self._remove_bridge()
+            destroy_netns(f"ctl{i}")
+        remove_bridge()
 
     def _prepare_host(self) -> None:
         """What the pacemaker package normally leaves in place (research 1.2), re-created
         idempotently in case something removed it."""
         uid, gid = _ids()
         for sub in ("cib", "pengine", "blackbox", "cores"):
-            path = PCMK_VAR_LIB / sub
-            path.mkdir(parents=True, exist_ok=True)
-            os.chown(path, uid, gid)
-            path.chmod(0o750)
+            make_dir(PCMK_VAR_LIB / sub, 0o750, (uid, gid))
         PCMK_LOG_DIR.mkdir(parents=True, exist_ok=True)
         RA_TMP_DIR.mkdir(parents=True, exist_ok=True)
         ensure_control_address()
         if not PCMK_AUTHKEY.exists():
             # remoted and the cluster node authenticate each other with this one key.
-            _write_atomic(PCMK_AUTHKEY, os.urandom(4096), 0o640)
-            os.chown(PCMK_AUTHKEY, 0, gid)
+            write_atomic(PCMK_AUTHKEY, os.urandom(4096), 0o640, owner=(0, gid))
 
     def _prepare_state_dir(self, computes: Sequence[str]) -> None:
         uid, gid = _ids()
@@ -1029,9 +686,7 @@ class PacemakerLab:
             if not mode & stat.S_IXOTH:
                 parent.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
         for log in (self.pacemaker_log, *(self.remoted_log(n) for n in computes)):
-            log.touch()
-            os.chown(log, uid, gid)
-            log.chmod(0o660)
+            make_file(log, 0o660, (uid, gid))
         for name in computes:
             node_dir = self.nodes_dir / name
             for sub in ("var-lib-pacemaker/cores", "var-lib-pacemaker/cib", "run-ra", "log"):
@@ -1096,16 +751,16 @@ logging {{
 
     def _start_corosync(self) -> None:
         key = self.etc_dir / "corosync-authkey"
-        _write_atomic(key, os.urandom(256), 0o400)
+        write_atomic(key, os.urandom(256), 0o400)
         self.corosync_conf.write_text(self._corosync_text(key, self.corosync_log))
         pid = self._spawn(["corosync", "-f", "-c", str(self.corosync_conf)],
-                          self.log_dir / "corosync.stdout", _daemon_env())
+                          self.log_dir / "corosync.stdout", daemon_env())
         self._save_state(corosync_pid=pid)
 
         def ready() -> bool:
             if not pid_alive(pid):
                 raise LabError(f"corosync exited at start-up (see {self.corosync_log})")
-            return _run(["corosync-quorumtool", "-s"], check=False).returncode == 0
+            return run(["corosync-quorumtool", "-s"], check=False).returncode == 0
 
         try:
             self.wait_until(ready, 20, "corosync", 0.1)
@@ -1114,7 +769,7 @@ logging {{
 
     def _start_pacemaker(self) -> None:
         self._seed_cib()
-        env = _daemon_env(PCMK_logfile=str(self.pacemaker_log), PCMK_logfacility="none")
+        env = daemon_env(PCMK_logfile=str(self.pacemaker_log), PCMK_logfacility="none")
         pid = self._spawn(["pacemakerd"], self.log_dir / "pacemakerd.stdout", env)
         self._save_state(pacemakerd_pid=pid)
 
@@ -1131,13 +786,13 @@ logging {{
     def _seed_cib(self) -> None:
         uid, gid = _ids()
         seed = self.etc_dir / "seed-cib.xml"
-        seed.write_text(_run(["cibadmin", "--empty"]).stdout)
+        seed.write_text(run(["cibadmin", "--empty"]).stdout)
         seed_env = {**os.environ, "CIB_file": str(seed)}
         # Seeded before start: with the default dc-deadtime (20 s) the only node waits that long
         # for a DC that does not exist (P8). Fencing starts off; tests turn it on when they need.
         for name, value in (("dc-deadtime", "2s"), ("stonith-enabled", "false")):
-            _run(["crm_attribute", "--type", "crm_config", "--name", name, "--update", value],
-                 env=seed_env)
+            run(["crm_attribute", "--type", "crm_config", "--name", name, "--update", value],
+                env=seed_env)
         for sub in ("cib", "pengine"):
             for entry in (PCMK_VAR_LIB / sub).iterdir():
                 entry.unlink()
@@ -1161,7 +816,7 @@ logging {{
 
     @staticmethod
     def controller_address(index: int) -> str:
-        return f"{CTL_SUBNET}.{index}"
+        return network.controller_address(index)
 
     def controller_dir(self, name: str) -> Path:
         """ctlN's own /var/lib/pacemaker, /var/lib/corosync, /var/log/pacemaker, /run and
@@ -1188,16 +843,16 @@ logging {{
         children)."""
         self._controller_index(name)
         if name != CONTROLLER:
-            return _netns_pids(self.netns(name))
+            return netns_pids(self.netns(name))
         state = self._state()
         roots = [p for p in (state.get("corosync_pid"), state.get("pacemakerd_pid")) if pid_alive(p)]
-        return [pid for root in roots for pid in (root, *_descendants(root))]
+        return [pid for root in roots for pid in (root, *descendants(root))]
 
     def controller_powered(self, name: str) -> bool:
         if name == CONTROLLER:
             return self.is_up()
         self._controller_index(name)
-        return any(pid_alive(pid) for pid in _netns_pids(self.netns(name)))
+        return any(pid_alive(pid) for pid in netns_pids(self.netns(name)))
 
     def controller_online(self, name: str) -> bool:
         """NAME is online in the cluster as ctl1 (the host's crm_mon) sees it."""
@@ -1210,7 +865,7 @@ logging {{
         """A process of ctlN whose namespaces are the controller's (its corosync, or any)."""
         pids = self._state().get("controller_pids", {}).get(name, {})
         candidates = [p for p in (pids.get("corosync"), pids.get("pacemakerd")) if p]
-        live = _netns_pids(self.netns(name))
+        live = netns_pids(self.netns(name))
         for pid in candidates:
             if pid in live and pid_alive(pid):
                 return pid
@@ -1232,72 +887,19 @@ logging {{
         self._controller_index(name)
         full_env = None if env is None else {**os.environ, **env}
         if name == CONTROLLER:
-            return _run(argv, check=check, timeout=timeout, env=full_env,
-                        what=f"{' '.join(argv)} on {name}")
+            return run(argv, check=check, timeout=timeout, env=full_env,
+                       what=f"{' '.join(argv)} on {name}")
         pid = self._controller_pid(name)
         if pid is None:
             raise LabError(f"{name} is powered off: nothing to run {argv[0]} in")
-        return _run(["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv],
-                    check=check, timeout=timeout, env=full_env,
-                    what=f"{' '.join(argv)} on {name}")
-
-    def _ensure_bridge(self) -> None:
-        if Path(f"/sys/class/net/{CTL_BRIDGE}").exists():
-            return
-        for argv in (
-            ["ip", "link", "add", CTL_BRIDGE, "type", "bridge", "forward_delay", "0"],
-            ["ip", "addr", "add", f"{self.controller_address(1)}/24", "dev", CTL_BRIDGE],
-            ["ip", "link", "set", CTL_BRIDGE, "up"],
-        ):
-            _run(argv)
-
-    @staticmethod
-    def _remove_bridge() -> None:
-        if Path(f"/sys/class/net/{CTL_BRIDGE}").exists():
-            _run(["ip", "link", "del", CTL_BRIDGE], check=False)
-
-    @staticmethod
-    def _enable_forwarding() -> None:
-        """ctl2..N reach the compute nodes and the BMCs through the host."""
-        if not IP_FORWARD_SAVED.exists():
-            _write_atomic(IP_FORWARD_SAVED, IP_FORWARD.read_text())
-        IP_FORWARD.write_text("1\n")
-
-    @staticmethod
-    def _restore_forwarding() -> None:
-        try:
-            previous = IP_FORWARD_SAVED.read_text().strip()
-        except FileNotFoundError:
-            return
-        if previous in ("0", "1"):
-            IP_FORWARD.write_text(previous + "\n")
-        IP_FORWARD_SAVED.unlink(missing_ok=True)
+        return run(["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv],
+                   check=check, timeout=timeout, env=full_env,
+                   what=f"{' '.join(argv)} on {name}")
 
     @staticmethod
     def controller_link(index: int) -> str:
         """Host side of ctlN's veth, a port of the bridge."""
-        return f"{NETNS_PREFIX}c{index}"
-
-    def _ensure_controller_network(self, name: str, index: int) -> None:
-        ns = self.netns(name)
-        if Path(f"/run/netns/{ns}").exists():
-            return
-        host, peer = self.controller_link(index), f"{NETNS_PREFIX}p{index}"
-        if Path(f"/sys/class/net/{host}").exists():  # left over from a crashed run
-            _run(["ip", "link", "del", host], check=False)
-        NETNS_MARKS.mkdir(parents=True, exist_ok=True)
-        (NETNS_MARKS / ns).touch()
-        for argv in (
-            ["ip", "netns", "add", ns],
-            ["ip", "link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns],
-            ["ip", "link", "set", host, "master", CTL_BRIDGE],
-            ["ip", "link", "set", host, "up"],
-            ["ip", "-n", ns, "addr", "add", f"{self.controller_address(index)}/24", "dev", peer],
-            ["ip", "-n", ns, "link", "set", "lo", "up"],
-            ["ip", "-n", ns, "link", "set", peer, "up"],
-            ["ip", "-n", ns, "route", "add", "default", "via", self.controller_address(1)],
-        ):
-            _run(argv)
+        return network.controller_link(index)
 
     def _prepare_controller_dirs(self, name: str, *, fresh: bool) -> None:
         """ctlN's own directories; its /run and /dev/shm start empty at every boot (volatile),
@@ -1322,26 +924,20 @@ logging {{
             ("run/openstack-ha-lab", (0, 0), 0o755),
             ("shm", (0, 0), 0o1777),
         )
-        for sub, (owner, group), mode in layout:
-            path = base / sub
-            path.mkdir(parents=True, exist_ok=True)
-            os.chown(path, owner, group)
-            path.chmod(mode)
-        for log in (self.controller_pacemaker_log(name),):
-            log.touch()
-            os.chown(log, uid, gid)
-            log.chmod(0o660)
+        for sub, owner, mode in layout:
+            make_dir(base / sub, mode, owner)
+        make_file(self.controller_pacemaker_log(name), 0o660, (uid, gid))
 
-    def _controller_mounts(self, name: str) -> list[_Mount]:
+    def _controller_mounts(self, name: str) -> list[Mount]:
         base = self.controller_dir(name)
         REGISTRY.parent.mkdir(parents=True, exist_ok=True)
         return [
             # The host's network namespaces and lab registry stay visible under the private
             # /run (a fence agent run by this controller powers nodes off and on): bound into
             # it first, while the host's are still reachable.
-            (Path("/run/netns"), base / "run/netns", _MS_REC),
-            (REGISTRY.parent, base / "run/openstack-ha-lab", _MS_REC),
-            (base / "run", Path("/run"), _MS_REC),
+            (Path("/run/netns"), base / "run/netns", MS_REC),
+            (REGISTRY.parent, base / "run/openstack-ha-lab", MS_REC),
+            (base / "run", Path("/run"), MS_REC),
             (base / "var-lib-pacemaker", PCMK_VAR_LIB, 0),
             (base / "var-lib-corosync", Path("/var/lib/corosync"), 0),
             (base / "log", PCMK_LOG_DIR, 0),
@@ -1350,7 +946,7 @@ logging {{
 
     def _write_corosync_confs(self) -> None:
         key = self.etc_dir / "corosync-authkey"
-        _write_atomic(key, os.urandom(256), 0o400)
+        write_atomic(key, os.urandom(256), 0o400)
         for name in self.controllers():
             self._corosync_conf_of(name).write_text(
                 self._corosync_text(key, self.controller_corosync_log(name)))
@@ -1362,18 +958,18 @@ logging {{
         conf = str(self._corosync_conf_of(name))
         out = self.log_dir / f"corosync-{name}.stdout"
         if name == CONTROLLER:
-            pid = self._spawn(["corosync", "-f", "-c", conf], out, _daemon_env())
+            pid = self._spawn(["corosync", "-f", "-c", conf], out, daemon_env())
             self._save_state(corosync_pid=pid)
             return pid
         # rslave: network namespaces the host adds later (compute nodes) appear in here too.
-        preexec = _node_preexec(self.netns(name), name, self._controller_mounts(name), _MS_SLAVE)
-        pid = self._spawn(["corosync", "-f", "-c", conf], out, _daemon_env(), preexec)
+        preexec = node_preexec(self.netns(name), name, self._controller_mounts(name), MS_SLAVE)
+        pid = self._spawn(["corosync", "-f", "-c", conf], out, daemon_env(), preexec)
         self._save_controller_pids(name, corosync=pid, pacemakerd=None)
         return pid
 
     def _spawn_controller_pacemakerd(self, name: str) -> int:
-        env = _daemon_env(PCMK_logfile=str(self.controller_pacemaker_log(name)),
-                          PCMK_logfacility="none")
+        env = daemon_env(PCMK_logfile=str(self.controller_pacemaker_log(name)),
+                         PCMK_logfacility="none")
         out = self.log_dir / ("pacemakerd.stdout" if name == CONTROLLER
                               else f"pacemakerd-{name}.stdout")
         if name == CONTROLLER:
@@ -1384,7 +980,7 @@ logging {{
         if not pid_alive(corosync):
             raise LabError(f"corosync of {name} is not running "
                            f"(see {self.controller_corosync_log(name)})")
-        pid = self._spawn(["pacemakerd"], out, env, _join_preexec(corosync))
+        pid = self._spawn(["pacemakerd"], out, env, join_preexec(corosync))
         self._save_controller_pids(name, pacemakerd=pid)
         return pid
 
@@ -1395,7 +991,7 @@ logging {{
 
     def _quorum_votes(self) -> int:
         """Total votes in ctl1's quorate partition, 0 when not quorate."""
-        out = _run(["corosync-quorumtool", "-s"], check=False).stdout
+        out = run(["corosync-quorumtool", "-s"], check=False).stdout
         if "Quorate:          Yes" not in out and not any(
                 line.split() == ["Quorate:", "Yes"] for line in out.splitlines()):
             return 0
@@ -1407,10 +1003,10 @@ logging {{
     def _start_controllers(self, t0: float) -> None:
         """Every corosync, quorum of all, every pacemakerd, every controller online."""
         names = self.controllers()
-        self._ensure_bridge()
-        self._enable_forwarding()
+        ensure_bridge()
+        enable_forwarding()
         for name in names[1:]:
-            self._ensure_controller_network(name, self._controller_index(name))
+            ensure_controller_network(name, self._controller_index(name))
             self._prepare_controller_dirs(name, fresh=True)
         self._write_corosync_confs()
         pids = {name: self._spawn_controller_corosync(name) for name in names}
@@ -1458,7 +1054,7 @@ logging {{
         if name == CONTROLLER:
             raise LabError(f"the lab cannot cut {CONTROLLER}'s power (it is the host)")
         with self._node_lock(name):
-            self._kill_netns(name)
+            kill_netns(name)
         self._reap()
 
     def power_on_controller(self, name: str, *, wait: bool = True, timeout: float = 90) -> None:
@@ -1473,8 +1069,8 @@ logging {{
             return
         with self._node_lock(name):
             if not self.controller_powered(name):
-                self._ensure_bridge()
-                self._ensure_controller_network(name, index)
+                ensure_bridge()
+                ensure_controller_network(name, index)
                 self._prepare_controller_dirs(name, fresh=False)
                 corosync = self._spawn_controller_corosync(name)
 
@@ -1482,8 +1078,8 @@ logging {{
                     if not pid_alive(corosync):
                         raise LabError(f"corosync of {name} exited at start-up "
                                        f"(see {self.controller_corosync_log(name)})")
-                    done = _run(["nsenter", "-t", str(corosync), "-n", "-m", "-u", "--",
-                                 "corosync-quorumtool", "-s"], check=False)
+                    done = run(["nsenter", "-t", str(corosync), "-n", "-m", "-u", "--",
+                                "corosync-quorumtool", "-s"], check=False)
                     return "Quorum provider" in done.stdout
 
                 self.wait_until(corosync_ready, 20, f"corosync of {name}", 0.1)
@@ -1501,14 +1097,14 @@ logging {{
         index = self._controller_index(name)
         if name == CONTROLLER:
             raise LabError(f"{CONTROLLER} is the host: it cannot be partitioned")
-        _run(["ip", "link", "set", self.controller_link(index), "down"])
+        run(["ip", "link", "set", self.controller_link(index), "down"])
 
     def heal_partition(self, name: str) -> None:
         """Plug ctlN's link back in (see :meth:`partition_controller`)."""
         index = self._controller_index(name)
         if name == CONTROLLER:
             return
-        _run(["ip", "link", "set", self.controller_link(index), "up"])
+        run(["ip", "link", "set", self.controller_link(index), "up"])
 
     def _reap(self) -> None:
         """Collect the exit status of daemons of ours that died (a crashed controller)."""
@@ -1522,25 +1118,25 @@ logging {{
         state = self._state()
         return pid_alive(state.get("corosync_pid")) or pid_alive(state.get("pacemakerd_pid"))
 
-    def _stop_daemon(self, pid: int | None, comm: str, timeout: float) -> None:
-        self._stop_daemons([(pid, comm)], timeout)
+    def _stop_daemon(self, pid: int | None, name: str, timeout: float) -> None:
+        self._stop_daemons([(pid, name)], timeout)
 
     def _stop_daemons(self, daemons: Sequence[tuple[int | None, str]], timeout: float) -> None:
         # The pids come from a file: make sure each is still that daemon, not a reused pid.
-        live = [(pid, comm) for pid, comm in daemons
-                if pid is not None and pid_alive(pid) and _comm(pid) == comm]
-        families = {pid: [pid, *_descendants(pid)] for pid, _ in live}
+        live = [(pid, name) for pid, name in daemons
+                if pid is not None and pid_alive(pid) and comm(pid) == name]
+        families = {pid: [pid, *descendants(pid)] for pid, _ in live}
         for pid, _ in live:
-            _signal(pid, signal.SIGTERM)
+            send_signal(pid, signal.SIGTERM)
         everyone = [member for family in families.values() for member in family]
-        if not _wait_dead(everyone, timeout):
-            for pid, comm in live:
+        if not wait_dead(everyone, timeout):
+            for pid, name in live:
                 if any(pid_alive(member) for member in families[pid]):
                     LOG.warning("%s (pid %d) ignored SIGTERM for %ss; killing it",
-                                comm, pid, timeout)
+                                name, pid, timeout)
             for member in everyone:
-                _signal(member, signal.SIGKILL)
-            _wait_dead(everyone, 5)
+                send_signal(member, signal.SIGKILL)
+            wait_dead(everyone, 5)
         for pid, _ in live:
             child = self._children.pop(pid, None)
             if child is not None:
@@ -1559,7 +1155,7 @@ logging {{
         ctl_pids = state.get("controller_pids", {})
         for name in ctl_pids:
             if Path(f"/run/netns/{self.netns(name)}").exists():
-                self._kill_netns(name)
+                kill_netns(name)
         self._stop_daemon(state.get("pacemakerd_pid"), "pacemakerd", 60)
         self._stop_daemon(state.get("corosync_pid"), "corosync", 30)
         names = set(state.get("nodes", {})) | set(ctl_pids)
@@ -1570,22 +1166,18 @@ logging {{
         )
         if not other_lab_running:
             # Nobody else's: also sweep namespaces of labs whose state was lost.
-            with contextlib.suppress(FileNotFoundError):
-                names |= {
-                    ns[len(NETNS_PREFIX):] for ns in os.listdir(NETNS_MARKS)
-                    if ns.startswith(NETNS_PREFIX)
-                }
+            names |= marked_nodes()
         for name in sorted(names):
-            self._destroy_node_network(name)
-        if not other_lab_running and not _pids_named("pacemaker-based"):
+            destroy_netns(name)
+        if not other_lab_running and not pids_named("pacemaker-based"):
             for sub in ("cib", "pengine"):
                 with contextlib.suppress(FileNotFoundError):
                     for entry in (PCMK_VAR_LIB / sub).iterdir():
                         entry.unlink()
         if not other_lab_running:
             remove_control_address()
-            self._remove_bridge()
-            self._restore_forwarding()
+            remove_bridge()
+            restore_forwarding()
         self._reap()
         self._remove_created_etc()
         if reg.get("state_dir") == str(self.state_dir):
@@ -1636,7 +1228,7 @@ logging {{
         )
         if FENCE_AGENT_PATH.exists() and FENCE_AGENT_PATH.read_text() == text:
             return
-        _write_atomic(FENCE_AGENT_PATH, text, 0o755)
+        write_atomic(FENCE_AGENT_PATH, text, 0o755)
 
     def remove_fence_labpower(self) -> None:
         FENCE_AGENT_PATH.unlink(missing_ok=True)
@@ -1661,9 +1253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              help="comma-separated node names (default: compute1)")
             cmd.add_argument("--controllers", type=int, default=1,
                              help="cluster nodes ctl1..ctlN (default: 1)")
-    run = sub.add_parser("exec", help="run a command inside a compute node: exec NODE -- ARGV")
-    run.add_argument("node")
-    run.add_argument("argv", nargs=argparse.REMAINDER)
+    exec_cmd = sub.add_parser("exec", help="run a command inside a compute node: exec NODE -- ARGV")
+    exec_cmd.add_argument("node")
+    exec_cmd.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command == "exec":
         command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv

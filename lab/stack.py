@@ -23,15 +23,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from lab.bmc import BmcLab, PowerHooks
+from lab.files import write_atomic
+from lab.netns import CONTROL_ADDRESS, ensure_control_address
 from lab.openstack import OpenStackLab
-from lab.pacemaker import CONTROL_ADDRESS, PacemakerLab, ensure_control_address
+from lab.pacemaker import PacemakerLab
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -113,11 +114,10 @@ class Lab:
                              off=self._hook("power-off" if self.cluster else "kill-compute", host))
             for host in hosts
         })
-        shutil.copyfile(self.openstack.clouds_yaml, self.clouds_yaml)
-        self.clouds_yaml.chmod(0o600)
-        fd = os.open(self.hosts_json, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({h: dataclasses.asdict(e) for h, e in endpoints.items()}, f, indent=2)
+        # Passwords, both: 0600 from the start.
+        write_atomic(self.clouds_yaml, self.openstack.clouds_yaml.read_bytes(), 0o600)
+        write_atomic(self.hosts_json, json.dumps(
+            {h: dataclasses.asdict(e) for h, e in endpoints.items()}, indent=2), 0o600)
 
     def down(self) -> None:
         try:

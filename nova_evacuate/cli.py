@@ -29,12 +29,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import sys
 import time
 from typing import Any, NoReturn, TextIO
 
+from oslo_config import cfg
+
+from nova_evacuate import conf as confmod
+from nova_evacuate import engine as engine_mod
+from nova_evacuate.engine import DONE, FAILED, TIMED_OUT, Refused
+from nova_evacuate.ledger import FINISHED, Ledger, LedgerError, State, pacemaker_mirror
+from nova_evacuate.nova import NovaError, connect_from_conf
 from openstack_ha.logsetup import redacted, setup_logging
 from openstack_ha.timeline import terminal_text
 
@@ -94,12 +100,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, interactive: bool) -> int:
-    from oslo_config import cfg
-
-    from nova_evacuate import conf as confmod
-    from nova_evacuate import engine as engine_mod
-    from nova_evacuate.ledger import Ledger, LedgerError
-    from nova_evacuate.nova import NovaError, connect_from_conf
 
     try:
         conf = confmod.load(args.config_files)
@@ -113,7 +113,7 @@ def _main(args: argparse.Namespace, interactive: bool) -> int:
     except NovaError as exc:
         return _fail(EXIT_USAGE, f"configuration: {exc}")
     try:
-        ledger = Ledger(nova, _mirror(), domain=settings.domain)
+        ledger = Ledger(nova, pacemaker_mirror(), domain=settings.domain)
         engine = engine_mod.Engine(nova, ledger, settings,
                                    progress=display.update if display else lambda t: None)
         if args.dry_run:
@@ -145,31 +145,7 @@ def _one_line(text: object) -> str:
     return " ".join(terminal_text(" ".join(str(text).splitlines())).split())
 
 
-def _mirror():
-    """The Pacemaker node attribute mirror, where this runs on a cluster node."""
-    if shutil.which("attrd_updater") is None or not os.path.exists("/var/lib/pacemaker"):
-        return None
-    from nova_evacuate.ledger import AttributeMirror
-    from openstack_ha import pacemaker
-
-    def set_quietly(name: str, value: str, node: str) -> None:
-        try:
-            pacemaker.set_node_attribute(name, value, node)
-        except pacemaker.PacemakerError as exc:  # Nova holds the truth; the mirror is a hint
-            LOG.warning("node attribute %s=%s on %s not written: %s", name, value, node, exc)
-
-    def delete_quietly(name: str, node: str) -> None:
-        try:
-            pacemaker.delete_node_attribute(name, node)
-        except pacemaker.PacemakerError as exc:
-            LOG.warning("node attribute %s on %s not removed: %s", name, node, exc)
-
-    return AttributeMirror(set=set_quietly, delete=delete_quietly)
-
-
 def _dry_run(engine: Any, args: argparse.Namespace) -> int:
-    from nova_evacuate.engine import Refused
-
     try:
         engine.check_gates(args.host, force=args.force)
         gates = "pass"
@@ -229,8 +205,6 @@ def render_plan(plan: Any, gates: str) -> str:
 
 
 def _follow(ledger: Any, host: str, interval: float) -> int:
-    from nova_evacuate.ledger import FINISHED, State
-
     print(f"nova-evacuate: {_one_line(host)} is being evacuated by another engine;"
           " following it", file=sys.stderr)
     while True:
@@ -264,7 +238,7 @@ class Display:
             self._redraw()
         else:
             where = f" on {track.dest}" if track.dest else ""
-            reason = f": {track.reason}" if track.reason and track.state != "done" else ""
+            reason = f": {track.reason}" if track.reason and track.state != DONE else ""
             self.out.write(f"{time.monotonic() - self.t0:7.1f}s "
                            + _one_line(f"{track.server.name} ({track.server.id})"
                                        f" {track.state}{where}{reason}") + "\n")
@@ -277,7 +251,7 @@ class Display:
             line = (f"  {_one_line(t.server.name)[:28]:<28} {_one_line(t.state):<11}"
                     f" {_one_line(t.dest or ''):<16} {_one_line(t.reason)}")
             lines.append(line[:width - 1])
-        done = sum(t.state == "done" for t in self.rows.values())
+        done = sum(t.state == DONE for t in self.rows.values())
         lines.append(f"  {done}/{len(self.rows)} done, {time.monotonic() - self.t0:.0f}s")
         if self.drawn:
             self.out.write(f"\x1b[{self.drawn}F")
@@ -287,12 +261,12 @@ class Display:
 
     def finish(self, report: Any) -> None:
         self.out.write(_one_line(
-            f"{report.host}: {report.count('done')} done, {report.count('failed')}"
-            f" failed, {report.count('timed out')} timed out,"
+            f"{report.host}: {report.count(DONE)} done, {report.count(FAILED)}"
+            f" failed, {report.count(TIMED_OUT)} timed out,"
             f" {len(report.plan.skipped)} left by selection;"
             f" ledger {report.ledger.state if report.ledger else 'not updated'}") + "\n")
         for t in report.tracks:
-            if t.state != "done":
+            if t.state != DONE:
                 self.out.write("  " + _one_line(f"{t.server.name} ({t.server.id}): {t.state}:"
                                                 f" {t.reason}") + "\n")
         for s in report.plan.skipped:

@@ -4,7 +4,7 @@
 
 1. Gates. Nova must show the host's nova-compute down or forced down (Nova refuses to
    evacuate otherwise, and a host it sees up may be running its instances). Unless the
-   operator forces it, the mass-failure brake (:func:`plan.mass_failure_brake`) must be off.
+   operator forces it, the mass-failure brake (:mod:`nova_evacuate.brake`) must be off.
 2. Ledger: record the request if nobody did (a run by hand), then claim the host; the claim
    is renewed while the run lasts and a run that loses it stops issuing work.
 3. Plan (:mod:`nova_evacuate.plan`) from what Nova, Glance and Placement say now, including
@@ -34,6 +34,13 @@
 5. Ledger: done when every planned server finished on another host, else failed, with the
    counts.
 
+Each server's own steps (what its request is, what an answer, a migration or its server
+read means for it, retries, timeouts, when it is done) are the pure rules of
+:mod:`nova_evacuate.progress`: this module reads Nova, turns each answer into an event for
+:func:`~nova_evacuate.progress.advance`, and carries out the actions it returns
+(:meth:`Engine._apply`). What concerns several servers at once is decided here: batches
+within the bounds, one list call per poll for all of them.
+
 One loop decides, and a few threads send: each server costs two requests before its
 evacuation starts (lock, evacuate; about 0.2 s each), so the requests of one round go out
 ``SUBMIT_THREADS`` at a time; every decision (what to send, what finished, what to retry)
@@ -56,10 +63,58 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from nova_evacuate import plan as planning
+from nova_evacuate.brake import Brake, HostView, mass_failure
 from nova_evacuate.ledger import FINISHED, Ledger, LedgerEntry, LedgerError, State, parse_marker
 from nova_evacuate.nova import ComputeService, Nova, NovaError
-from nova_evacuate.plan import Inventory, Migration, Plan, Planned, Policy, Server, ServiceState
+from nova_evacuate.plan import (
+    Inventory,
+    Migration,
+    Plan,
+    Planned,
+    Policy,
+    Server,
+    latest_migrations,
+    make_plan,
+    rebuilding_onto,
+)
+from nova_evacuate.progress import (
+    ENDS,
+    Action,
+    AskIfEvacuating,
+    CallFailed,
+    DestinationDied,
+    End,
+    Evacuate,
+    EvacuateAccepted,
+    Event,
+    HostEvacuating,
+    Limits,
+    Lock,
+    Locked,
+    Log,
+    MigrationSeen,
+    Pause,
+    Picked,
+    Progress,
+    ResetDone,
+    ResetToError,
+    RestoreAccepted,
+    Resumed,
+    ServerProgress,
+    ServerRead,
+    Show,
+    Stop,
+    Tick,
+    Unlock,
+    Unlocked,
+    WaitedServerRead,
+    WatchDestination,
+    advance,
+    initial_progress,
+    rebuild_unseen,
+    rebuilt,
+    unlock_at_exit,
+)
 from openstack_ha import timeline
 
 LOG = logging.getLogger(__name__)
@@ -123,46 +178,67 @@ class Settings:
             max_down_per_aggregate=safety.max_down_per_aggregate,
             claim_expiry=safety.claim_expiry, domain=conf.cloud.domain)
 
+    @property
+    def limits(self) -> Limits:
+        """Each server's budget, as :mod:`nova_evacuate.progress` reads it."""
+        return Limits(self.migration_retries, self.api_retries, self.instance_timeout)
 
-# What happens to one planned server, in order; the last three are ends.
-PENDING, SUBMITTED, RESTORING, DONE, FAILED, TIMED_OUT = (
-    "pending", "evacuating", "restoring", "done", "failed", "timed out")
-ENDS = frozenset({DONE, FAILED, TIMED_OUT})
+
+# The per-server states (:class:`Progress`), by the names cli.py, worker.py and the tests
+# import from here; the last three are ends.
+PENDING, SUBMITTED, RESTORING = Progress.PENDING, Progress.SUBMITTED, Progress.RESTORING
+DONE, FAILED, TIMED_OUT = Progress.DONE, Progress.FAILED, Progress.TIMED_OUT
 
 
 @dataclass
 class Track:
-    """One planned server's progress through the run."""
+    """One planned server in this run: its progress (:class:`ServerProgress`), replaced by
+    each step (:meth:`Engine._apply`), as the report and the progress display read it."""
 
-    move: Planned
-    original_status: str
-    failed_host: str  # the host this run evacuates (the timeline's host for this server)
-    state: str = PENDING
-    reason: str = ""
-    dest: str | None = None
-    attempts: int = 0  # evacuate requests Nova accepted
-    api_failures: int = 0
-    last_migration_id: int = 0  # migrations up to this id are from before our last request
-    started: float | None = None  # clock() of the first request
-    not_before: float = 0.0  # clock() before which no new request is sent
-    uncertain: bool = False  # the last request failed without an answer; look before resending
-    we_locked: bool = False
-    reset_done: bool = False
-    # its last request went to a destination that died before starting the rebuild: Nova
-    # still shows it rebuilding on the failed host, so the next request resets it first
-    stuck: bool = False
-    # sent to this run's host and never started: the evacuation of the host it was sent
-    # from (named here) sends it on; this run waits until it is settled (see _resume)
-    waits_for: str | None = None
+    progress: ServerProgress
+
+    @property
+    def move(self) -> Planned:
+        return self.progress.move
 
     @property
     def server(self) -> Server:
-        return self.move.server
+        return self.progress.move.server
+
+    @property
+    def original_status(self) -> str:
+        return self.progress.original_status
+
+    @property
+    def failed_host(self) -> str:
+        """The host this run evacuates (the timeline's host for this server)."""
+        return self.progress.failed_host
+
+    @property
+    def state(self) -> Progress:
+        return self.progress.state
+
+    @property
+    def reason(self) -> str:
+        return self.progress.reason
+
+    @property
+    def dest(self) -> str | None:
+        return self.progress.dest
+
+    @property
+    def attempts(self) -> int:
+        return self.progress.attempts
+
+    @property
+    def waits_for(self) -> str | None:
+        return self.progress.waits_for
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.server.id, "name": self.server.name, "phase": self.move.phase,
-                "state": self.state, "reason": self.reason, "from_status": self.original_status,
-                "target": self.move.target, "dest": self.dest, "attempts": self.attempts}
+                "state": self.state.value, "reason": self.reason,
+                "from_status": self.original_status, "target": self.move.target,
+                "dest": self.dest, "attempts": self.attempts}
 
 
 @dataclass
@@ -213,7 +289,7 @@ class Engine:
         self.holder_gone = holder_gone or (lambda holder: holder_dead_here(holder, self.by))
         # The hosts Nova last showed up and not forced down (None: not read yet); a planned
         # target outside them is not named in an evacuate request.
-        self.live_hosts: set[str] | None = None
+        self.live_hosts: frozenset[str] | None = None
         self.stopping = stopping
         self._progress_lock = threading.Lock()
         self.ledger = ledger
@@ -224,7 +300,8 @@ class Engine:
         self.sleep = sleep
         self.now = now
 
-    def progress(self, track: Track) -> None:
+    def _show(self, track: Track) -> None:
+        """Hand ``track`` to the progress display (the CLI's)."""
         with self._progress_lock:  # senders report from their threads
             self._progress(track)
 
@@ -246,14 +323,16 @@ class Engine:
                               f" (nova-evacuate {service.host} --force overrides)")
         return service
 
-    def brake(self, host: str) -> planning.Brake:
-        services = [ServiceState(s.host, s.state == "down" or s.forced_down,
-                                 fenced=_carries_marker(s.disabled_reason))
-                    for s in self.nova.compute_services()]
+    def brake(self, host: str) -> Brake:
+        """The mass-failure brake (:mod:`nova_evacuate.brake`) over Nova's view."""
+        hosts = [HostView(s.host, s.state == "down" or s.forced_down,
+                          handled=_carries_marker(s.disabled_reason))
+                 for s in self.nova.compute_services()]
         aggregates = self.nova.aggregates() if self.settings.max_down_per_aggregate else []
-        return planning.mass_failure_brake(services, aggregates, host,
-                                           self.settings.max_down_fraction,
-                                           self.settings.max_down_per_aggregate)
+        fraction = self.settings.max_down_fraction
+        return mass_failure(hosts, host, fraction, limit=f"max_down_fraction={fraction:g}",
+                            what="compute services", aggregates=aggregates,
+                            max_down_per_aggregate=self.settings.max_down_per_aggregate)
 
     # ------------------------------------------------------------------ plan
 
@@ -273,7 +352,7 @@ class Engine:
         on_host = nova.servers(host=host)
         here = {s.id for s in on_host}
         moved_ids = ({m.server_id for m in migrations if m.source_host == host}
-                     | planning.rebuilding_onto(host, migrations)) - here
+                     | rebuilding_onto(host, migrations)) - here
         moved = nova.servers(changes_since=since, ids=moved_ids) if moved_ids else []
         filtering = policy.instance_filtering
         services = [s for s in nova.compute_services()
@@ -291,7 +370,7 @@ class Engine:
     def plan(self, host: str, since: datetime | None = None) -> tuple[Plan, list[Migration]]:
         since = since or self.now() - LOOKBACK
         inventory, migrations = self.inventory(host, since)
-        return planning.make_plan(inventory, self.settings.policy), migrations
+        return make_plan(inventory, self.settings.policy), migrations
 
     # ------------------------------------------------------------------ run
 
@@ -326,7 +405,7 @@ class Engine:
             LOG.info("%s: leaving %s (%s): %s", host, skipped.server.name, skipped.server.id,
                      skipped.reason)
         report = Report(host, plan, [self._track(m, host) for m in plan.moves])
-        self._resume(report.tracks, migrations, host)
+        self._resume(report.tracks, migrations)
         try:
             self._execute(report, since)
         except Stopped:
@@ -339,43 +418,18 @@ class Engine:
         return report
 
     def _track(self, move: Planned, host: str) -> Track:
-        server = move.server
-        ours = locked_by_us(server)
-        return Track(move, original_status=ours or server.status, failed_host=host,
-                     we_locked=ours is not None,
-                     reset_done=ours is not None and server.status == "ERROR")
+        return Track(initial_progress(move, host, locked_by_us(move.server)))
 
-    def _resume(self, tracks: list[Track], migrations: list[Migration], host: str) -> None:
+    def _resume(self, tracks: list[Track], migrations: list[Migration]) -> None:
         """Pick up what an earlier run did: servers already moved are done (after the usual
         verification), evacuations under way are tracked, not sent again. An evacuation
-        *to* the host (it died during or right after that rebuild) is evacuated anew."""
-        latest = planning.latest_migrations(migrations)
+        *to* the host (it died during or right after that rebuild) is evacuated anew, unless
+        another host's evacuation sends it on (:attr:`Track.waits_for`)."""
+        latest = latest_migrations(migrations)
         for track in tracks:
             m = latest.get(track.server.id)
-            if m is None:
-                continue
-            moved_away = track.server.host != host
-            first_host = track.server.host
-            if m.dest_host != host and (not m.finished or (m.succeeded and moved_away)):
-                track.state, track.started, track.dest = SUBMITTED, self.clock(), m.dest_host
-                track.attempts = 1
-                track.last_migration_id = m.id - 1  # this migration is the one to follow
-                LOG.info("%s: %s already %s by an earlier run", host, track.server.name,
-                         "evacuated" if m.finished else "evacuating")
-            elif m.dest_host == host and m.status == "accepted" and first_host not in (
-                    host, None) and self._evacuation_running(first_host):
-                # A request this host took and never started, for a server still on the host
-                # it was evacuated from: that host's engine sends it on elsewhere (it sees
-                # this destination dead). Sending it from here as well would race that one
-                # (and reset a server it is rebuilding): wait until the server is settled on
-                # a live host, read as a server (Nova's later evacuation reuses this very
-                # migration record, and its own may never be updated: see _check_waiting).
-                track.state, track.started, track.waits_for = SUBMITTED, self.clock(), first_host
-                track.last_migration_id = m.id
-                LOG.info("%s: %s was sent here and never started; %s's evacuation sends it"
-                         " on, followed from here", host, track.server.name, first_host)
-            else:
-                track.last_migration_id = m.id  # an old or failed one: evacuate anew
+            if m is not None:
+                self._apply(track, Resumed(m))
 
     def _evacuation_running(self, host: str) -> bool:
         """Whether ``host``'s evacuation is requested or under way (unknown counts as yes:
@@ -406,9 +460,9 @@ class Engine:
                         for i, track in enumerate(batch):
                             if i:
                                 self.sleep(s.stagger)
-                            self._submit(track, host)
+                            self._submit(track)
                     else:
-                        list(senders.map(lambda t: self._submit(t, host), batch))
+                        list(senders.map(self._submit, batch))
                     if all(t.state in ENDS for t in phase):
                         break
                     self.sleep(s.poll_interval)
@@ -418,7 +472,7 @@ class Engine:
         """The pending servers of ``phase`` that the bounds let go now, in plan order."""
         batch: list[Track] = []
         for track in phase:
-            if track.state == PENDING and track.not_before <= self.clock() \
+            if track.state == PENDING and track.progress.not_before <= self.clock() \
                     and self._room(tracks, track, batch):
                 batch.append(track)
         return batch
@@ -433,54 +487,72 @@ class Engine:
             return True
         return sum((t.dest or t.move.target) == target for t in inflight) < s.per_host_concurrency
 
-    def _submit(self, track: Track, host: str) -> None:
-        server = track.server
-        target = track.move.target if track.attempts == 0 else None  # a retry: scheduler's pick
-        if target is not None and self.live_hosts is not None and target not in self.live_hosts:
-            target = None  # the planned host died since the plan: the scheduler picks
-        try:
-            if not server.locked and not track.we_locked:
-                self.nova.lock(server.id, lock_reason(host, track.original_status))
-                track.we_locked = True
-            if (track.move.reset_first and not track.reset_done) or track.stuck:
-                # Nova evacuates only ACTIVE, SHUTOFF or ERROR servers with no task
-                self.nova.reset_state(server.id, "error")
-                track.reset_done, track.stuck = True, False
-            self.nova.evacuate(server.id, target)
-        except NovaError as exc:
-            self._api_failure(track, exc)
-            return
-        track.attempts += 1
-        track.uncertain = False
-        track.state = SUBMITTED
-        # Watched from now on: Nova's changes-since misses a migration never updated since
-        # its creation, which is what a destination that hangs before it starts leaves.
-        track.dest = target
-        if track.started is None:
-            track.started = self.clock()
-        LOG.info("%s: evacuating %s (%s)%s", host, server.name, server.id,
-                 f" to {target}" if target else "")
-        self.progress(track)
+    def _submit(self, track: Track) -> None:
+        """Lock, reset if needed, evacuate (in a sender thread)."""
+        self._apply(track, Picked(self.live_hosts))
 
-    def _api_failure(self, track: Track, exc: NovaError) -> None:
-        if exc.kind in ("refused", "not_found"):
-            # 400/409: Nova will not (the host looks up again, a task is under way);
-            # 404: the server is gone. Neither gets better by asking again.
-            self._end(track, FAILED, f"Nova refused the evacuation: {exc}")
-            return
-        track.api_failures += 1
-        if track.api_failures > self.settings.api_retries:
-            self._end(track, FAILED, f"API failed {track.api_failures} times: {exc}")
-            return
-        # The request may have been accepted before the answer was lost: the next poll
-        # looks for a migration before anything is sent again.
-        track.uncertain = True
-        track.state = SUBMITTED
-        if track.started is None:
-            track.started = self.clock()
-        track.not_before = self.clock() + min(30.0, 2.0 ** track.api_failures)
-        LOG.warning("%s: %s; trying again (%d of %d)", track.server.name, exc,
-                    track.api_failures, self.settings.api_retries)
+    # ------------------------------------------------------------------ per-server steps
+
+    def _apply(self, track: Track, event: Event) -> list[Action]:
+        """Advance ``track`` by ``event`` (the rules: :mod:`nova_evacuate.progress`) and
+        carry out the actions, in order; a Nova call that fails drops the rest. Returns the
+        actions."""
+        track.progress, actions = advance(track.progress, event, self.clock(),
+                                          self.settings.limits)
+        for action in actions:
+            if not self._do(track, action):
+                break
+        return actions
+
+    def _do(self, track: Track, action: Action) -> bool:
+        """Carry out one action; False when it was a Nova call that failed."""
+        server_id = track.server.id
+        match action:
+            case Lock():
+                reason = lock_reason(track.failed_host, track.original_status)
+                return self._call(track, lambda: self.nova.lock(server_id, reason), Locked())
+            case ResetToError():
+                return self._call(track, lambda: self.nova.reset_state(server_id, "error"),
+                                  ResetDone())
+            case Evacuate(target=target):
+                return self._call(track, lambda: self.nova.evacuate(server_id, target),
+                                  EvacuateAccepted(target))
+            case Stop():
+                return self._call(track, lambda: self.nova.stop(server_id), RestoreAccepted())
+            case Pause():
+                return self._call(track, lambda: self.nova.pause(server_id), RestoreAccepted())
+            case AskIfEvacuating(host=host):
+                self._apply(track, HostEvacuating(host, self._evacuation_running(host)))
+            case Unlock():
+                self._unlock(track)
+            case End(state=state, reason=reason):
+                log = LOG.info if state == DONE else LOG.error
+                log("%s (%s): %s: %s", track.server.name, server_id, state, reason)
+                timeline.record("instance_done" if state == DONE else "instance_failed",
+                                track.failed_host, server=server_id, name=track.server.name,
+                                dest=track.dest, state=state.value, reason=reason)
+            case Log(level="info", text=text):
+                LOG.info("%s", text)
+            case Log(text=text):
+                LOG.warning("%s", text)
+            case Show():
+                self._show(track)
+            case WatchDestination():
+                pass  # the poll collects these (_poll)
+        return True
+
+    def _call(self, track: Track, call: Callable[[], None], accepted: Event) -> bool:
+        """Make one Nova call for the server; its answer is the next event: ``accepted``, or
+        :class:`~nova_evacuate.progress.CallFailed` (then False)."""
+        try:
+            call()
+        except NovaError as exc:
+            self._apply(track, CallFailed(exc.kind, str(exc)))
+            return False
+        self._apply(track, accepted)
+        return True
+
+    # ------------------------------------------------------------------ follow
 
     def _poll(self, tracks: list[Track], host: str, since: datetime) -> None:
         waiting = [t for t in tracks if t.state == SUBMITTED and t.waits_for]
@@ -493,37 +565,16 @@ class Engine:
         try:
             # From any host: a server taken over from a dead destination is still
             # evacuated from its first failed host, which Nova names as its source.
-            latest = planning.latest_migrations(self.nova.evacuation_migrations(None, since))
+            latest = latest_migrations(self.nova.evacuation_migrations(None, since))
         except NovaError as exc:
             LOG.warning("%s: cannot read migrations (%s); trying again", host, exc)
             self._check_timeouts(active)
             return
         watched: list[Track] = []  # a migration under way or done, or a state restore
         for track in active:
-            if track.state == RESTORING:
+            actions = self._apply(track, MigrationSeen(latest.get(track.server.id)))
+            if WatchDestination() in actions:
                 watched.append(track)
-                continue
-            m = latest.get(track.server.id)
-            if m is None or m.id <= track.last_migration_id:
-                if track.uncertain and self.clock() >= track.not_before:
-                    track.state = PENDING  # nothing was accepted: send it again
-                elif track.dest:
-                    watched.append(track)  # not listed yet: its destination is watched
-                continue
-            track.uncertain = False
-            track.dest = m.dest_host or track.dest
-            if not m.finished or m.succeeded:
-                watched.append(track)
-                continue
-            track.last_migration_id = m.id
-            if track.attempts <= self.settings.migration_retries:
-                LOG.warning("%s: evacuation migration of %s %s; evacuating again",
-                            host, track.server.name, m.status)
-                track.state, track.dest = PENDING, None  # the scheduler picks anew
-                self.progress(track)
-            else:
-                self._end(track, FAILED, f"evacuation migration {m.status}"
-                                         f" ({track.attempts} attempts)")
         finished = self._watch(watched, latest, host)
         if finished:
             self._verify(finished, host, since)
@@ -531,10 +582,9 @@ class Engine:
 
     def _check_waiting(self, tracks: list[Track], host: str, since: datetime) -> None:
         """Servers another evacuation sends on (:attr:`Track.waits_for`), looked at as
-        servers, whatever migrations Nova lists: settled once on a live host with no task;
-        this run's to send once that evacuation is over and left them on their first host."""
+        servers, whatever migrations Nova lists."""
         try:
-            live = {s.host for s in self.nova.compute_services() if s.live}
+            live = frozenset(s.host for s in self.nova.compute_services() if s.live)
             now = {s.id: s for s in self.nova.servers(changes_since=since,
                                                       ids=[t.server.id for t in tracks])}
         except NovaError as exc:
@@ -542,60 +592,31 @@ class Engine:
             return
         self.live_hosts = live
         for track in tracks:
-            server, first_host = now.get(track.server.id), track.waits_for or ""
-            if server is None:
-                self._end(track, FAILED, "the server was deleted during its evacuation")
-            elif server.host in live and server.host not in (host, first_host) \
-                    and not server.task_state:
-                track.waits_for = None
-                self._settle(track, server)
-            elif server.host == first_host and not self._evacuation_running(first_host):
-                LOG.warning("%s: %s's evacuation is over and left %s there; evacuating it"
-                            " from here", host, first_host, track.server.name)
-                track.waits_for, track.state, track.stuck = None, PENDING, True
-                self.progress(track)
+            self._apply(track, WaitedServerRead(now.get(track.server.id), live))
 
     def _watch(self, tracks: list[Track], latest: dict[str, Migration],
                host: str) -> list[Track]:
-        """Fail the servers whose destination died; return the rest whose migration is
-        done (or whose state is being restored), to verify."""
-        live: set[str] = set()
+        """Fail or resend the servers whose destination died; return the rest whose migration
+        is done (or whose state is being restored), to verify."""
+        live: frozenset[str] = frozenset()
         if any(t.dest for t in tracks):
             try:  # one list call per poll, whatever the number of servers
-                live = {s.host for s in self.nova.compute_services() if s.live}
+                live = frozenset(s.host for s in self.nova.compute_services() if s.live)
             except NovaError as exc:
                 LOG.warning("%s: cannot read compute services (%s); trying again", host, exc)
                 return []  # nothing counts as done on a destination not known to be live
             self.live_hosts = live
-        finished: list[Track] = []
         dead = [t for t in tracks if t.dest and t.dest not in live]
-        unstarted = self._still_on(host, [t for t in dead if self._unseen(t, latest)])
+        unseen = [t for t in dead if rebuild_unseen(t.progress, latest.get(t.server.id))]
+        still_on = self._still_on(host, unseen)
+        finished: list[Track] = []
         for track in tracks:
             m = latest.get(track.server.id)
-            if track in dead and track.server.id in unstarted \
-                    and track.attempts <= self.settings.migration_retries:
-                # Its rebuild never started there, and it is still on the host this run
-                # evacuates (powered off, confirmed): sending it elsewhere is safe.
-                LOG.warning("%s: destination %s of %s died before the rebuild started;"
-                            " evacuating again", host, track.dest, track.server.name)
-                track.state, track.dest, track.stuck = PENDING, None, True
-                track.last_migration_id = max(track.last_migration_id,
-                                              m.id if m is not None else 0)
-                self.progress(track)
-            elif track in dead:
-                self._end(track, FAILED, f"destination {track.dest} died during the rebuild"
-                                         f" (down or forced down); its evacuation takes the"
-                                         f" server over")
-            elif track.state == RESTORING or (
-                    m is not None and m.id > track.last_migration_id and m.succeeded):
+            if track in dead:
+                self._apply(track, DestinationDied(m, track.server.id in still_on))
+            elif rebuilt(track.progress, m):
                 finished.append(track)
         return finished
-
-    @staticmethod
-    def _unseen(track: Track, latest: dict[str, Migration]) -> bool:
-        """No migration of our last request listed yet, or one still as created."""
-        m = latest.get(track.server.id)
-        return m is None or m.id <= track.last_migration_id or m.status == "accepted"
 
     def _still_on(self, host: str, tracks: list[Track]) -> set[str]:
         """Of ``tracks``, the servers Nova still places on ``host`` (one list call)."""
@@ -609,9 +630,7 @@ class Engine:
         return {s.id for s in now if s.host == host}
 
     def _verify(self, tracks: list[Track], host: str, since: datetime) -> None:
-        """Servers whose migration is done, on a live destination: done once in their final
-        state (:func:`plan.final_status`), after a stop or a pause where the rebuild left
-        them running."""
+        """Servers whose migration is done, on a live destination: read once for all."""
         try:
             now = {s.id: s for s in self.nova.servers(changes_since=since,
                                                       ids=[t.server.id for t in tracks])}
@@ -619,69 +638,27 @@ class Engine:
             LOG.warning("%s: cannot read servers (%s); trying again", host, exc)
             return
         for track in tracks:
-            server = now.get(track.server.id)
-            if server is None:
-                self._end(track, FAILED, "the server was deleted during its evacuation")
-            elif server.task_state or server.host in (host, None) or \
-                    (track.dest is not None and server.host != track.dest):
-                continue  # Nova has not finished saving it on its destination yet
-            elif server.status == "ERROR":
-                self._end(track, FAILED, f"ended in ERROR on {server.host}")
-            else:
-                self._settle(track, server)
-
-    def _settle(self, track: Track, server: Server) -> None:
-        """``server``, rebuilt on its destination: done in its final state, else brought to it."""
-        wanted = planning.final_status(track.original_status)
-        track.dest = server.host
-        restore = {"SHUTOFF": self.nova.stop, "PAUSED": self.nova.pause}.get(wanted)
-        if server.status == wanted:
-            self._end(track, DONE, f"{wanted} on {server.host}")
-        elif track.state == RESTORING:
-            pass  # the stop or pause is under way
-        elif server.status == "ACTIVE" and restore is not None:
-            try:  # rebuilt running (after a state reset): bring it to its final state
-                restore(server.id)
-                track.state = RESTORING
-                self.progress(track)
-            except NovaError as exc:
-                self._api_failure(track, exc)
-        else:
-            self._end(track, FAILED, f"came back {server.status} on {server.host},"
-                                     f" not {wanted}")
+            self._apply(track, ServerRead(now.get(track.server.id)))
 
     def _check_timeouts(self, tracks: list[Track]) -> None:
-        limit = self.settings.instance_timeout
         for track in tracks:
-            if track.state not in ENDS and track.started is not None and \
-                    self.clock() - track.started > limit:
-                self._end(track, TIMED_OUT, f"not finished after {limit:.0f}s")
-
-    def _end(self, track: Track, state: str, reason: str) -> None:
-        track.state, track.reason = state, reason
-        log = LOG.info if state == DONE else LOG.error
-        log("%s (%s): %s: %s", track.server.name, track.server.id, state, reason)
-        timeline.record("instance_done" if state == DONE else "instance_failed",
-                        track.failed_host, server=track.server.id, name=track.server.name,
-                        dest=track.dest, state=state, reason=reason)
-        if track.we_locked:
-            self._unlock(track)
-        self.progress(track)
+            self._apply(track, Tick())
 
     def _unlock(self, track: Track) -> None:
         try:
             self.nova.unlock(track.server.id)
-            track.we_locked = False
         except NovaError as exc:
             LOG.warning("%s: unlock failed (%s); trying again at the end", track.server.name, exc)
+            return
+        self._apply(track, Unlocked())
 
     def _unlock_all(self, tracks: list[Track]) -> None:
         """Every path out unlocks what this run locked (an exception included)."""
         for track in tracks:
-            if track.we_locked and (track.state in ENDS or track.state == PENDING):
+            if unlock_at_exit(track.progress):
                 for _ in range(3):
                     self._unlock(track)
-                    if not track.we_locked:
+                    if not track.progress.we_locked:
                         break
                     self.sleep(1)
 

@@ -11,8 +11,8 @@ and an operator reads it in ``openstack compute service list --long``::
 
 It is mirrored to the Pacemaker node attribute ``evacuate`` (``yes`` / ``<node>@<epoch>`` /
 ``no``, NovaEvacuate's convention), which the cluster side (ComputeLiveness, unfencing) reads.
-The mirror is injected (:class:`AttributeMirror`), so this package needs neither Pacemaker
-nor ``agents``.
+The mirror is injected (:class:`AttributeMirror`), so :class:`Ledger` runs without
+Pacemaker in tests; :func:`pacemaker_mirror` is the one mirror every caller uses.
 
 The first part is pure (marker format, transitions); :class:`Ledger` does the I/O.
 
@@ -29,13 +29,19 @@ server's migrations before it acts, not this claim.
 from __future__ import annotations
 
 import enum
+import logging
+import os
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from nova_evacuate.nova import DISABLED_REASON_MAX, ComputeService
+from openstack_ha import pacemaker
+
+LOG = logging.getLogger(__name__)
 
 PREFIX = "openstack-ha:"
 VERSION = "v1"
@@ -280,6 +286,36 @@ class AttributeMirror:
     name: str = ATTRIBUTE
 
 
+def pacemaker_mirror() -> AttributeMirror | None:
+    """The mirror written through attrd, the one fence_nova, the worker and ``nova-evacuate``
+    use; None where Pacemaker is not installed (``nova-evacuate`` run on a workstation).
+
+    A write that fails is logged as a warning and the ledger call goes on. Nova holds the
+    truth; the mirror is a fast wake-up for the worker and the input of the reference
+    location rule, and the worker puts it right wherever it disagrees with Nova on every
+    scan (:meth:`nova_evacuate.worker.Worker.scan`). Failing a fence or an evacuation
+    because attrd did not answer would trade a delay of one scan for an outage.
+    """
+    if shutil.which("attrd_updater") is None or not os.path.exists("/var/lib/pacemaker"):
+        return None
+
+    def set_or_warn(name: str, value: str, node: str) -> None:
+        try:
+            pacemaker.set_node_attribute(name, value, node)
+        except pacemaker.PacemakerError as exc:
+            LOG.warning("node attribute %s=%s on %s not written (%s): the worker writes it"
+                        " at its next scan", name, value, node, exc)
+
+    def delete_or_warn(name: str, node: str) -> None:
+        try:
+            pacemaker.delete_node_attribute(name, node)
+        except pacemaker.PacemakerError as exc:
+            LOG.warning("node attribute %s on %s not removed (%s): the worker removes it at"
+                        " its next scan", name, node, exc)
+
+    return AttributeMirror(set=set_or_warn, delete=delete_or_warn)
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -289,9 +325,9 @@ class Ledger:
 
     ``host`` is the node name as the cluster knows it: the mirror is written there, and
     Nova's record is found with ``domain`` as :meth:`Nova.compute_service` does. Nova is
-    written first; if the mirror then fails its exception propagates, and repeating the call
-    is safe. None of these calls forces a host down or enables it: that is the caller's
-    separate, verified step.
+    written first, then the mirror (whose failure behaviour is the mirror's own: see
+    :func:`pacemaker_mirror`); repeating a call is safe. None of these calls forces a host
+    down or enables it: that is the caller's separate, verified step.
     """
 
     def __init__(self, nova: NovaServices, mirror: AttributeMirror | None = None, *,
@@ -305,9 +341,12 @@ class Ledger:
         return parse_marker(self._service(host).disabled_reason)
 
     def request(self, host: str, now: datetime | None = None, *, by: str = FENCE_AGENT,
-                note: str = "") -> LedgerEntry:
-        """Record that ``host`` needs evacuation, disabling its service with the marker."""
-        service = self._service(host)
+                note: str = "", service: ComputeService | None = None) -> LedgerEntry:
+        """Record that ``host`` needs evacuation, disabling its service with the marker.
+
+        ``service``: the record as the caller read it in this same action (fence_nova's
+        force-down answer), so it is not looked up again; read afresh when not given."""
+        service = service or self._service(host)
         current = parse_marker(service.disabled_reason)
         entry = next_entry(current, State.REQUESTED, now or self._clock(), by, timedelta(0),
                            note=note)
@@ -358,14 +397,15 @@ class Ledger:
         self._mirror_set(host, entry)
         return entry
 
-    def clear(self, host: str) -> None:
+    def clear(self, host: str, *, service: ComputeService | None = None) -> None:
         """The host is back and its evacuation finished: remove our marker.
 
-        The service stays disabled (enabling is unfencing's decision, ARCHITECTURE.md invariant 4),
+        The service stays disabled (enabling is host return's decision, ARCHITECTURE.md invariant 4),
         with the operator's reason from before the failure if there was one, else none, and
-        the node attribute is deleted. Refused while an evacuation is pending.
+        the node attribute is deleted. Refused while an evacuation is pending. ``service``
+        as for :meth:`request`.
         """
-        service = self._service(host)
+        service = service or self._service(host)
         entry = parse_marker(service.disabled_reason)
         if entry is not None and entry.state not in FINISHED:
             raise LedgerError(f"not clearing {host}: its evacuation is {entry.state}")

@@ -44,10 +44,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from oslo_config import cfg
+
+from nova_evacuate import conf as confmod
 from nova_evacuate import engine as engine_mod
 from nova_evacuate import host_return
 from nova_evacuate import plan as planning
 from nova_evacuate.ledger import (
+    ATTRIBUTE,
     FINISHED,
     AttributeMirror,
     Ledger,
@@ -56,10 +60,12 @@ from nova_evacuate.ledger import (
     State,
     attribute_value,
     claimable,
+    pacemaker_mirror,
     parse_marker,
 )
-from nova_evacuate.nova import ComputeService, ForceUpRefused, Nova, NovaError
-from openstack_ha import timeline
+from nova_evacuate.nova import ComputeService, ForceUpRefused, Nova, NovaError, connect_from_conf
+from openstack_ha import pacemaker, timeline
+from openstack_ha.logsetup import setup_logging
 
 LOG = logging.getLogger(__name__)
 
@@ -355,13 +361,6 @@ class Worker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from oslo_config import cfg
-
-    from nova_evacuate import conf as confmod
-    from nova_evacuate.nova import connect_from_conf
-    from openstack_ha import pacemaker
-    from openstack_ha.logsetup import setup_logging
-
     p = argparse.ArgumentParser(prog="nova-evacuate-worker")
     p.add_argument("--config-file", action="append", dest="config_files")
     p.add_argument("--no-config-file", action="store_const", const=[], dest="config_files",
@@ -389,11 +388,10 @@ def main(argv: list[str] | None = None) -> int:
             LOG.error("cannot tell this cluster node's name: %s", exc)
             return 1
         by = f"{node.split('.', 1)[0]}/{os.getpid()}"
-        mirror = AttributeMirror(set=pacemaker.set_node_attribute,
-                                 delete=pacemaker.delete_node_attribute)
+        mirror = pacemaker_mirror()
 
         def attributes() -> dict[str, str]:
-            return pacemaker.node_attribute_values(mirror.name)
+            return pacemaker.node_attribute_values(ATTRIBUTE)
 
     worker = Worker(lambda: connect_from_conf(conf, args.cloud), settings,
                     leave_disabled=conf.evacuation.leave_disabled, mirror=mirror,

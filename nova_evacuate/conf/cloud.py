@@ -2,6 +2,8 @@
 
 from oslo_config import cfg
 
+from nova_evacuate.common_options import DOMAIN
+
 GROUP = cfg.OptGroup(
     "cloud",
     title="Cloud connection",
@@ -30,15 +32,7 @@ Path of the clouds.yaml to read instead of openstacksdk's search path.
 Keep it readable by root only: it holds the password.
 """,
     ),
-    cfg.StrOpt(
-        "domain",
-        help="""
-DNS domain of the compute hosts' Nova names, when the cluster names them short.
-
-Same meaning as fence_nova's ``domain``: a cluster node ``compute-1`` is the Nova
-host ``compute-1.<domain>``.
-""",
-    ),
+    cfg.StrOpt(DOMAIN.name, help=DOMAIN.help),
     cfg.StrOpt(
         "region_name",
         help="Region of the Nova endpoint; unset means the one in clouds.yaml.",

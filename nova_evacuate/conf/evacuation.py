@@ -2,6 +2,8 @@
 
 from oslo_config import cfg
 
+from nova_evacuate.common_options import LEAVE_DISABLED
+
 GROUP = cfg.OptGroup(
     "evacuation",
     title="Evacuation",
@@ -113,11 +115,7 @@ Related options:
         "reserved_aggregate",
         help="Host aggregate whose hosts are spare hosts, used first as evacuation targets.",
     ),
-    cfg.BoolOpt(
-        "leave_disabled",
-        default=False,
-        help="Leave a returning host's nova-compute service disabled for the operator to enable.",
-    ),
+    cfg.BoolOpt(LEAVE_DISABLED.name, default=LEAVE_DISABLED.default, help=LEAVE_DISABLED.help),
 ]
 
 

@@ -623,6 +623,112 @@ def test_a_host_takes_over_only_the_live_evacuations_onto_it():
     assert planning.rebuilding_onto("compute2", migrations) == {"under-way", "resent"}
 
 
+# ---------------------------------------------------------------------------- (6) retries, timeouts
+
+
+def answers_lost(nova: FakeNova, count: int, *, nova_took_it: bool) -> None:
+    """The next ``count`` evacuate requests get no answer: Nova took each one first
+    (``nova_took_it``), or never saw it."""
+    real, left = nova.evacuate, [count]
+
+    def evacuate(server_id: str, host: str | None = None) -> None:
+        if left[0] <= 0:
+            return real(server_id, host)
+        left[0] -= 1
+        if nova_took_it:
+            real(server_id, host)
+        else:
+            nova.calls.append(("evacuate", server_id))
+        raise NovaError("unreachable", "evacuate: cannot reach the cloud")
+
+    nova.evacuate = evacuate  # type: ignore[method-assign]
+
+
+def test_a_request_whose_answer_was_lost_is_followed_not_sent_again(nova, timeline):
+    server = nova.add_server("vm")
+    answers_lost(nova, 1, nova_took_it=True)
+
+    report = engine(nova, Clock()).run(HOST)
+
+    assert report.ok and nova.count("evacuate") == 1 and len(nova.migrations) == 1
+    assert nova.vms[server.id].host != HOST and not nova.vms[server.id].locked
+
+
+def test_a_request_nova_never_saw_is_sent_again_once_no_migration_shows_it(nova, timeline):
+    server = nova.add_server("vm")
+    answers_lost(nova, 1, nova_took_it=False)
+    clock = Clock()
+
+    report = engine(nova, clock).run(HOST)
+
+    assert report.ok and nova.count("evacuate") == 2 and len(nova.migrations) == 1
+    assert clock.t >= 2.0, "not before the backoff"
+    assert nova.vms[server.id].host != HOST and not nova.vms[server.id].locked
+
+
+def test_api_failures_beyond_api_retries_fail_the_server_and_unlock_it(nova, timeline):
+    server = nova.add_server("vm")
+    answers_lost(nova, 99, nova_took_it=False)
+
+    report = engine(nova, Clock(), api_retries=2).run(HOST)
+
+    (track,) = report.tracks
+    assert (track.state, track.reason) == (
+        FAILED, "API failed 3 times: evacuate: cannot reach the cloud")
+    assert nova.count("evacuate") == 3 and not nova.vms[server.id].locked
+    assert not report.ok and parse_marker(nova.services[HOST].disabled_reason).state is State.FAILED
+    (failed,) = events(timeline, "instance_failed")
+    assert (failed["name"], failed["state"], failed["reason"]) == ("vm", "failed", track.reason)
+
+
+def test_a_refused_request_fails_the_server_at_once(nova, timeline):
+    server = nova.add_server("vm")
+
+    def refuse(server_id: str, host: str | None = None) -> None:
+        nova.calls.append(("evacuate", server_id))
+        raise NovaError("refused", "cannot 'evacuate' while in task_state rebuilding", 409)
+
+    nova.evacuate = refuse  # type: ignore[method-assign]
+    clock = Clock()
+    report = engine(nova, clock).run(HOST)
+
+    (track,) = report.tracks
+    assert (track.state, track.reason) == (
+        FAILED, "Nova refused the evacuation: cannot 'evacuate' while in task_state rebuilding")
+    assert nova.count("evacuate") == 1 and clock.t == 0.0, "not asked again, not polled"
+    assert not nova.vms[server.id].locked and not report.ok
+
+
+def test_a_failed_migration_with_no_retry_left_fails_the_server(nova, timeline):
+    server = nova.add_server("vm")
+    nova.fail_once.add(server.id)
+
+    report = engine(nova, Clock(), migration_retries=0).run(HOST)
+
+    (track,) = report.tracks
+    assert (track.state, track.reason) == (FAILED, "evacuation migration error (1 attempts)")
+    assert nova.count("evacuate") == 1 and not nova.vms[server.id].locked
+
+
+def test_a_server_unfinished_after_the_instance_timeout_is_timed_out(nova, timeline):
+    stuck = nova.add_server("stuck")
+    nova.add_server("fine")
+    nova.held.add(stuck.id)  # its destination never starts the rebuild
+    clock = Clock()
+
+    report = engine(nova, clock, instance_timeout=10).run(HOST)
+
+    tracks = by_name(report)
+    assert tracks["fine"].state == DONE
+    assert (tracks["stuck"].state, tracks["stuck"].reason) == ("timed out", "not finished after 10s")
+    assert 10 < clock.t <= 10 + 2 * POLL and not nova.vms[stuck.id].locked
+    assert (report.count("timed out"), report.as_dict()["timed_out"]) == (1, 1)
+    (failed,) = events(timeline, "instance_failed")
+    assert (failed["name"], failed["state"]) == ("stuck", "timed out")
+    assert parse_marker(nova.services[HOST].disabled_reason).state is State.FAILED
+
+
+
 # ---------------------------------------------------------------------------- the Nova adapter
 
 

@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from fence_compute import fencing, protocol
+from fence_compute import actions, protocol
 from fence_compute.fence_nova import FENCE_NOVA
 from fence_compute.protocol import (
     MAX_INTEGER,
@@ -136,7 +136,7 @@ def _no_script(name: str, command: str) -> tuple[Secret | None, str | None]:
 @pytest.fixture(autouse=True)
 def _scripts_are_never_run(monkeypatch: pytest.MonkeyPatch) -> None:
     # Generated input may name a password_script: nothing random is ever executed.
-    monkeypatch.setattr(protocol, "_run_secret_script", _no_script)
+    monkeypatch.setattr(protocol.secrets, "_run_secret_script", _no_script)
 
 
 def _fence_nova(stdin: bytes, *args: str, env: dict[str, str] | None = None,
@@ -164,17 +164,17 @@ def steps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             raise AssertionError(f"{name} must not run")
         return step
 
-    monkeypatch.setattr(fencing, "power_driver", refuse("power"))
-    monkeypatch.setattr(fencing, "_nova", refuse("nova"))
-    monkeypatch.setattr(fencing, "mass_failure", refuse("brake"))
-    monkeypatch.setattr(fencing, "_record", refuse("timeline"))
+    monkeypatch.setattr(actions, "power_driver", refuse("power"))
+    monkeypatch.setattr(actions, "_nova", refuse("nova"))
+    monkeypatch.setattr(actions, "mass_failure", refuse("brake"))
+    monkeypatch.setattr(actions, "_record", refuse("timeline"))
     return taken
 
 
 @pytest.mark.parametrize("separator", SEPARATORS)
 def test_a_control_character_cannot_switch_the_power_step_off(steps, separator):
     outcome = _run(CONFIG + f"action=off{separator}power_driver=none\n",
-                   handlers=fencing.HANDLERS)
+                   handlers=actions.HANDLERS)
     assert outcome.rc == ExitCode.FAILURE
     assert outcome.errors == [
         f"stdin line 10 holds control character U+{ord(separator):04X};"
@@ -444,7 +444,7 @@ def test_auth_url_credentials_never_reach_the_log_or_the_timeline(monkeypatch, t
 
     path = tmp_path / "timeline.jsonl"
     monkeypatch.setenv(timeline.ENV, str(path))
-    monkeypatch.setattr(fencing, "mass_failure", lambda options, target: None)
+    monkeypatch.setattr(actions, "mass_failure", lambda options, target: None)
 
     def unreachable(options, target):
         # keystoneauth's text, as NovaError carries it
@@ -456,10 +456,10 @@ def test_auth_url_credentials_never_reach_the_log_or_the_timeline(monkeypatch, t
             logging.getLogger("keystoneauth").warning("discovery failed", exc_info=exc)
         raise NovaError("unreachable", f"find compute service: cannot reach the cloud ({message})")
 
-    monkeypatch.setattr(fencing, "_nova", unreachable)
+    monkeypatch.setattr(actions, "_nova", unreachable)
     stdin = (f"action=off\nport=compute-1\nauth_url={AUTH_URL}\nusername=admin\n"
              f"password=pw-{SECRET}\npower_driver=none\n")
-    outcome = _run(stdin, handlers=fencing.HANDLERS)
+    outcome = _run(stdin, handlers=actions.HANDLERS)
     assert outcome.rc == ExitCode.FAILURE
     assert "https://***@127.0.0.1:9/v3?***/auth/tokens" in outcome.text
     events = [json.loads(line) for line in path.read_text().splitlines()]

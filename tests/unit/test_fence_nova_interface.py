@@ -16,14 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from fence_compute.fence_nova import (
-    FENCE_NOVA,
-    BmcAddress,
-    RecordOnly,
-    check_config,
-    parse_bmc_map,
-)
-from fence_compute.fencing import HANDLERS
+from fence_compute.actions import HANDLERS
+from fence_compute.bmc_map import BmcAddress, parse_bmc_map
+from fence_compute.fence_nova import FENCE_NOVA, RecordOnly, check_config
 from fence_compute.protocol import Options, metadata_xml, run
 
 REPO = Path(__file__).resolve().parents[2]

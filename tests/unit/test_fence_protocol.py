@@ -551,7 +551,7 @@ def test_secret_source_problems_fail_without_revealing_the_secret(invoke, tmp_pa
 
 
 def test_password_script_that_hangs_is_killed_after_the_timeout(invoke, monkeypatch):
-    monkeypatch.setattr(protocol, "SECRET_SCRIPT_TIMEOUT", 0.3)
+    monkeypatch.setattr(protocol.secrets, "SECRET_SCRIPT_TIMEOUT", 0.3)
     outcome = invoke("action=monitor\npassword_script=/bin/sleep 30\n")
     assert outcome.rc == 1
     assert "password_script did not finish within 0.3 s and was killed" in outcome.log

@@ -171,21 +171,3 @@ def test_a_failed_unfencing_is_asked_again_only_after_the_retry_delay(monkeypatc
     clock[0] += UNFENCE_RETRY_SECONDS + 1
     scan(w, unfence)
     assert unfence.asked == ["compute1", "compute1"]
-
-
-# ---------------------------------------------------------------------------- the brake
-
-
-def test_a_node_fenced_and_held_does_not_count_toward_the_brake() -> None:
-    from fence_compute.fencing import brake_reason
-
-    nodes = {"compute1": True, "compute2": True, "compute3": False}
-    # compute1 failed first and is held off while evacuated: compute2 is one of three
-    assert brake_reason(nodes, {"compute1"}, 50) is None
-    # the same two down with nothing held: a partition or a broken observer
-    reason = brake_reason(nodes, set(), 50)
-    assert reason is not None and "2 of 3 compute nodes look down" in reason
-    # held nodes never hide many unexplained losses
-    everything = {"compute1": True, "compute2": True, "compute3": True}
-    reason = brake_reason(everything, {"compute1"}, 50)
-    assert reason is not None and "fenced and held, not counted: compute1" in reason

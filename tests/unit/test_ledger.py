@@ -29,6 +29,7 @@ from nova_evacuate.ledger import (
     evacuation_finished,
     format_marker,
     next_entry,
+    pacemaker_mirror,
     parse_marker,
 )
 from nova_evacuate.nova import (
@@ -495,6 +496,31 @@ def test_a_ledger_without_a_mirror_works_on_nova_alone(nova) -> None:
     sot = Ledger(nova, clock=lambda: T0)
     sot.request("compute1")
     assert sot.read("compute1") == REQUESTED
+
+
+@pytest.mark.skipif(not Path("/var/lib/pacemaker").exists(), reason="Pacemaker not installed")
+def test_the_pacemaker_mirror_warns_and_the_ledger_goes_on_when_attrd_fails(
+        nova, tmp_path, monkeypatch, caplog) -> None:
+    # attrd_updater that fails as it does when attrd is not running: Nova holds the truth,
+    # so the request stands and one warning says the worker writes the attribute later
+    tool = tmp_path / "attrd_updater"
+    tool.write_text("#!/bin/sh\necho 'Could not connect to attrd' >&2\nexit 102\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    mirror = pacemaker_mirror()
+    assert mirror is not None
+    sot = Ledger(nova, mirror, clock=lambda: T0)
+    sot.request("compute1")
+    assert sot.read("compute1") == REQUESTED
+    nova.add("compute2")
+    sot.clear("compute2")  # never fenced: only the mirror's delete
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and "not written" in warnings[0] and "next scan" in warnings[0]
+
+
+def test_no_mirror_where_pacemaker_is_not_installed(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no attrd_updater
+    assert pacemaker_mirror() is None
 
 
 # ---------------------------------------------------------------------------- on the wire

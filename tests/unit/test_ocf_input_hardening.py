@@ -23,13 +23,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from agents import checks, compute_liveness, nova_evacuate, ocf
+from agents import checks, compute_liveness, nova_evacuate_agent, ocf
 from agents.checks import KINDS, Check, CheckSpecError, Prober, Process, parse_checks
 from agents.ocf import OCFExit
 from openstack_ha import logsetup
 
 LIVENESS = compute_liveness.AGENT
-EVACUATE = nova_evacuate.AGENT
+EVACUATE = nova_evacuate_agent.AGENT
 LONG_INSTANCE = "r" * 300
 
 
@@ -197,7 +197,7 @@ def test_a_300_character_instance_starts_probes_and_stops(tmp_path, monkeypatch,
 
 
 def test_a_300_character_instance_of_nova_evacuate_probes_and_stops(tmp_path, capsys):
-    pid_file, _ = nova_evacuate._paths(ocf.Context(
+    pid_file, _ = nova_evacuate_agent._paths(ocf.Context(
         "stop", {}, (), 0, 20, time.monotonic(),
         {"OCF_RESOURCE_INSTANCE": LONG_INSTANCE, "HA_RSCTMP": str(tmp_path)}))
     Path(pid_file).write_text("999999999\n")  # a worker that is gone
@@ -343,13 +343,13 @@ def test_with_an_empty_log_file_the_worker_logs_to_syslog(tmp_path, monkeypatch)
         spawned.update(argv=argv, env=kwargs["env"], stdout=kwargs["stdout"])
         return Worker()
 
-    monkeypatch.setattr(nova_evacuate.subprocess, "Popen", popen)
+    monkeypatch.setattr(nova_evacuate_agent.subprocess, "Popen", popen)
     ctx = ocf.Context("start", {"config_file": "", "log_file": "", "cloud": "-x",
                                 "nova_interval": 10}, (), 0, 20, time.monotonic(),
                       {"HA_LOGFACILITY": "local3", "OCF_RESKEY_log_file": ""})
-    out = nova_evacuate._open_log("")
+    out = nova_evacuate_agent._open_log("")
     try:
-        nova_evacuate._spawn(ctx, out, str(tmp_path / "w.pid"), str(tmp_path / "w.status"))
+        nova_evacuate_agent._spawn(ctx, out, str(tmp_path / "w.pid"), str(tmp_path / "w.status"))
     finally:
         os.close(out)
     assert spawned["env"][logsetup.SYSLOG_FACILITY_ENV] == "daemon"
@@ -365,8 +365,8 @@ def test_a_planted_symlink_as_log_file_is_refused_and_its_target_untouched(
         tmp_path, monkeypatch, capsys, planted_link):
     target = planted_link("log/nova-evacuate.log", "secret\n")
     log = tmp_path / "log" / "nova-evacuate.log"
-    monkeypatch.setattr(nova_evacuate, "_check_config", lambda ctx: None)
-    monkeypatch.setattr(nova_evacuate.subprocess, "Popen",
+    monkeypatch.setattr(nova_evacuate_agent, "_check_config", lambda ctx: None)
+    monkeypatch.setattr(nova_evacuate_agent.subprocess, "Popen",
                         lambda *a, **k: pytest.fail("a worker was started"))
     assert run(EVACUATE, "start", tmp_path, log_file=str(log)) == OCFExit.ERR_PERM
     assert_one_refusal_line(capsys.readouterr().err)

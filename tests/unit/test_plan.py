@@ -11,11 +11,9 @@ from nova_evacuate.plan import (
     RebuildEvent,
     Resources,
     Server,
-    ServiceState,
     assign_targets,
     left_in_error_by_a_late_request,
     make_plan,
-    mass_failure_brake,
     select,
 )
 
@@ -126,41 +124,6 @@ def test_reserved_aggregate_hosts_are_spares():
 def test_states_nova_refuses_to_evacuate_are_reset_first(status, task, reset):
     plan = make_plan(Inventory(HOST, [server("a", status=status, task=task)], free=FREE), Policy())
     assert plan.moves[0].reset_first is reset
-
-
-def states(*down: bool) -> list[ServiceState]:
-    return [ServiceState(f"compute{i}", d) for i, d in enumerate(down, 1)]
-
-
-def test_brake_engages_above_the_fraction_of_down_hosts():
-    assert not mass_failure_brake(states(True, False, False), [], HOST, 0.5, 0).engaged
-    assert not mass_failure_brake(states(True, True, False, False), [], HOST, 0.5, 0).engaged
-    brake = mass_failure_brake(states(True, True, False), [], HOST, 0.5, 0)
-    assert brake.engaged and "2 of 3" in brake.reason and "compute1, compute2" in brake.reason
-    assert mass_failure_brake([], [], HOST, 0.5, 0).engaged
-
-
-def test_brake_per_aggregate_counts_only_aggregates_of_the_host():
-    rack = Aggregate("rack1", frozenset({"compute1", "compute2"}))
-    other = Aggregate("rack2", frozenset({"compute3", "compute4"}))
-    many = states(True, True, True, True, False, False, False, False, False)
-    assert mass_failure_brake(many, [rack], HOST, 0.5, 1).engaged
-    assert "rack1" in mass_failure_brake(many, [rack], HOST, 0.5, 1).reason
-    assert not mass_failure_brake(many, [other], HOST, 0.5, 1).engaged
-    assert not mass_failure_brake(many, [rack], HOST, 0.5, 0).engaged
-
-
-def test_a_host_already_fenced_by_the_suite_does_not_count_toward_the_brake():
-    # compute1 was fenced (it carries the ledger's marker) and is being evacuated; compute2
-    # fails next: one unexplained failure of three, not a partition
-    services = [ServiceState("compute1", True, fenced=True), ServiceState("compute2", True),
-                ServiceState("compute3", False)]
-    assert not mass_failure_brake(services, [], "compute2", 0.5, 0).engaged
-    # the host under decision counts even when marked, and unmarked ones always count
-    marked = [ServiceState("compute1", True, fenced=True), ServiceState("compute2", True,
-                                                                        fenced=True),
-              ServiceState("compute3", True)]
-    assert mass_failure_brake(marked, [], "compute2", 0.5, 0).engaged
 
 
 def test_a_server_left_in_error_by_a_late_request_is_recognised_by_the_hosts_failed_rebuild():

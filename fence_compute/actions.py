@@ -27,7 +27,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from fence_compute import fence_nova
+from fence_compute.bmc_map import parse_bmc_map
 from fence_compute.ipmi import BmcCredentials, IpmiPower
 from fence_compute.power import (
     NoPowerDriver,
@@ -37,8 +37,9 @@ from fence_compute.power import (
     power_confirmed,
 )
 from fence_compute.protocol import ExitCode, FenceError, Options, redact_text
-from nova_evacuate import host_return, nova
-from nova_evacuate.ledger import AttributeMirror, Ledger, LedgerError, parse_marker
+from nova_evacuate import brake, host_return, nova
+from nova_evacuate.brake import HostView
+from nova_evacuate.ledger import Ledger, LedgerError, pacemaker_mirror, parse_marker
 from nova_evacuate.nova import ForceUpRefused, NovaError
 from openstack_ha import pacemaker, timeline
 from openstack_ha.pacemaker import PacemakerError
@@ -97,7 +98,7 @@ def power_driver(options: Options, host: str) -> PowerDriver:
 
     address, port = options.text("ip"), options.number("ipport") or 623
     if options.text("bmc_map"):
-        bmc = fence_nova.parse_bmc_map(options.text("bmc_map") or "").get(host)
+        bmc = parse_bmc_map(options.text("bmc_map") or "").get(host)
         if bmc is None:
             raise FenceError(f"{host} has no BMC in bmc_map")
         address, port = bmc.address, bmc.port or port
@@ -150,11 +151,7 @@ def _domain(options: Options) -> str | None:
 
 
 def _ledger(options: Options, client):
-
-    mirror = AttributeMirror(
-        set=pacemaker.set_node_attribute, delete=pacemaker.delete_node_attribute
-    )
-    return Ledger(client, mirror, domain=_domain(options))
+    return Ledger(client, pacemaker_mirror(), domain=_domain(options))
 
 
 def _mark_failed_over(options: Options, target: Target) -> None:
@@ -168,7 +165,7 @@ def _mark_failed_over(options: Options, target: Target) -> None:
         if not service.forced_down:
             raise FenceError(f"Nova did not keep {target.host} forced down")
         _record(options, "forced_down", target.host)
-        entry = _ledger(options, client).request(target.host)
+        entry = _ledger(options, client).request(target.host, service=service)
         _record(options, "evacuation_requested", target.host, state=str(entry.state))
     except FenceError:
         raise
@@ -183,39 +180,31 @@ def _mark_failed_over(options: Options, target: Target) -> None:
 
 
 def mass_failure(options: Options, target: str) -> str | None:
-    """Why fencing must not happen now (too many compute nodes look down), or None.
+    """Why fencing must not happen now (too many compute nodes look down), or None: the
+    brake (:mod:`nova_evacuate.brake`) over Pacemaker's view.
 
     A node this agent fenced and holds off while it is evacuated (its connection held, see
-    :func:`_hold_connection`) is a failure already handled, not one that "looks down": it
-    does not count. Counting it would also deadlock the recovery: Pacemaker starts nothing
-    (the held node's connection neither) while a fence is pending, so a second failure
-    refused because of the first would keep the first from ever returning.
+    :func:`_hold_connection`) is a failure already handled: Pacemaker starts nothing (the
+    held node's connection neither) while a fence is pending, so a second failure refused
+    because of the first would keep the first from ever returning.
     """
 
-    limit = options.number("max_down_percent")
-    if limit is None or limit >= 100:
+    percent = options.number("max_down_percent")
+    if percent is None or percent >= 100:
         return None
     try:
         nodes = pacemaker.remote_nodes_down()
-        held = pacemaker.held_connections() - {target}
+        held = pacemaker.held_connections()
     except pacemaker.NoCluster:
         return None  # run by hand: nothing automatic to hold back
     except pacemaker.PacemakerError as exc:
         return f"cannot read the cluster's view of the compute nodes ({exc})"
-    return brake_reason(nodes, held, limit)
-
-
-def brake_reason(nodes: dict[str, bool], held: set[str], limit: int) -> str | None:
-    """The brake's verdict over the cluster's view: node → looks down, and the nodes held
-    (fenced by this agent, not counted). None: fencing may go on."""
-    down = sorted(name for name, is_down in nodes.items() if is_down and name not in held)
-    if nodes and len(down) * 100 > limit * len(nodes):
-        handled = sorted(held & set(nodes))
-        return (f"{len(down)} of {len(nodes)} compute nodes look down ({', '.join(down)}),"
-                f" more than max_down_percent={limit}: a partition or a broken observer,"
-                " not fencing automatically"
-                + (f" (fenced and held, not counted: {', '.join(handled)})" if handled else ""))
-    return None
+    if not nodes:
+        return None  # no pacemaker_remote node at all: the target is no compute node
+    view = [HostView(name, is_down, handled=name in held) for name, is_down in nodes.items()]
+    verdict = brake.mass_failure(view, target, percent / 100,
+                                 limit=f"max_down_percent={percent}", what="compute nodes")
+    return verdict.reason if verdict.engaged else None
 
 
 def off(options: Options) -> int:
@@ -226,7 +215,11 @@ def off(options: Options) -> int:
         LOG.error("%s: %s; power and Nova left untouched", target.host, refusal)
         _record(options, "fence_failed", target.host, reason=refusal)
         return ExitCode.FAILURE
-    outcome = _power(options, target, "off")
+    try:
+        outcome = _power(options, target, "off")
+    except FenceError as exc:  # no power driver for this host (not in bmc_map, say)
+        _record(options, "fence_failed", target.host, reason=str(exc))
+        raise
     if not outcome.may_proceed:
         LOG.error("%s: power-off not confirmed (%s); Nova left untouched", target.host, outcome.reason)
         _record(options, "fence_failed", target.host,
@@ -305,7 +298,7 @@ def on(options: Options) -> int:
                 host_return.HostState(entry, service.forced_down, service.state == "up"),
                 leave_disabled=leave_disabled)
         if step.clear_marker:
-            _ledger(options, client).clear(target.host)
+            _ledger(options, client).clear(target.host, service=service)
             if step.enable:
                 client.enable(service.id)
     except (NovaError, LedgerError, PacemakerError) as exc:
@@ -406,7 +399,7 @@ def monitor(options: Options) -> int:
         raise FenceError(f"Nova: {exc}") from None
     if options.text("power_driver") != "none":
         bmc_map = options.text("bmc_map")
-        hosts = list(fence_nova.parse_bmc_map(bmc_map)) if bmc_map else [options.text("plug") or "-"]
+        hosts = list(parse_bmc_map(bmc_map)) if bmc_map else [options.text("plug") or "-"]
         for host in hosts:
             driver = power_driver(options, host)
             try:
