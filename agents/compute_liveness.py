@@ -218,8 +218,10 @@ AGENT = Agent(
         "Runs on pacemaker_remote compute nodes (as a clone) and checks what 'alive' means "
         "for this node: nova-compute, libvirt, Open vSwitch, the networks the operator names. "
         "The outcome is published as a node attribute; a failed critical check fails the "
-        "monitor so that Pacemaker recovers or fences the node as on-fail says. Start waits "
-        "while the node's evacuation is unfinished, so no workload returns too early."
+        "monitor so that Pacemaker recovers or fences the node as on-fail says. Start runs "
+        "the checks until they pass and fails shortly before its timeout. It does not wait "
+        "for the node's evacuation: a location rule on the node attribute 'evacuate' keeps "
+        "it off a node whose evacuation is pending."
     ),
     parameters=PARAMETERS,
     actions=(
