@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from openstack_ha import logsetup
 from openstack_ha.logsetup import printable
 
 # Every monitor pays for what is imported here: typing and xml.etree are only
@@ -368,10 +369,8 @@ def write_file(path: str, text: str, mode: int = 0o600) -> None:
 
 
 def setup_agent_logging(agent: Agent, environ: Mapping[str, str]) -> None:
-    from openstack_ha.logsetup import setup_logging
-
     instance = environ.get("OCF_RESOURCE_INSTANCE") or "-"
-    setup_logging(
+    logsetup.setup_logging(
         agent.name,
         debug=_is_debug(environ.get("HA_debug", "0")),
         use_syslog=environ.get("HA_LOGFACILITY", "daemon").lower() not in ("", "none"),
@@ -391,20 +390,24 @@ def run(
     agent: Agent,
     argv: Sequence[str],
     environ: Mapping[str, str] | None = None,
+    *,
+    setup_logging: Callable[[Agent, Mapping[str, str]], None] = setup_agent_logging,
 ) -> int:
     """Run one OCF action and return its exit code. Never raises, never prints a traceback:
     whatever escapes the handling in :func:`_run` (logging that cannot be set up, a
     parameter parser that fails some other way) is one ``ocf-exit-reason:`` line and
-    ``OCF_ERR_GENERIC``."""
+    ``OCF_ERR_GENERIC``. ``setup_logging`` routes the action's logging (the suite's
+    :func:`setup_agent_logging` by default), as the fence runner takes it."""
     try:
-        return _run(agent, argv, environ)
+        return _run(agent, argv, environ, setup_logging)
     except Exception as exc:
         action = argv[0] if len(argv) == 1 else agent.name
         exit_reason(f"{action}: unexpected error: {type(exc).__name__}: {exc}")
         return OCFExit.ERR_GENERIC
 
 
-def _run(agent: Agent, argv: Sequence[str], environ: Mapping[str, str] | None) -> int:
+def _run(agent: Agent, argv: Sequence[str], environ: Mapping[str, str] | None,
+         setup_logging: Callable[[Agent, Mapping[str, str]], None]) -> int:
     env = dict(os.environ if environ is None else environ)
     if len(argv) != 1:
         print(agent.usage(), file=sys.stderr)
@@ -419,7 +422,7 @@ def _run(agent: Agent, argv: Sequence[str], environ: Mapping[str, str] | None) -
         print(agent.usage())
         return OCFExit.SUCCESS
 
-    setup_agent_logging(agent, env)
+    setup_logging(agent, env)
     action = agent.action(action_name)
     if action is None or action.handler is None:
         LOG.error("unknown action '%s'; %s", action_name, agent.usage())
