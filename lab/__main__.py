@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--controllers", type=int, default=1,
                     help="with --cluster: cluster nodes ctl1..ctlN (default: 1)")
     up.add_argument("--token-expiration", type=int, default=3600, help="Keystone token lifetime (s)")
+    up.add_argument("--ceph", action="store_true",
+                    help="also a Ceph cluster (lab/ceph.py) on the control plane's address")
     sub.add_parser("down", help="stop everything; safe to run twice")
     sub.add_parser("status", help="what runs, as JSON")
     for name in ("kill-compute", "start-compute", "power-off", "power-on"):
@@ -38,12 +40,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.controllers != 1 and not args.cluster:
                 parser.error("--controllers needs --cluster")
             lab.up(args.computes, token_expiration=args.token_expiration, owned=False,
-                   controllers=args.controllers)
+                   controllers=args.controllers, ceph=args.ceph)
             print(f"lab up: {lab.clouds_yaml} (cloud 'lab'), {lab.hosts_json}")
         elif args.command == "down":
             lab.down()
         elif args.command == "status":
-            print(json.dumps({"openstack": lab.openstack.status(), "bmc": lab.bmc.status()}, indent=2))
+            print(json.dumps({"openstack": lab.openstack.status(), "bmc": lab.bmc.status(),
+                              "ceph": lab.ceph.status()}, indent=2))
         elif args.command == "kill-compute":
             lab.openstack.kill_compute(args.host)
         elif args.command == "start-compute":

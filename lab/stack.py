@@ -10,9 +10,9 @@ pacemaker-remoted and its nova-compute, which reaches the control plane (bound t
 its power-on boots remoted and nova-compute again. State lives under ``$OPENSTACK_HA_LAB`` (default
 ``/tmp/openstack-ha-lab``): ``openstack/`` and ``bmc/`` for the two parts,
 ``clouds.yaml`` (cloud ``lab``) and ``hosts.json`` (each compute host's BMC
-address, port, user and password) at the top.
+address, port, user and password) at the top, and with ``--ceph`` ``ceph/`` (lab/ceph.py).
 
-    python -m lab up [--computes N] [--cluster [--controllers N]]
+    python -m lab up [--computes N] [--cluster [--controllers N]] [--ceph]
     python -m lab down     python -m lab status
     python -m lab kill-compute HOST     python -m lab start-compute HOST
     python -m lab bmc-fault HOST MODE [SECONDS]
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.bmc import BmcLab, PowerHooks
+from lab.ceph import CephLab
 from lab.files import write_atomic
 from lab.netns import CONTROL_ADDRESS, ensure_control_address
 from lab.openstack import OpenStackLab
@@ -54,6 +55,9 @@ class Lab:
                                       bind_host=CONTROL_ADDRESS if self.cluster else "127.0.0.1")
         self.bmc = BmcLab(self.state_dir / "bmc")
         self.pacemaker = PacemakerLab(self.state_dir / "pacemaker") if self.cluster else None
+        # Optional (``up(ceph=True)``): only the sessions that fence storage pay its 7 s.
+        self.ceph = CephLab(self.state_dir / "ceph",
+                            CONTROL_ADDRESS if self.cluster else "127.0.0.1")
 
     @property
     def clouds_yaml(self) -> Path:
@@ -88,10 +92,11 @@ class Lab:
         self.openstack.start_compute(host)
 
     def up(self, computes: int = 3, *, token_expiration: int = 3600, owned: bool = True,
-           controllers: int | None = None) -> None:
+           controllers: int | None = None, ceph: bool = False) -> None:
         """``owned``: the cluster belongs to this process (see PacemakerLab.up); a CLI passes
         False so that its lab outlives it. ``controllers``: cluster nodes ctl1..ctlN (default:
-        the constructor's), ctl2..N each in namespaces of its own (see PacemakerLab)."""
+        the constructor's), ctl2..N each in namespaces of its own (see PacemakerLab).
+        ``ceph``: also a Ceph cluster (lab/ceph.py) with a key per compute host."""
         if controllers is not None:
             self.controllers = controllers
         hosts = [f"compute{i}" for i in range(1, computes + 1)]
@@ -109,6 +114,8 @@ class Lab:
                 local=[lay.compute_dir("{node}") / sub for sub in ("instances", "lock")])
         self.openstack.up(hosts, token_expiration=token_expiration,
                           computes_in_nodes=self.pacemaker is not None)
+        if ceph:
+            self.ceph.up(hosts)
         endpoints = self.bmc.up({
             host: PowerHooks(on=self._hook("power-on" if self.cluster else "start-compute", host),
                              off=self._hook("power-off" if self.cluster else "kill-compute", host))
@@ -126,8 +133,11 @@ class Lab:
             try:
                 self.openstack.down()
             finally:
-                if self.pacemaker is not None:
-                    self.pacemaker.down()
+                try:
+                    self.ceph.down()
+                finally:
+                    if self.pacemaker is not None:
+                        self.pacemaker.down()
                 for path in (self.clouds_yaml, self.hosts_json, self.state_dir / "cluster"):
                     path.unlink(missing_ok=True)
 
