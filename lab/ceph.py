@@ -13,6 +13,8 @@ then a replicated pool ``vms`` of size 1 (8 PGs, the ``rbd`` application), and k
                          cluster (``ceph status``, ``osd blocklist ls``) and adds or removes
                          blocklist entries. No osd caps, so it cannot read or write any pool;
                          no ``x``, so no ``auth`` command; no ``w``, so no pool or map change.
+    client.openstack-ha-evacuate  mon 'profile rbd' osd 'profile rbd-read-only pool=vms': the
+                         engine reads each disk's watchers before a rebuild, and writes nothing.
     client.<compute>     mon 'profile rbd' osd 'profile rbd pool=vms': what Nova's libvirt gives
                          a hypervisor. ``profile rbd`` on the mon lets librbd blocklist a dead
                          exclusive-lock holder, as in any real deployment.
@@ -83,6 +85,10 @@ FENCE_CLIENT = "openstack-ha"
 # one command `osd blocklist add|rm`. Without osd caps it can touch no object.
 FENCE_CAPS = ("mon", 'allow r, allow command "osd blocklist"')
 COMPUTE_CAPS = ("mon", "profile rbd", "osd", f"profile rbd pool={POOL}")
+# The evacuation engine reads each disk's watchers and the blocklist before a rebuild
+# (nova_evacuate/disks.py): read-only on the pool, nothing it could write.
+EVACUATE_CLIENT = "openstack-ha-evacuate"
+EVACUATE_CAPS = ("mon", "profile rbd", "osd", f"profile rbd-read-only pool={POOL}")
 MGR_CAPS = ("mon", "allow profile mgr", "osd", "allow *", "mds", "allow *")
 ADMIN_CAPS = {"mon": "allow *", "osd": "allow *", "mds": "allow *", "mgr": "allow *"}
 MON_PORTS = (3300, 6789)  # msgr2, v1: the well-known ports, so nothing else needs configuring
@@ -98,7 +104,7 @@ BLUESTORE_BLOCK_BYTES = 4 << 30  # sparse: only what is written takes disk space
 START_TIMEOUT = 90.0
 CONNECT_TIMEOUT = 10  # seconds a `ceph` command waits for the monitor before it gives up
 _CLIENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_RESERVED_CLIENTS = {"admin", FENCE_CLIENT}
+_RESERVED_CLIENTS = {"admin", FENCE_CLIENT, EVACUATE_CLIENT}
 _LOG_PREFIX_RE = re.compile(r"^\S+ [0-9a-f]+ +-?\d+ +")
 
 
@@ -288,6 +294,7 @@ class CephLab:
         try:
             fsid = self._bootstrap()
             self._client_key(FENCE_CLIENT, FENCE_CAPS)
+            self._client_key(EVACUATE_CLIENT, EVACUATE_CAPS)
             for node in nodes:
                 self._client_key(node, COMPUTE_CAPS)
             # Health is OK already while the new pool's PGs are still being created: wait for

@@ -57,13 +57,14 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nova_evacuate.brake import Brake, HostView, mass_failure
+from nova_evacuate.disks import DiskCheckError, RbdDisks
 from nova_evacuate.ledger import FINISHED, Ledger, LedgerEntry, LedgerError, State, parse_marker
 from nova_evacuate.nova import ComputeService, Nova, NovaError
 from nova_evacuate.plan import (
@@ -82,7 +83,9 @@ from nova_evacuate.progress import (
     Action,
     AskIfEvacuating,
     CallFailed,
+    CheckDisk,
     DestinationDied,
+    DiskHeld,
     End,
     Evacuate,
     EvacuateAccepted,
@@ -115,6 +118,7 @@ from nova_evacuate.progress import (
     rebuilt,
     unlock_at_exit,
 )
+from nova_evacuate.storage_map import addresses_of, parse_storage_map
 from openstack_ha import timeline
 
 LOG = logging.getLogger(__name__)
@@ -161,10 +165,13 @@ class Settings:
     max_down_per_aggregate: int = 0
     claim_expiry: float = 300.0
     domain: str | None = None
+    # ``[storage]``: who may still hold each disk (None: no disk check)
+    disks: RbdDisks | None = None
+    storage_map: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_conf(cls, conf: Any) -> Settings:
-        ev, safety = conf.evacuation, conf.safety
+        ev, safety, storage = conf.evacuation, conf.safety, conf.storage
         return cls(
             policy=Policy(instance_filtering=ev.instance_filtering,
                           exclude_names=tuple(ev.exclude_names),
@@ -176,12 +183,17 @@ class Settings:
             poll_interval=ev.poll_interval, migration_retries=ev.migration_retries,
             api_retries=ev.api_retries, max_down_fraction=safety.max_down_fraction,
             max_down_per_aggregate=safety.max_down_per_aggregate,
-            claim_expiry=safety.claim_expiry, domain=conf.cloud.domain)
+            claim_expiry=safety.claim_expiry, domain=conf.cloud.domain,
+            disks=RbdDisks(storage.rbd_pool, storage.ceph_conf, storage.ceph_user,
+                           storage.ceph_keyring_file, storage.check_timeout)
+            if storage.rbd_pool else None,
+            storage_map=parse_storage_map(storage.storage_map) if storage.storage_map else {})
 
     @property
     def limits(self) -> Limits:
         """Each server's budget, as :mod:`nova_evacuate.progress` reads it."""
-        return Limits(self.migration_retries, self.api_retries, self.instance_timeout)
+        return Limits(self.migration_retries, self.api_retries, self.instance_timeout,
+                      check_disk=self.disks is not None)
 
 
 # The per-server states (:class:`Progress`), by the names cli.py, worker.py and the tests
@@ -514,6 +526,11 @@ class Engine:
             case ResetToError():
                 return self._call(track, lambda: self.nova.reset_state(server_id, "error"),
                                   ResetDone())
+            case CheckDisk():
+                held = self._disk_held(track)
+                if held is not None:
+                    self._apply(track, DiskHeld(held))
+                    return False
             case Evacuate(target=target):
                 return self._call(track, lambda: self.nova.evacuate(server_id, target),
                                   EvacuateAccepted(target))
@@ -540,6 +557,21 @@ class Engine:
             case WatchDestination():
                 pass  # the poll collects these (_poll)
         return True
+
+    def _disk_held(self, track: Track) -> str | None:
+        """Why the server must not be rebuilt yet: the failed host still holds its disk, or
+        Ceph cannot tell (fail closed). None: free, or no RBD disk (:mod:`nova_evacuate.disks`)."""
+        disks = self.settings.disks
+        assert disks is not None  # CheckDisk is asked for only with [storage] rbd_pool
+        host = track.failed_host
+        addresses = addresses_of(dict(self.settings.storage_map), host, self.settings.domain)
+        try:
+            watcher = disks.held_by(track.server.id, addresses)
+        except DiskCheckError as exc:
+            return f"its disk could not be checked ({exc}); not rebuilt while {host} may hold it"
+        if watcher is None:
+            return None
+        return f"still held by {host} ({watcher.address})"
 
     def _call(self, track: Track, call: Callable[[], None], accepted: Event) -> bool:
         """Make one Nova call for the server; its answer is the next event: ``accepted``, or

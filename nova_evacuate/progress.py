@@ -19,9 +19,11 @@ The rules, by event:
   on its first host. Anything else (failed, rebuilt onto this host) is evacuated anew.
 - :class:`Picked`: the bounds let a pending server go. Its request: lock it (unless it is
   locked), reset it to error (a task or a transitional state blocks evacuation, or its last
-  destination died before starting), evacuate it, to the planned target on the first try
-  while that host is live, else to the scheduler's pick. Each call's answer comes back as
-  :class:`Locked`, :class:`ResetDone`, :class:`EvacuateAccepted` or :class:`CallFailed`.
+  destination died before starting), with ``[storage]`` check that the failed host let go
+  of its disk (:class:`CheckDisk`; :class:`DiskHeld` ends it failed with the reason),
+  evacuate it, to the planned target on the first try while that host is live, else to the
+  scheduler's pick. Each call's answer comes back as :class:`Locked`, :class:`ResetDone`,
+  :class:`EvacuateAccepted` or :class:`CallFailed`.
 - :class:`CallFailed`: refused (400, 409) or not found (404) ends the server failed; any
   other failure may have been accepted before the answer was lost, so the server counts as
   sent (``evacuating``, ``uncertain``) and is sent again only once a later poll lists no
@@ -80,6 +82,7 @@ class Limits:
     migration_retries: int = 1  # failed migrations evacuated again
     api_retries: int = 3  # failed Nova calls tried again
     instance_timeout: float = 600.0  # seconds from the first request to an end
+    check_disk: bool = False  # before each evacuate request, ask who holds the disk
 
 
 @dataclass(frozen=True)
@@ -219,9 +222,17 @@ class Tick:
     """The engine looks at the time (each poll)."""
 
 
+@dataclass(frozen=True)
+class DiskHeld:
+    """:class:`CheckDisk`'s answer when the failed host still holds the server's disk, or
+    Ceph could not tell (``reason`` says which)."""
+
+    reason: str
+
+
 Event = (Resumed | HostEvacuating | Picked | Locked | ResetDone | EvacuateAccepted
          | RestoreAccepted | CallFailed | Unlocked | MigrationSeen | DestinationDied
-         | ServerRead | WaitedServerRead | Tick)
+         | ServerRead | WaitedServerRead | Tick | DiskHeld)
 
 
 # ---------------------------------------------------------------------------- actions
@@ -236,6 +247,12 @@ class Lock:
 class ResetToError:
     """Reset the server's state to error (Nova evacuates only ACTIVE, SHUTOFF or ERROR
     servers with no task)."""
+
+
+@dataclass(frozen=True)
+class CheckDisk:
+    """Ask Ceph whether the failed host still holds the server's disk (``[storage]``);
+    answered by :class:`DiskHeld`, or by nothing when it is free."""
 
 
 @dataclass(frozen=True)
@@ -296,7 +313,7 @@ class Show:
 
 # Calls to Nova: the engine stops at the first that fails (after a CallFailed).
 Call = Lock | ResetToError | Evacuate | Stop | Pause
-Action = Call | AskIfEvacuating | WatchDestination | Unlock | End | Log | Show
+Action = Call | CheckDisk | AskIfEvacuating | WatchDestination | Unlock | End | Log | Show
 
 # Nova will not, and asking again does not change that: 400/409 (the host looks up again,
 # a task is under way) and 404 (the server is gone).
@@ -321,7 +338,9 @@ def advance(progress: ServerProgress, event: Event, now: float,
         case HostEvacuating(host=host, running=running):
             return _host_evacuating(p, host, running, now)
         case Picked(live_hosts=live):
-            return p, _request(p, live)
+            return p, _request(p, live, limits)
+        case DiskHeld(reason=reason):
+            return _end(p, FAILED, reason)
         case Locked():
             return replace(p, we_locked=True), []
         case ResetDone():
@@ -422,7 +441,7 @@ def _host_evacuating(p: ServerProgress, host: str, running: bool,
     return replace(p, waits_for=None, state=PENDING, stuck=True), [Log("warning", text), Show()]
 
 
-def _request(p: ServerProgress, live_hosts: Set[str] | None) -> list[Action]:
+def _request(p: ServerProgress, live_hosts: Set[str] | None, limits: Limits) -> list[Action]:
     target = p.move.target if p.attempts == 0 else None  # a retry: the scheduler's pick
     if target is not None and live_hosts is not None and target not in live_hosts:
         target = None  # the planned host died since the plan: the scheduler picks
@@ -431,7 +450,10 @@ def _request(p: ServerProgress, live_hosts: Set[str] | None) -> list[Action]:
         calls.append(Lock())
     if (p.move.reset_first and not p.reset_done) or p.stuck:
         calls.append(ResetToError())
-    return [*calls, Evacuate(target)]
+    # Just before the request, after the lock: a disk the failed host still writes must
+    # not be opened by a second host (the check is one read per request, in the sender).
+    check = [CheckDisk()] if limits.check_disk else []
+    return [*calls, *check, Evacuate(target)]
 
 
 def _call_failed(p: ServerProgress, kind: str, error: str, now: float,

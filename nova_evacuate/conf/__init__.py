@@ -13,9 +13,10 @@ from typing import Any
 
 from oslo_config import cfg, types
 
-from nova_evacuate.conf import cloud, evacuation, safety
+from nova_evacuate.conf import cloud, evacuation, safety, storage
+from nova_evacuate.storage_map import parse_storage_map
 
-_MODULES = (cloud, evacuation, safety)
+_MODULES = (cloud, evacuation, safety, storage)
 
 DEFAULT_CONFIG_FILE = "/etc/openstack-ha/openstack-ha.conf"
 
@@ -77,6 +78,11 @@ def check_value(where: str, opt: cfg.Opt, value: Any) -> None:
             except (re.error, RecursionError, OverflowError) as exc:
                 raise ConfigValueError(f"{where}: {pattern!r} is not a regular expression:"
                                        f" {_one_line(str(exc))}") from None
+    elif opt.name == "storage_map" and value:
+        try:
+            parse_storage_map(value)
+        except ValueError as exc:
+            raise ConfigValueError(f"{where}: {_one_line(str(exc))}") from None
     elif opt.name == "exclude_metadata" and value:
         for pair in value:
             key, equals, _ = pair.partition("=")

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from nova_evacuate import plan as planning
+from nova_evacuate.disks import DiskCheckError, Watcher, holder
 from nova_evacuate.engine import DONE, FAILED, Engine, Settings, lock_reason
 from nova_evacuate.ledger import Ledger, State, parse_marker
 from nova_evacuate.nova import ComputeService, NovaError, match_service
@@ -394,6 +395,78 @@ def test_a_finished_migration_onto_a_live_destination_is_done(nova, timeline):
     assert nova.count("evacuation_migrations") == polls + 1  # + the inventory
     assert nova.count("compute_services") <= polls + 2  # + the brake and the inventory
     assert nova.count("servers") <= polls + 2
+
+
+# ---------------------------------------------------------------------------- [storage]
+
+
+@dataclass
+class FakeDisks:
+    """Ceph's view of each server's disk: its watchers and the blocklist (nova_evacuate/disks.py's
+    reader, in memory); ``down``: Ceph does not answer."""
+
+    watchers: dict[str, list[Watcher]] = field(default_factory=dict)
+    blocklisted: list[str] = field(default_factory=list)
+    down: bool = False
+    asked: list[str] = field(default_factory=list)
+
+    def held_by(self, server_id: str, failed_addresses: Any) -> Watcher | None:
+        self.asked.append(server_id)
+        if self.down:
+            raise DiskCheckError("ceph gave no answer within 10s")
+        return holder(self.watchers.get(server_id, []), self.blocklisted, failed_addresses)
+
+
+def test_a_disk_the_failed_host_still_holds_is_not_rebuilt_and_the_others_are(nova, timeline):
+    held = nova.add_server("held")
+    blocked = nova.add_server("blocked")
+    for i in range(3):
+        nova.add_server(f"vm{i}")
+    other = nova.add_server("other")
+    disks = FakeDisks(watchers={
+        held.id: [Watcher("10.0.1.11:0/42")],  # compute1's hypervisor, still writing
+        blocked.id: [Watcher("10.0.2.11:0/7")],  # compute1's, blocklisted by the fence
+        other.id: [Watcher("10.0.1.12:0/9")],  # someone else's client: not compute1
+    }, blocklisted=["10.0.2.11:0/0"])
+    clock = Clock()
+
+    report = engine(nova, clock, disks=disks,
+                    storage_map={HOST: ("10.0.1.11", "10.0.2.11")}).run(HOST)
+
+    tracks = by_name(report)
+    assert tracks["held"].state == FAILED
+    assert tracks["held"].reason == f"still held by {HOST} (10.0.1.11:0/42)"
+    assert {n: t.state for n, t in tracks.items() if n != "held"} == dict.fromkeys(
+        ["blocked", "vm0", "vm1", "vm2", "other"], DONE)
+    assert ("evacuate", held.id) not in nova.calls  # never rebuilt
+    assert sorted(disks.asked) == sorted(t.server.id for t in report.tracks)  # one read each
+    assert not nova.vms[held.id].locked  # unlocked at its end
+    failed = events(timeline, "instance_failed")
+    assert [(e["name"], e["reason"]) for e in failed] == [("held", tracks["held"].reason)]
+    assert parse_marker(nova.services[HOST].disabled_reason).state is State.FAILED
+
+
+def test_when_ceph_cannot_say_who_holds_a_disk_nothing_is_rebuilt(nova, timeline):
+    for i in range(3):
+        nova.add_server(f"vm{i}")
+    clock = Clock()
+
+    report = engine(nova, clock, disks=FakeDisks(down=True),
+                    storage_map={HOST: ("10.0.1.11",)}).run(HOST)
+
+    assert report.count(FAILED) == 3 and nova.count("evacuate") == 0
+    assert all(t.reason.startswith("its disk could not be checked (ceph gave no answer")
+               for t in report.tracks)
+
+
+def test_a_host_missing_from_the_storage_map_counts_every_watcher(nova, timeline):
+    vm = nova.add_server("vm")
+    disks = FakeDisks(watchers={vm.id: [Watcher("192.0.2.9:0/1")]})
+
+    report = engine(nova, Clock(), disks=disks, storage_map={}).run(HOST)
+
+    assert report.tracks[0].state == FAILED
+    assert report.tracks[0].reason == f"still held by {HOST} (192.0.2.9:0/1)"
 
 
 @pytest.mark.parametrize("when", ["during the rebuild", "right after it"])

@@ -25,7 +25,9 @@ from nova_evacuate.progress import (
     Action,
     AskIfEvacuating,
     CallFailed,
+    CheckDisk,
     DestinationDied,
+    DiskHeld,
     End,
     Evacuate,
     EvacuateAccepted,
@@ -165,6 +167,24 @@ def test_a_dead_planned_target_or_a_retry_is_the_schedulers_pick():
     assert step(planned(target=None), Picked(LIVE))[1][-1] == Evacuate(None)
     retry = replace(planned(), attempts=1)
     assert step(retry, Picked(LIVE))[1][-1] == Evacuate(None)
+
+
+def test_with_the_disk_check_each_request_asks_who_holds_the_disk_after_the_lock():
+    checking = replace(LIMITS, check_disk=True)
+    p = planned("BUILD", task_state="spawning", reset_first=True)
+    assert step(p, Picked(LIVE), limits=checking)[1] == [
+        Lock(), ResetToError(), CheckDisk(), Evacuate("compute2")]
+    retry = replace(planned(), attempts=1, we_locked=True)
+    assert step(retry, Picked(LIVE), limits=checking)[1] == [CheckDisk(), Evacuate(None)]
+    assert CheckDisk() not in step(planned(), Picked(LIVE))[1]  # off by default
+
+
+def test_a_disk_the_failed_host_still_holds_fails_the_server_with_the_reason():
+    p, _ = step(planned(), Locked())
+    reason = "still held by compute1 (10.0.1.11:0/42)"
+    p, actions = step(p, DiskHeld(reason))
+    assert (p.state, p.reason, p.attempts) == (FAILED, reason, 0)
+    assert ended(actions, FAILED, reason, unlock=True)
 
 
 def test_an_accepted_request_is_evacuating_and_its_destination_watched():

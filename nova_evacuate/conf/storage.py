@@ -1,0 +1,64 @@
+"""``[storage]``: the check, before each rebuild, that the failed host let go of the disk."""
+
+from oslo_config import cfg
+
+GROUP = cfg.OptGroup(
+    "storage",
+    title="Shared storage",
+    help="""
+Where instances' disks are RBD images on Ceph, the engine reads each image's watchers
+before rebuilding its server, and refuses the server (FAILED, with the reason) while the
+failed host's storage address still holds the image and Ceph has not blocklisted it. Off
+while rbd_pool is unset.
+""",
+)
+
+OPTS = [
+    cfg.StrOpt(
+        "rbd_pool",
+        help="Ceph pool of the instances' disks (Nova's [libvirt] images_rbd_pool, e.g."
+             " ``vms``); unset: no disk check.",
+    ),
+    cfg.StrOpt(
+        "ceph_conf",
+        default="/etc/ceph/ceph.conf",
+        help="ceph.conf naming the monitors.",
+    ),
+    cfg.StrOpt(
+        "ceph_user",
+        default="openstack-ha-evacuate",
+        help="""
+Ceph client name (without ``client.``) whose key reads the watchers and the blocklist.
+
+It needs no more than ``mon 'profile rbd' osd 'profile rbd-read-only pool=<rbd_pool>'``.
+""",
+    ),
+    cfg.StrOpt(
+        "ceph_keyring_file",
+        help="Keyring of ceph_user (readable by root only); unset: Ceph's default search path.",
+    ),
+    cfg.StrOpt(
+        "storage_map",
+        help="""
+Each compute host's addresses on the storage network, as fence_nova's storage_map:
+``host=address[+address][,host=address...]``. A watcher from one of the failed host's
+addresses means it still holds the disk.
+""",
+    ),
+    cfg.FloatOpt(
+        "check_timeout",
+        default=10.0,
+        min=1.0,
+        max=120.0,
+        help="Seconds each Ceph read may take before the server is refused (fail closed).",
+    ),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(GROUP)
+    conf.register_opts(OPTS, group=GROUP)
+
+
+def list_opts() -> dict:
+    return {GROUP: OPTS}
