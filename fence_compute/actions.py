@@ -9,7 +9,12 @@
 3. the ledger: disable the service with the suite's marker (evacuation requested) and
    mirror it to the node attribute ``evacuate=yes``.
 
-Exit 0 only when all three were verified. Power not confirmed off: exit 1 and Nova is
+With ``storage_fence=ceph``, between 1 and 2: blocklist every storage address of the host in
+Ceph and read the blocklist back (:mod:`fence_compute.storage`); with ``power_driver=none`` it
+is the only fence this device makes. Nova is touched only once every configured fence is
+confirmed.
+
+Exit 0 only when all steps were verified. Power not confirmed off: exit 1 and Nova is
 never touched. Power off but Nova or Keystone unreachable: exit 1 with that reason; the
 host stays off and a retry completes the remaining steps (each step is idempotent, so an
 ``off`` on a host already fenced this way repeats no work).
@@ -37,10 +42,12 @@ from fence_compute.power import (
     power_confirmed,
 )
 from fence_compute.protocol import ExitCode, FenceError, Options, redact_text
+from fence_compute.storage import CephBlocklist, StorageError, StorageOutcome
 from nova_evacuate import brake, host_return, nova
 from nova_evacuate.brake import HostView
 from nova_evacuate.ledger import Ledger, LedgerError, pacemaker_mirror, parse_marker
 from nova_evacuate.nova import ForceUpRefused, NovaError
+from nova_evacuate.storage_map import parse_address, parse_storage_map
 from openstack_ha import pacemaker, timeline
 from openstack_ha.pacemaker import PacemakerError
 
@@ -48,6 +55,8 @@ LOG = logging.getLogger(__name__)
 
 # Time the Nova and ledger steps may take after the power step, within the deadline.
 NOVA_BUDGET_SECONDS = 30.0
+# Of that budget, what the storage fence (after the power step) leaves for Nova and the ledger.
+NOVA_RESERVE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,11 @@ class Target:
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
+
+    @property
+    def storage_deadline(self) -> float:
+        """The storage fence's share: the whole action but what Nova's steps need."""
+        return self.deadline - NOVA_RESERVE_SECONDS
 
 
 def _target(options: Options, host: str | None = None) -> Target:
@@ -123,6 +137,42 @@ def _power(options: Options, target: Target, state: str) -> PowerOutcome:
         )
     finally:
         driver.close(time.monotonic() + 2)
+
+
+# --- storage (Ceph's OSD blocklist) ------------------------------------------------------
+
+
+def fences_storage(options: Options) -> bool:
+    return options.text("storage_fence") == "ceph"
+
+
+def storage_addresses(options: Options, host: str) -> tuple[str, ...]:
+    """The host's storage addresses (storage_map, or storage_address for a one-host device)."""
+    map_text = options.text("storage_map")
+    try:
+        if map_text:
+            addresses = parse_storage_map(map_text).get(host)
+            if addresses is None:
+                raise FenceError(f"{host} has no storage address in storage_map")
+            return addresses
+        if options.text("storage_address"):
+            return (parse_address(options.text("storage_address") or ""),)
+    except ValueError as exc:  # check_config refuses this first; never a traceback
+        raise FenceError(f"storage address of {host}: {exc}") from None
+    raise FenceError(f"no storage address for {host}: set storage_address or storage_map")
+
+
+def storage_blocklist(options: Options) -> CephBlocklist:
+    """The Ceph blocklist this device fences with (a seam for tests)."""
+    return CephBlocklist(
+        conf=options.text("ceph_conf") or "", user=options.text("ceph_user") or "openstack-ha",
+        keyring=options.text("ceph_keyring_file") or "",
+        expire=options.number("blocklist_expire") or 31536000,
+    )
+
+
+def _fence_storage(options: Options, target: Target, addresses: tuple[str, ...]) -> StorageOutcome:
+    return storage_blocklist(options).fence(addresses, target.storage_deadline)
 
 
 # --- Nova and the ledger ---------------------------------------------------------------
@@ -216,8 +266,10 @@ def off(options: Options) -> int:
         _record(options, "fence_failed", target.host, reason=refusal)
         return ExitCode.FAILURE
     try:
+        # Known before anything is touched: a host without storage addresses fails at once.
+        addresses = storage_addresses(options, target.host) if fences_storage(options) else ()
         outcome = _power(options, target, "off")
-    except FenceError as exc:  # no power driver for this host (not in bmc_map, say)
+    except FenceError as exc:  # no power driver (not in bmc_map, say) or storage address
         _record(options, "fence_failed", target.host, reason=str(exc))
         raise
     if not outcome.may_proceed:
@@ -227,6 +279,16 @@ def off(options: Options) -> int:
         return ExitCode.FAILURE
     LOG.info("%s: %s", target.host, outcome.reason)
     _record(options, "power_off_confirmed", target.host, how=outcome.reason)
+    if addresses:
+        stored = _fence_storage(options, target, addresses)
+        if not stored.confirmed:
+            LOG.error("%s: storage fence not confirmed (%s); Nova left untouched", target.host,
+                      stored.reason)
+            _record(options, "fence_failed", target.host,
+                    reason=f"storage fence not confirmed: {stored.reason}")
+            return ExitCode.FAILURE
+        LOG.info("%s: %s", target.host, stored.reason)
+        _record(options, "storage_fenced", target.host, addresses=" ".join(addresses))
     try:
         _mark_failed_over(options, target)
     except FenceError as exc:
@@ -286,6 +348,8 @@ def on(options: Options) -> int:
             LOG.error("%s: power-on not confirmed (%s)", target.host, outcome.reason)
             return ExitCode.FAILURE
         powered = True
+    if powered and fences_storage(options) and not _unfence_storage(options, target):
+        return ExitCode.FAILURE
     if powered:
         _release_connection(target.host)
     try:
@@ -308,6 +372,38 @@ def on(options: Options) -> int:
     LOG.info("%s: unfenced (%s)", target.host, step.why)
     _record(options, "unfenced", target.host, state=step.why)
     return ExitCode.SUCCESS
+
+
+def _unfence_storage(options: Options, target: Target) -> bool:
+    """Remove the host's blocklist entries (its evacuation is done, its power back, so its old
+    clients are gone); False, logged, when that is not confirmed: a host still blocklisted must
+    not serve (every write would fail), so the unfencing fails and is asked again. Before the
+    connection is released, so nothing starts there while it is blocklisted."""
+
+    addresses = storage_addresses(options, target.host)
+    outcome = storage_blocklist(options).unfence(addresses, target.storage_deadline)
+    if not outcome.confirmed:
+        LOG.error("%s: powered on, but its storage stays fenced (%s)", target.host, outcome.reason)
+        _record(options, "unfence_refused", target.host,
+                reason=f"blocklist entries not removed: {outcome.reason}")
+        return False
+    LOG.info("%s: %s", target.host, outcome.reason)
+    _record(options, "storage_unfenced", target.host, addresses=" ".join(addresses))
+    return True
+
+
+def _log_storage_state(options: Options, target: Target) -> None:
+    """status: the blocklist state, for the operator's log only (status is about power)."""
+
+    try:
+        addresses = storage_addresses(options, target.host)
+        listed = storage_blocklist(options).state(addresses, target.storage_deadline)
+    except (FenceError, StorageError) as exc:
+        LOG.warning("%s: blocklist state unknown (%s)", target.host, exc)
+        return
+    LOG.info("%s: storage %s", target.host, ", ".join(
+        f"{address} {'blocklisted' if fenced else 'not blocklisted'}"
+        for address, fenced in listed.items()))
 
 
 def _bmc_power_state(options: Options, target: Target) -> str | None:
@@ -362,6 +458,8 @@ def reboot(options: Options) -> int:
 def status(options: Options) -> int:
     """From the BMC: on 0, off 2, unknown 1; with power_driver=none, from Nova's service."""
     target = _target(options)
+    if fences_storage(options):
+        _log_storage_state(options, target)
     state = _bmc_power_state(options, target)
     if state is None:
 
@@ -390,7 +488,8 @@ def list_hosts(options: Options) -> int:
 
 
 def monitor(options: Options) -> int:
-    """Keystone and Nova answer; every configured BMC answers a status read."""
+    """Keystone and Nova answer; every configured BMC answers a status read; with
+    storage_fence=ceph, Ceph answers this key's ``osd blocklist ls``."""
 
     target = _target(options, host="-")
     try:
@@ -408,6 +507,12 @@ def monitor(options: Options) -> int:
                 raise FenceError(f"{host}: {exc}") from None
             finally:
                 driver.close(time.monotonic() + 2)
+    if fences_storage(options):
+        try:  # Ceph answers this key's read of the blocklist
+            entries = storage_blocklist(options).entries(target.storage_deadline)
+        except StorageError as exc:
+            raise FenceError(f"Ceph: {exc}") from None
+        LOG.info("Ceph answers; %d blocklist entries", len(entries))
     return ExitCode.SUCCESS
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import sys
 from dataclasses import replace
 
@@ -31,7 +32,9 @@ from fence_compute.protocol import (
     run,
     show_value,
 )
-from nova_evacuate.common_options import DOMAIN, LEAVE_DISABLED
+from fence_compute.storage import DEFAULT_EXPIRE_SECONDS
+from nova_evacuate.common_options import DOMAIN, LEAVE_DISABLED, STORAGE_MAP
+from nova_evacuate.storage_map import parse_address, parse_storage_map
 
 LOG = logging.getLogger(__name__)
 
@@ -132,6 +135,55 @@ def check_config(options: Options) -> list[str]:
                 "power_driver=ipmi needs a BMC password: 'bmc_password_script',"
                 " 'bmc_password_file' or 'bmc_password'"
             )
+    errors.extend(_storage_errors(options))
+    return errors
+
+
+def _readable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.R_OK)
+
+
+def _storage_errors(options: Options) -> list[str]:
+    """storage_fence=ceph: the conf, the keyring file and the target's addresses. The maps are
+    parsed whatever storage_fence says: a malformed one is an error before it is ever used."""
+    errors: list[str] = []
+    storage_map: dict[str, tuple[str, ...]] | None = None
+    map_text, address_text = options.text("storage_map"), options.text("storage_address")
+    if map_text is not None:
+        try:
+            storage_map = parse_storage_map(map_text)
+        except ValueError as exc:
+            errors.append(f"option 'storage_map': {exc}")
+    if address_text is not None:
+        try:
+            parse_address(address_text)
+        except ValueError as exc:
+            errors.append(f"option 'storage_address': {exc}")
+    expire = options.number("blocklist_expire")
+    if expire is not None and expire <= 0:
+        errors.append(f"option 'blocklist_expire' must be a positive number of seconds (got {expire})")
+    if options.text("storage_fence") != "ceph":
+        return errors
+    for name in ("ceph_conf", "ceph_keyring_file"):
+        path = options.text(name)
+        if not path:
+            errors.append(f"storage_fence=ceph needs '{name}' (a file path)")
+        elif not _readable(path):
+            errors.append(f"option '{name}': {path} is not a readable file")
+    user = options.text("ceph_user") or ""
+    if not user or any(c.isspace() for c in user) or user.startswith("client."):
+        errors.append("option 'ceph_user' must be a Ceph user id without 'client.' (got"
+                      f" {show_value(user)})")
+    if map_text is None and address_text is None:
+        errors.append("storage_fence=ceph needs the host's storage addresses: 'storage_map'"
+                      " (host=address[+address],...) or 'storage_address' (one host)")
+    elif map_text is not None and address_text is not None:
+        errors.append("give either 'storage_address' or 'storage_map', not both: which"
+                      " addresses to blocklist is ambiguous")
+    elif storage_map is not None:
+        plug = options.text("plug")
+        if plug and plug not in storage_map:
+            errors.append(f"option 'storage_map' has no storage address for {plug}")
     return errors
 
 
@@ -355,6 +407,70 @@ _OPTIONS = (
             "For one device fencing many hosts: each host's BMC address and optional port."
             " IPv6 addresses take a port in brackets ([fd00::11]:623). Each host may appear"
             " once."
+        ),
+    ),
+    # Storage fencing (Ceph's OSD blocklist).
+    Option(
+        "storage_fence",
+        "How to fence the host's storage",
+        default="none",
+        getopt="--storage-fence=[none|ceph]",
+        choices=("none", "ceph"),
+        longdesc=(
+            "ceph: off blocklists every storage address of the host in Ceph's OSD map and"
+            " confirms each by reading the blocklist back, after the power-off is confirmed"
+            " (or, with power_driver=none, as the only fence); nothing in Nova changes unless"
+            " it is confirmed. on removes the entries only once the host's evacuation is done"
+            " and its power is back. none: no storage fencing."
+        ),
+    ),
+    Option(
+        "ceph_conf",
+        "Path of the Ceph configuration file",
+        getopt="--ceph-conf=[path]",
+        longdesc="ceph.conf naming the cluster's monitors; needed with storage_fence=ceph.",
+    ),
+    Option(
+        "ceph_user",
+        "Ceph user id of the fence agent",
+        default="openstack-ha",
+        getopt="--ceph-user=[id]",
+        longdesc=(
+            "Ceph user (without 'client.'); its key needs only"
+            " mon 'allow r, allow command \"osd blocklist\"'."
+        ),
+    ),
+    Option(
+        "ceph_keyring_file",
+        "Path of the keyring of ceph_user",
+        getopt="--ceph-keyring-file=[path]",
+        longdesc=(
+            "Keyring file (readable by root only) holding ceph_user's key. The key itself is"
+            " never a parameter: it would be stored in the CIB."
+        ),
+    ),
+    Option(
+        STORAGE_MAP.name,
+        STORAGE_MAP.summary,
+        getopt="--storage-map=[map]",
+        longdesc=STORAGE_MAP.help,
+    ),
+    Option(
+        "storage_address",
+        "Storage address of the host, for a device fencing one host",
+        getopt="--storage-address=[address]",
+        longdesc="The host's storage address (an IP literal); for many hosts use storage_map.",
+    ),
+    Option(
+        "blocklist_expire",
+        "Seconds a blocklist entry lasts",
+        "integer",
+        default=DEFAULT_EXPIRE_SECONDS,
+        getopt="--blocklist-expire=[seconds]",
+        longdesc=(
+            "Expiry of each blocklist entry (default one year). Ceph's own default, one hour,"
+            " would let a stale writer back in while it may still be alive; unfencing removes"
+            " the entries anyway."
         ),
     ),
     # fence-agents' standard options, as fence_compute lists them.

@@ -79,14 +79,37 @@ def parse_watchers(text: str) -> list[Watcher]:
         raise ValueError(f"not rbd status JSON ({type(exc).__name__})") from None
 
 
-def parse_blocklist(text: str) -> list[str]:
-    """``ceph osd blocklist ls --format json``: the addresses. Ceph 16.2 prints two JSON
-    lists one after the other (single addresses, then ranges); the first is read."""
-    try:
-        entries, _ = json.JSONDecoder().raw_decode(text.strip())
-        return [str(e["addr"]) for e in entries]
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise ValueError(f"not a blocklist in JSON ({type(exc).__name__})") from None
+def parse_blocklist(text: str) -> dict[str, str]:
+    """``ceph osd blocklist ls --format json``: each listed address → its expiry as printed.
+
+    Pacific (16.2.15) prints the address list and then the range list, two JSON arrays back to
+    back: ``[{"addr": "10.0.1.11:0/0", "until": "2027-..."}][]``; both are read (a range entry
+    names its range in ``addr`` too). Raises ValueError, and only ValueError, on anything else.
+    """
+    decoder = json.JSONDecoder()
+    entries: dict[str, str] = {}
+    position, lists = 0, 0
+    while True:
+        while position < len(text) and text[position] in " \t\r\n":
+            position += 1
+        if position == len(text):
+            break
+        try:
+            data, position = decoder.raw_decode(text, position)
+        except RecursionError:
+            raise ValueError("blocklist: nested too deeply") from None
+        # json.JSONDecodeError is a ValueError already
+        if not isinstance(data, list):
+            raise ValueError(f"blocklist: expected a JSON list, got {type(data).__name__}")
+        lists += 1
+        for number, item in enumerate(data, 1):
+            if not isinstance(item, dict) or not isinstance(item.get("addr"), str):
+                raise ValueError(f"blocklist entry {number}: no 'addr' text")
+            until = item.get("until", "")
+            entries[item["addr"]] = until if isinstance(until, str) else str(until)
+    if not lists:
+        raise ValueError("blocklist: empty answer")
+    return entries
 
 
 @dataclass(frozen=True)
@@ -117,7 +140,7 @@ class RbdDisks:
         if done.returncode != 0:
             raise DiskCheckError(f"ceph osd blocklist ls: {_last_line(done.stderr)}")
         try:
-            return parse_blocklist(done.stdout)
+            return list(parse_blocklist(done.stdout))
         except ValueError as exc:
             raise DiskCheckError(f"ceph osd blocklist ls: {exc}") from None
 

@@ -34,25 +34,32 @@ def parse_storage_map(text: str) -> dict[str, tuple[str, ...]]:
         host, sep, addresses = (part.strip() for part in entry.partition("="))
         if not sep or not host or not addresses:
             raise ValueError(f"entry {number} is not host=address[+address]")
-        if any(c.isspace() or not c.isprintable() for c in host):
-            raise ValueError(f"entry {number}: the host name holds white space or a control"
-                             " character")
+        if any(c.isspace() or not c.isprintable() or c == "+" for c in host):
+            raise ValueError(f"entry {number} has a malformed host name (white space, '+' or a"
+                             " control character)")
         key = host.lower()
         if key in seen:
             raise ValueError(f"host {host!r} is mapped twice (entries {seen[key]} and {number})")
         seen[key] = number
-        result[host] = tuple(parse_address(a.strip(), f"entry {number}")
-                             for a in addresses.split("+"))
+        parsed: list[str] = []
+        for word in addresses.split("+"):
+            address = parse_address(word, f"entry {number}")
+            if address not in parsed:
+                parsed.append(address)
+        result[host] = tuple(parsed)
     if not result:
         raise ValueError("no host=address entry")
     return result
 
 
 def parse_address(text: str, where: str = "address") -> str:
-    """An IP literal, normalised (``10.0.1.011`` is refused, ``fd00::0011`` becomes
-    ``fd00::11``)."""
+    """An IP literal (IPv6 optionally in brackets), as Ceph prints it: ``10.0.1.011`` is
+    refused, ``fd00::0011`` becomes ``fd00::11``."""
+    word = text.strip()
+    if word.startswith("[") and word.endswith("]"):
+        word = word[1:-1]
     try:
-        return str(ipaddress.ip_address(text))
+        return ipaddress.ip_address(word).compressed
     except ValueError:
         shown = text if len(text) <= 64 and text.isprintable() else "(not shown)"
         raise ValueError(f"{where}: {shown!r} is not an IPv4 or IPv6 address") from None

@@ -9,12 +9,14 @@ value turns recording off)::
 Events, in the order of a recovery: ``failure_injected`` (the lab or an operator's test),
 ``detected`` or ``node_lost`` (Pacemaker's alerts: a failed operation of the node's
 connection or of a resource on it; the node leaving), ``fence_start``,
-``power_off_confirmed``, ``forced_down``, ``evacuation_requested`` (fence_nova),
+``power_off_confirmed``, ``storage_fenced`` (with ``storage_fence=ceph``), ``forced_down``,
+``evacuation_requested`` (fence_nova),
 ``claimed``, ``instance_done`` / ``instance_failed`` (one per instance),
 ``evacuation_done`` / ``evacuation_failed`` (the engine), ``fence_failed`` (fence_nova,
 with the reason), ``unfence_refused`` (fence_nova ``on`` while the evacuation is pending:
-the host stays off), ``unfence_requested`` (the worker, once it is done), ``unfenced``
-(fence_nova ``on``), ``host_back`` (force-down cleared, service enabled: the engine).
+the host stays off; or its blocklist entries not removed), ``unfence_requested`` (the
+worker, once it is done), ``storage_unfenced``, ``unfenced`` (fence_nova ``on``),
+``host_back`` (force-down cleared, service enabled: the engine).
 
 Recording never fails the caller: a line that cannot be written is logged and dropped.
 The agents write as root and the alert agent as hacluster (group ``haclient``), so the

@@ -2,6 +2,8 @@
 
 from oslo_config import cfg
 
+from nova_evacuate.common_options import STORAGE_MAP
+
 GROUP = cfg.OptGroup(
     "storage",
     title="Shared storage",
@@ -37,14 +39,7 @@ It needs no more than ``mon 'profile rbd' osd 'profile rbd-read-only pool=<rbd_p
         "ceph_keyring_file",
         help="Keyring of ceph_user (readable by root only); unset: Ceph's default search path.",
     ),
-    cfg.StrOpt(
-        "storage_map",
-        help="""
-Each compute host's addresses on the storage network, as fence_nova's storage_map:
-``host=address[+address][,host=address...]``. A watcher from one of the failed host's
-addresses means it still holds the disk.
-""",
-    ),
+    cfg.StrOpt(STORAGE_MAP.name, help=STORAGE_MAP.help),
     cfg.FloatOpt(
         "check_timeout",
         default=10.0,
