@@ -15,8 +15,11 @@
 4. Execute, one thread: evacuate requests go out in plan order, phase by phase, within
    ``max_concurrency`` and ``per_host_concurrency`` (by target host), ``stagger`` apart;
    each server is locked with a reason first (which carries its original status, so a
-   resumed run can still restore it) and unlocked when it ends. Progress is read from
-   ``os-migrations`` with one filtered list call per poll, and server states with one
+   resumed run can still restore it) and unlocked when it ends; with ``[storage]``, each
+   request is preceded by one read of who holds the server's RBD disk
+   (:mod:`nova_evacuate.disks`), and a disk the failed host still holds fails that server.
+   Progress is read from ``os-migrations`` with one filtered list call per poll, and server
+   states with one
    ``changes-since`` list call when migrations finished, never one GET per server.
    Destinations are watched: while a server's migration is under way or done, the compute
    services are listed once per poll, and a server whose destination is down or forced
