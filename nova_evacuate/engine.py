@@ -19,8 +19,8 @@
    request is preceded by one read of who holds the server's RBD disk
    (:mod:`nova_evacuate.disks`), and a disk the failed host still holds fails that server.
    Progress is read from ``os-migrations`` with one filtered list call per poll, and server
-   states with one
-   ``changes-since`` list call when migrations finished, never one GET per server.
+   states with one ``changes-since`` list call when migrations finished, never one GET per
+   server.
    Destinations are watched: while a server's migration is under way or done, the compute
    services are listed once per poll, and a server whose destination is down or forced
    down is failed at once, naming it (that host's own evacuation takes the server over),
