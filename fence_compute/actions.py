@@ -42,7 +42,7 @@ from fence_compute.power import (
     power_confirmed,
 )
 from fence_compute.protocol import ExitCode, FenceError, Options, redact_text
-from fence_compute.storage import CephBlocklist, StorageError, StorageOutcome
+from fence_compute.storage import DEFAULT_EXPIRE_SECONDS, CephBlocklist, StorageError, StorageOutcome
 from nova_evacuate import brake, host_return, nova
 from nova_evacuate.brake import HostView
 from nova_evacuate.ledger import Ledger, LedgerError, pacemaker_mirror, parse_marker
@@ -167,7 +167,7 @@ def storage_blocklist(options: Options) -> CephBlocklist:
     return CephBlocklist(
         conf=options.text("ceph_conf") or "", user=options.text("ceph_user") or "openstack-ha",
         keyring=options.text("ceph_keyring_file") or "",
-        expire=options.number("blocklist_expire") or 31536000,
+        expire=options.number("blocklist_expire") or DEFAULT_EXPIRE_SECONDS,
     )
 
 

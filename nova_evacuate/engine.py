@@ -567,7 +567,7 @@ class Engine:
         disks = self.settings.disks
         assert disks is not None  # CheckDisk is asked for only with [storage] rbd_pool
         host = track.failed_host
-        addresses = addresses_of(dict(self.settings.storage_map), host, self.settings.domain)
+        addresses = addresses_of(self.settings.storage_map, host, self.settings.domain)
         try:
             watcher = disks.held_by(track.server.id, addresses)
         except DiskCheckError as exc:

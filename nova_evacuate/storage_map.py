@@ -13,6 +13,7 @@ ValueError whose message names the entry.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 
 MAX_ENTRIES = 10000
 MAX_TEXT = 65536
@@ -65,7 +66,7 @@ def parse_address(text: str, where: str = "address") -> str:
         raise ValueError(f"{where}: {shown!r} is not an IPv4 or IPv6 address") from None
 
 
-def addresses_of(storage_map: dict[str, tuple[str, ...]], host: str,
+def addresses_of(storage_map: Mapping[str, tuple[str, ...]], host: str,
                  domain: str | None = None) -> tuple[str, ...]:
     """``host``'s addresses: by its name, its short name, or its name without ``domain``
     (the cluster may name it short and Nova by FQDN, or the other way round)."""
