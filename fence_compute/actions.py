@@ -22,7 +22,9 @@ host stays off and a retry completes the remaining steps (each step is idempoten
 ``on`` (unfencing) returns within seconds whatever the evacuation's state: while it is
 pending it refuses (exit 1) without touching the power, so the host stays off; once it has
 finished it powers the host on (``unfence_power=on``) and clears what Nova allows now. The
-decision and the whole way back are :mod:`nova_evacuate.host_return`.
+decision and the whole way back are :mod:`nova_evacuate.host_return`. With
+``storage_fence=ceph`` the host's blocklist entries go first, and only while its BMC reports it
+off (:func:`_unfence_storage`): a host that never went off keeps them.
 """
 
 from __future__ import annotations
@@ -338,6 +340,8 @@ def on(options: Options) -> int:
         LOG.error("%s: not unfencing: %s", target.host, step.why)
         _record(options, "unfence_refused", target.host, reason=step.why)
         return ExitCode.FAILURE
+    if fences_storage(options) and not _unfence_storage(options, target):
+        return ExitCode.FAILURE
     if options.text("unfence_power") == "keep-off":
         powered = _powered(options, target)
         LOG.info("%s: unfence_power=keep-off: power left %s", target.host,
@@ -348,8 +352,6 @@ def on(options: Options) -> int:
             LOG.error("%s: power-on not confirmed (%s)", target.host, outcome.reason)
             return ExitCode.FAILURE
         powered = True
-    if powered and fences_storage(options) and not _unfence_storage(options, target):
-        return ExitCode.FAILURE
     if powered:
         _release_connection(target.host)
     try:
@@ -375,21 +377,43 @@ def on(options: Options) -> int:
 
 
 def _unfence_storage(options: Options, target: Target) -> bool:
-    """Remove the host's blocklist entries (its evacuation is done, its power back, so its old
-    clients are gone); False, logged, when that is not confirmed: a host still blocklisted must
-    not serve (every write would fail), so the unfencing fails and is asked again. Before the
-    connection is released, so nothing starts there while it is blocklisted."""
+    """Remove the host's blocklist entries, before its power comes back; False, logged, when
+    that is not confirmed or not safe, and the unfencing fails (it is asked again).
+
+    Safe only while this device's BMC reports the host off: then none of the clients the
+    entries shut out can still run. A host that is on was never powered off since its
+    storage fence (level 2 fenced it, its BMC silent: a zombie whose guests may still run),
+    and ``power_driver=none`` cannot tell: the entries stay until the host has been powered
+    off (the device that owns its power unfences it then). With no entries there is nothing
+    to do: a retry after the power-on, or a host fenced by power alone."""
 
     addresses = storage_addresses(options, target.host)
-    outcome = storage_blocklist(options).unfence(addresses, target.storage_deadline)
+    blocklist = storage_blocklist(options)
+    try:
+        listed = [a for a, fenced in blocklist.state(addresses, target.storage_deadline).items()
+                  if fenced]
+    except StorageError as exc:
+        return _storage_stays(options, target, f"blocklist unreadable: {exc}")
+    if not listed:
+        return True
+    power = _bmc_power_state(options, target)
+    if power != "off":
+        return _storage_stays(options, target, (
+            "power_driver=none cannot confirm it is off" if power is None
+            else "it is on, so what its storage fence shut out may still run there")
+            + "; it may write again only once powered off")
+    outcome = blocklist.unfence(listed, target.storage_deadline)
     if not outcome.confirmed:
-        LOG.error("%s: powered on, but its storage stays fenced (%s)", target.host, outcome.reason)
-        _record(options, "unfence_refused", target.host,
-                reason=f"blocklist entries not removed: {outcome.reason}")
-        return False
+        return _storage_stays(options, target, f"blocklist entries not removed: {outcome.reason}")
     LOG.info("%s: %s", target.host, outcome.reason)
-    _record(options, "storage_unfenced", target.host, addresses=" ".join(addresses))
+    _record(options, "storage_unfenced", target.host, addresses=" ".join(listed))
     return True
+
+
+def _storage_stays(options: Options, target: Target, reason: str) -> bool:
+    LOG.error("%s: not unfencing, its storage stays fenced: %s", target.host, reason)
+    _record(options, "unfence_refused", target.host, reason=f"storage stays fenced: {reason}")
+    return False
 
 
 def _log_storage_state(options: Options, target: Target) -> None:

@@ -421,7 +421,9 @@ _OPTIONS = (
             " confirms each by reading the blocklist back, after the power-off is confirmed"
             " (or, with power_driver=none, as the only fence); nothing in Nova changes unless"
             " it is confirmed. on removes the entries only once the host's evacuation is done"
-            " and its power is back. none: no storage fencing."
+            " and while its BMC reports it off, then powers it on; a host that is on (never"
+            " powered off since its storage fence) or a device without power driver keeps"
+            " them. none: no storage fencing."
         ),
     ),
     Option(

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from lab import workload
+from lab.ceph import EVACUATE_CLIENT, FENCE_CLIENT, POOL
 from lab.files import write_atomic
 from lab.netns import node_link
 from lab.procs import send_signal
@@ -74,22 +75,44 @@ class Deployment:
             lines += [f"BMC_ADDRESS_{v}={bmc.address}", f"BMC_PORT_{v}={bmc.port}",
                       f"BMC_USERNAME_{v}={bmc.username}",
                       f"BMC_PASSWORD_FILE_{v}={self._secret(f'bmc-{host}', bmc.password)}"]
+        if self.lab.ceph.running():  # what scripts/configure-storage-fencing.sh reads
+            ceph = self.lab.ceph
+            lines += [f"CEPH_CONF={ceph.conf}", f"CEPH_USER={FENCE_CLIENT}",
+                      f"CEPH_KEYRING_FILE={ceph.keyring(FENCE_CLIENT)}"]
+            lines += [f"STORAGE_ADDRESS_{h.replace('-', '_')}={a}"
+                      for h, a in self.storage_addresses().items()]
         path = self.dir / "settings.sh"
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def engine_config(self, evacuation: str = "") -> Path:
-        """The engine's configuration; ``evacuation``: more ``[evacuation]`` lines."""
+    def engine_config(self, evacuation: str = "", *, disk_check: bool = False) -> Path:
+        """The engine's configuration; ``evacuation``: more ``[evacuation]`` lines;
+        ``disk_check``: a ``[storage]`` section (the lab's Ceph), so that no server is rebuilt
+        while the failed host still holds its disk."""
         path = self.dir / "openstack-ha.conf"
         path.write_text(
             f"[cloud]\ncloud = lab\nclouds_yaml = {self.lab.clouds_yaml}\n"
-            f"[evacuation]\npoll_interval = 1\n{evacuation}")
+            f"[evacuation]\npoll_interval = 1\n{evacuation}"
+            + (self.storage_section() if disk_check else ""))
         return path
 
-    def reconfigure_engine(self, evacuation: str = "") -> None:
+    def storage_section(self) -> str:
+        """The engine's ``[storage]`` section for the lab's Ceph."""
+        ceph = self.lab.ceph
+        storage_map = ",".join(f"{h}={a}" for h, a in self.storage_addresses().items())
+        return (f"[storage]\nrbd_pool = {POOL}\nceph_conf = {ceph.conf}\n"
+                f"ceph_user = {EVACUATE_CLIENT}\n"
+                f"ceph_keyring_file = {ceph.keyring(EVACUATE_CLIENT)}\n"
+                f"storage_map = {storage_map}\n")
+
+    def storage_addresses(self) -> dict[str, str]:
+        """Each compute host's address on the storage network (hosts.json)."""
+        return {h: info["storage_address"] for h, info in self.lab.hosts().items()}
+
+    def reconfigure_engine(self, evacuation: str = "", *, disk_check: bool = False) -> None:
         """Rewrite the engine's configuration and restart NovaEvacuate, whose worker reads
         it at start (a test that slows the evacuation down, and puts it back)."""
-        self.engine_config(evacuation)
+        self.engine_config(evacuation, disk_check=disk_check)
         _sh("crm_resource", "--restart", "--resource", "nova-evacuate", timeout=180)
         self.wait_serving()
 
@@ -114,6 +137,23 @@ class Deployment:
         settings = self.write_settings()
         _sh("bash", str(REPO / "scripts/configure-cluster.sh"), str(settings), timeout=300)
         self.wait_serving(timeout)
+
+    def enable_storage_fencing(self) -> None:
+        """Add storage fencing to the running configuration, as an operator does with
+        scripts/configure-storage-fencing.sh: Ceph blocklisting after the power-off at level
+        1, and on its own at level 2."""
+        settings = self.write_settings()
+        _sh("bash", str(REPO / "scripts/configure-storage-fencing.sh"), str(settings),
+            timeout=300)
+
+    def disable_storage_fencing(self) -> None:
+        """Back to the reference configuration without storage fencing."""
+        for host in self.hosts:
+            _sh("pcs", "stonith", "level", "remove", "2", host, f"fence-storage-{host}",
+                check=False)
+            _sh("pcs", "stonith", "delete", f"fence-storage-{host}", check=False)
+            _sh("pcs", "stonith", "update", f"fence-nova-{host}", "storage_fence=none",
+                "ceph_conf=", "ceph_user=", "ceph_keyring_file=", "storage_map=")
 
     # ------------------------------------------------------------------ state
 
@@ -249,3 +289,5 @@ class Deployment:
         self.lab.openstack.reset()
         for host in self.hosts:
             _sh("attrd_updater", "-n", "evacuate", "-D", "-N", host, check=False)
+        if self.lab.ceph.running():  # a test that ended with a host still blocklisted
+            self.lab.ceph.ceph("osd", "blocklist", "clear", check=False)

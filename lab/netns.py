@@ -2,7 +2,10 @@
 controllers' bridge, the control plane's address, ip_forward.
 
 Compute node NAME, the I-th one (1-based), lives in network namespace ``ohalab-NAME``, linked by
-veth ``ohalab-hI`` (host side, 10.251.I.1/24) to ``ohalab-nI`` (node side, 10.251.I.2/24). With
+veth ``ohalab-hI`` (host side, 10.251.I.1/24) to ``ohalab-nI`` (node side, 10.251.I.2/24), its
+management network. Its storage network is a second veth, ``ohalab-sI`` (host side,
+10.252.I.1/24) to ``ohalab-dI`` (node side, 10.252.I.2/24, the node's storage address), the
+node's only way to Ceph (at 10.252.0.1), so the lab can cut management and storage apart. With
 more than one controller, ctl2..ctlN each live in network namespace ohalab-ctlN, linked by veth
 ohalab-cN (host side) to the host bridge ohalab-ctl; ctl1 is the host itself, at the bridge's
 address. A namespace, once created, is only ever reused (pitfall P4 of research/pacemaker-lab.md:
@@ -24,6 +27,11 @@ NETNS_PREFIX = "ohalab-"
 # over its veth link, so cutting a node's link cuts its nova-compute off too.
 CONTROL_ADDRESS = "10.251.0.1"
 CONTROL_LABEL = "lo:ohalab"
+
+# Ceph's address (lab/ceph.py with the cluster): also on the host's loopback device, reached
+# from a node only over its storage link.
+STORAGE_CONTROL_ADDRESS = "10.252.0.1"
+STORAGE_LABEL = "lo:ohalabst"
 
 CTL_BRIDGE = "ohalab-ctl"
 CTL_SUBNET = "10.251.250"
@@ -49,6 +57,16 @@ def node_address(index: int) -> str:
 def node_link(index: int) -> str:
     """Host side of the INDEX-th compute node's veth: cutting it cuts the node off."""
     return f"{NETNS_PREFIX}h{index}"
+
+
+def storage_address(index: int) -> str:
+    """The INDEX-th compute node's address on its storage network: what Ceph sees it as."""
+    return f"10.252.{index}.2"
+
+
+def storage_link(index: int) -> str:
+    """Host side of the INDEX-th compute node's storage veth: cutting it cuts its storage."""
+    return f"{NETNS_PREFIX}s{index}"
 
 
 def controller_address(index: int) -> str:
@@ -99,6 +117,25 @@ def ensure_node_network(name: str, index: int, *, via_controllers: bool = False)
         run(argv)
     if via_controllers:
         run(["ip", "-n", ns, "route", "add", f"{CTL_SUBNET}.0/24", "via", f"10.251.{index}.1"])
+
+
+def ensure_storage_network(name: str, index: int) -> None:
+    """The storage veth of compute node NAME, the INDEX-th (its namespace exists), unless it
+    exists: a route to Ceph's address over it, and no other way there."""
+    ns, host = netns_name(name), storage_link(index)
+    if Path(f"/sys/class/net/{host}").exists():
+        return
+    peer = f"{NETNS_PREFIX}d{index}"
+    for argv in (
+        ["ip", "link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns],
+        ["ip", "addr", "add", f"10.252.{index}.1/24", "dev", host],
+        ["ip", "link", "set", host, "up"],
+        ["ip", "-n", ns, "addr", "add", f"{storage_address(index)}/24", "dev", peer],
+        ["ip", "-n", ns, "link", "set", peer, "up"],
+        ["ip", "-n", ns, "route", "add", f"{STORAGE_CONTROL_ADDRESS}/32",
+         "via", f"10.252.{index}.1"],
+    ):
+        run(argv)
 
 
 def ensure_controller_network(name: str, index: int) -> None:
@@ -180,20 +217,30 @@ def restore_forwarding() -> None:
     IP_FORWARD_SAVED.unlink(missing_ok=True)
 
 
-def _control_address_present() -> bool:
+def _address_present(address: str) -> bool:
     done = run(["ip", "-o", "addr", "show", "dev", "lo"], check=False)
-    return f" {CONTROL_ADDRESS}/32 " in done.stdout
+    return f" {address}/32 " in done.stdout
 
 
 def ensure_control_address() -> str:
     """The host's address for the nodes (:data:`CONTROL_ADDRESS`, on the loopback device,
     labelled ``lo:ohalab``); idempotent. Packets from a node to it arrive over the node's
     link and are delivered locally: nothing leaves the machine."""
-    if not _control_address_present():
+    if not _address_present(CONTROL_ADDRESS):
         run(["ip", "addr", "add", f"{CONTROL_ADDRESS}/32", "dev", "lo", "label", CONTROL_LABEL])
     return CONTROL_ADDRESS
 
 
+def ensure_storage_control_address() -> str:
+    """Ceph's address for the nodes (:data:`STORAGE_CONTROL_ADDRESS`), as the control plane's."""
+    if not _address_present(STORAGE_CONTROL_ADDRESS):
+        run(["ip", "addr", "add", f"{STORAGE_CONTROL_ADDRESS}/32", "dev", "lo",
+             "label", STORAGE_LABEL])
+    return STORAGE_CONTROL_ADDRESS
+
+
 def remove_control_address() -> None:
-    if _control_address_present():
-        run(["ip", "addr", "del", f"{CONTROL_ADDRESS}/32", "dev", "lo"], check=False)
+    """Both of the host's lab addresses, the control plane's and Ceph's."""
+    for address in (CONTROL_ADDRESS, STORAGE_CONTROL_ADDRESS):
+        if _address_present(address):
+            run(["ip", "addr", "del", f"{address}/32", "dev", "lo"], check=False)

@@ -289,6 +289,7 @@ class OpenStackLab:
         t0 = time.monotonic()
         setup.ensure_packages()
         self.venv = setup.ensure_venv(self.venv)
+        setup.install_guest_driver(self.venv)
         if self.procs.running():
             self.down()
         self.layout = self._requested

@@ -123,7 +123,7 @@ debug = false
 transport_url = {lay.transport_url}
 my_ip = {lay.bind_host}
 state_path = {lay.state_dir / "nova"}
-compute_driver = fake.FakeDriverWithoutFakeNodes
+compute_driver = ohalab_guests.GuestFakeDriver
 report_interval = 2
 service_down_time = 10
 periodic_fuzzy_delay = 0
@@ -189,6 +189,12 @@ connection =
 connection =
 [oslo_concurrency]
 lock_path = {d / "lock"}
+[ohalab_guests]
+ceph_conf = {d / "ceph" / "ceph.conf"}
+ceph_user = {host}
+ceph_keyring = {d / "ceph" / "keyring"}
+pool = vms
+log_dir = {d / "guests"}
 """
 
 

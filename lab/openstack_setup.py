@@ -118,3 +118,27 @@ def ensure_venv(venv: Path | None = None, requirements: Path = REQUIREMENTS) -> 
     stamp.write_text(digest + "\n")
     LOG.info("lab venv ready in %.0fs", time.monotonic() - t0)
     return venv
+
+
+# The lab's virt driver (lab/nova_guest_driver.py: the fake driver, plus a process per guest
+# that holds its RBD disk) and that process's program, where Nova loads drivers from
+# (``compute_driver = ohalab_guests.GuestFakeDriver`` is ``nova.virt.ohalab_guests``).
+GUEST_DRIVER_FILES = {"nova_guest_driver.py": "ohalab_guests.py",
+                      "rbd_guest.py": "ohalab_rbd_guest.py"}
+
+
+def install_guest_driver(venv: Path) -> None:
+    """Copy the lab's virt driver into the lab venv's Nova; idempotent (the venv is reused
+    across labs, and a changed driver is copied again)."""
+    found = sorted(venv.glob("lib/python3*/site-packages/nova/virt"))
+    if not found:
+        raise SetupError(f"no nova/virt in {venv}: is it the lab venv?")
+    here = Path(__file__).resolve().parent
+    for source, name in GUEST_DRIVER_FILES.items():
+        text = (here / source).read_text()
+        target = found[-1] / name
+        if not target.exists() or target.read_text() != text:
+            tmp = target.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(target)
+

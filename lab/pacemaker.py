@@ -381,6 +381,18 @@ class PacemakerLab:
         host: its disk, kept across its power cycles and the lab's next up()."""
         return self.nodes_dir / name / "view"
 
+    def node_local_dir(self, name: str, path: Path) -> Path:
+        """Where node NAME's own directory at PATH (one of up()'s ``local`` paths, under a
+        hidden directory) lives, as seen from the host: what the lab writes there, only that
+        node sees (its Ceph key), and what the node writes there the lab reads."""
+        view = self._state().get("node_view", {})
+        for hidden in _outermost([*NODE_HIDDEN_ETC, self.state_dir,
+                                  *(Path(p) for p in view.get("hidden", ()))]):
+            if path.is_relative_to(hidden):
+                own = self.node_view_dir(name) / str(hidden).strip("/").replace("/", "%")
+                return own / path.relative_to(hidden)
+        raise LabError(f"{path} is not hidden from the nodes: it is no node's own directory")
+
     def _node_view(self, name: str) -> list[Mount]:
         """The mounts that give node NAME its own view of the host's files, in order, with
         the directories they need created (on the host: mount points must exist).

@@ -10,7 +10,13 @@ pacemaker-remoted and its nova-compute, which reaches the control plane (bound t
 its power-on boots remoted and nova-compute again. State lives under ``$OPENSTACK_HA_LAB`` (default
 ``/tmp/openstack-ha-lab``): ``openstack/`` and ``bmc/`` for the two parts,
 ``clouds.yaml`` (cloud ``lab``) and ``hosts.json`` (each compute host's BMC
-address, port, user and password) at the top, and with ``--ceph`` ``ceph/`` (lab/ceph.py).
+address, port, user and password, and with the cluster its ``storage_address``) at the top,
+and with ``--ceph`` ``ceph/`` (lab/ceph.py).
+
+With the cluster and Ceph, compute nodes are real RBD clients: each node's nova-compute runs
+the lab's virt driver (lab/nova_guest_driver.py), which starts a process per guest in the node
+(lab/rbd_guest.py) that holds the guest's disk ``vms/<uuid>_disk`` through librbd, over the
+node's storage link, and writes a numbered record every half second (``guest_dir``).
 
     python -m lab up [--computes N] [--cluster [--controllers N]] [--ceph]
     python -m lab down     python -m lab status
@@ -31,7 +37,14 @@ from typing import Any
 from lab.bmc import BmcLab, PowerHooks
 from lab.ceph import CephLab
 from lab.files import write_atomic
-from lab.netns import CONTROL_ADDRESS, ensure_control_address
+from lab.netns import (
+    CONTROL_ADDRESS,
+    STORAGE_CONTROL_ADDRESS,
+    ensure_control_address,
+    ensure_storage_control_address,
+    ensure_storage_network,
+    storage_address,
+)
 from lab.openstack import OpenStackLab
 from lab.pacemaker import PacemakerLab
 
@@ -56,8 +69,9 @@ class Lab:
         self.bmc = BmcLab(self.state_dir / "bmc")
         self.pacemaker = PacemakerLab(self.state_dir / "pacemaker") if self.cluster else None
         # Optional (``up(ceph=True)``): only the sessions that fence storage pay its 7 s.
+        # With the cluster, on the storage network: the nodes reach it over their storage link.
         self.ceph = CephLab(self.state_dir / "ceph",
-                            CONTROL_ADDRESS if self.cluster else "127.0.0.1")
+                            STORAGE_CONTROL_ADDRESS if self.cluster else "127.0.0.1")
 
     @property
     def clouds_yaml(self) -> Path:
@@ -111,11 +125,16 @@ class Lab:
             self.pacemaker.up(
                 hosts, owned=owned, hidden=[self.state_dir], controllers=self.controllers,
                 shared=[lay.etc / "nova", lay.state_dir / "home"],
-                local=[lay.compute_dir("{node}") / sub for sub in ("instances", "lock")])
+                local=[lay.compute_dir("{node}") / sub
+                       for sub in ("instances", "lock", "ceph", "guests")])
+            ensure_storage_control_address()
+            for index, host in enumerate(hosts, 1):
+                ensure_storage_network(host, index)
         self.openstack.up(hosts, token_expiration=token_expiration,
                           computes_in_nodes=self.pacemaker is not None)
         if ceph:
             self.ceph.up(hosts)
+            self._give_nodes_their_keys(hosts)
         endpoints = self.bmc.up({
             host: PowerHooks(on=self._hook("power-on" if self.cluster else "start-compute", host),
                              off=self._hook("power-off" if self.cluster else "kill-compute", host))
@@ -123,8 +142,29 @@ class Lab:
         })
         # Passwords, both: 0600 from the start.
         write_atomic(self.clouds_yaml, self.openstack.clouds_yaml.read_bytes(), 0o600)
-        write_atomic(self.hosts_json, json.dumps(
-            {h: dataclasses.asdict(e) for h, e in endpoints.items()}, indent=2), 0o600)
+        hosts_info = {h: dataclasses.asdict(e) for h, e in endpoints.items()}
+        if self.pacemaker is not None:
+            for index, host in enumerate(hosts, 1):
+                hosts_info[host]["storage_address"] = storage_address(index)
+        write_atomic(self.hosts_json, json.dumps(hosts_info, indent=2), 0o600)
+
+    def guest_dir(self, host: str, what: str = "guests") -> Path:
+        """HOST's own directory WHAT (``guests``: its guests' write logs; ``ceph``: its Ceph
+        conf and key), as seen from the lab's side; only that node sees it."""
+        path = self.openstack.layout.compute_dir(host) / what
+        return self.pacemaker.node_local_dir(host, path) if self.pacemaker else path
+
+    def _give_nodes_their_keys(self, hosts: list[str]) -> None:
+        """Each compute node gets the Ceph conf and its own key (client.HOST, profile rbd on
+        vms), in a directory only it sees: its nova-compute's guests open their disks with them."""
+        if self.pacemaker is None:
+            return  # nova-compute runs on the host, beside the cluster's keys: no guests
+        conf = self.ceph.conf.read_text()
+        for host in hosts:
+            own = self.guest_dir(host, "ceph")
+            own.mkdir(parents=True, exist_ok=True)
+            write_atomic(own / "ceph.conf", conf, 0o644)
+            write_atomic(own / "keyring", self.ceph.keyring(host).read_text(), 0o600)
 
     def down(self) -> None:
         try:

@@ -171,6 +171,7 @@ class Settings:
     # ``[storage]``: who may still hold each disk (None: no disk check)
     disks: RbdDisks | None = None
     storage_map: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    disk_release_wait: float = 45.0
 
     @classmethod
     def from_conf(cls, conf: Any) -> Settings:
@@ -190,13 +191,15 @@ class Settings:
             disks=RbdDisks(storage.rbd_pool, storage.ceph_conf, storage.ceph_user,
                            storage.ceph_keyring_file, storage.check_timeout)
             if storage.rbd_pool else None,
-            storage_map=parse_storage_map(storage.storage_map) if storage.storage_map else {})
+            storage_map=parse_storage_map(storage.storage_map) if storage.storage_map else {},
+            disk_release_wait=storage.release_wait)
 
     @property
     def limits(self) -> Limits:
         """Each server's budget, as :mod:`nova_evacuate.progress` reads it."""
         return Limits(self.migration_retries, self.api_retries, self.instance_timeout,
-                      check_disk=self.disks is not None)
+                      check_disk=self.disks is not None,
+                      disk_release_wait=self.disk_release_wait)
 
 
 # The per-server states (:class:`Progress`), by the names cli.py, worker.py and the tests

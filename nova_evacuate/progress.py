@@ -20,7 +20,8 @@ The rules, by event:
 - :class:`Picked`: the bounds let a pending server go. Its request: lock it (unless it is
   locked), reset it to error (a task or a transitional state blocks evacuation, or its last
   destination died before starting), with ``[storage]`` check that the failed host let go
-  of its disk (:class:`CheckDisk`; :class:`DiskHeld` ends it failed with the reason),
+  of its disk (:class:`CheckDisk`; :class:`DiskHeld` puts it back, checked again every few
+  seconds for ``disk_release_wait``, then ends it failed with the reason),
   evacuate it, to the planned target on the first try while that host is live, else to the
   scheduler's pick. Each call's answer comes back as :class:`Locked`, :class:`ResetDone`,
   :class:`EvacuateAccepted` or :class:`CallFailed`.
@@ -83,6 +84,9 @@ class Limits:
     api_retries: int = 3  # failed Nova calls tried again
     instance_timeout: float = 600.0  # seconds from the first request to an end
     check_disk: bool = False  # before each evacuate request, ask who holds the disk
+    # A disk still held is checked again for this long before the server fails: Ceph keeps a
+    # dead client's watch until it times out (30 s) unless the client is blocklisted.
+    disk_release_wait: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class ServerProgress:
     started: float | None = None  # the first request's time (the timeout counts from it)
     not_before: float = 0.0  # no new request before this time
     uncertain: bool = False  # the last request failed without an answer; look before resending
+    held_since: float | None = None  # when its disk was first found still held
     we_locked: bool = False
     reset_done: bool = False
     # its last request went to a destination that died before starting the rebuild: Nova
@@ -318,6 +323,7 @@ Action = Call | CheckDisk | AskIfEvacuating | WatchDestination | Unlock | End | 
 # Nova will not, and asking again does not change that: 400/409 (the host looks up again,
 # a task is under way) and 404 (the server is gone).
 REFUSALS = frozenset({"refused", "not_found"})
+DISK_RECHECK_SECONDS = 2.0  # between two checks of a disk still held
 # What brings a server rebuilt running to the final status it was not rebuilt in.
 RESTORE: dict[str, Call] = {"SHUTOFF": Stop(), "PAUSED": Pause()}
 
@@ -340,7 +346,7 @@ def advance(progress: ServerProgress, event: Event, now: float,
         case Picked(live_hosts=live):
             return p, _request(p, live, limits)
         case DiskHeld(reason=reason):
-            return _end(p, FAILED, reason)
+            return _disk_held(p, reason, now, limits)
         case Locked():
             return replace(p, we_locked=True), []
         case ResetDone():
@@ -454,6 +460,18 @@ def _request(p: ServerProgress, live_hosts: Set[str] | None, limits: Limits) -> 
     # not be opened by a second host (the check is one read per request, in the sender).
     check = [CheckDisk()] if limits.check_disk else []
     return [*calls, *check, Evacuate(target)]
+
+
+def _disk_held(p: ServerProgress, reason: str, now: float,
+               limits: Limits) -> tuple[ServerProgress, list[Action]]:
+    """Checked again every few seconds while ``disk_release_wait`` lasts (a dead host's watch
+    that Ceph has not timed out yet), then failed with the reason; never sent meanwhile."""
+    since = now if p.held_since is None else p.held_since
+    if now - since >= limits.disk_release_wait:
+        return _end(p, FAILED, reason)
+    log = [Log("info", f"{_name(p)}: {reason}; checking again for up to"
+                       f" {limits.disk_release_wait:.0f} s")] if p.held_since is None else []
+    return replace(p, held_since=since, not_before=now + DISK_RECHECK_SECONDS), log
 
 
 def _call_failed(p: ServerProgress, kind: str, error: str, now: float,

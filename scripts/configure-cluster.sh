@@ -16,6 +16,9 @@
 #   LIVENESS_CHECKS     what "alive" means on a compute node (ComputeLiveness checks=)
 #   MAX_DOWN_PERCENT    the mass-failure brake (fence_nova max_down_percent, default 50)
 #   UNFENCE_POWER       on | keep-off (fence_nova unfence_power, default on)
+#   STORAGE_FENCE       ceph: also fence each node's storage (Ceph's OSD blocklist) after the
+#                       power-off, and on its own as topology level 2 for a node whose BMC
+#                       is dead: see scripts/configure-storage-fencing.sh for its settings
 #
 # The controllers keep the fence devices they already have: fence_nova provides unfencing,
 # and Pacemaker unfences every node that runs a fencing device with provides=unfencing, the
@@ -80,6 +83,10 @@ pcs constraint location liveness-clone rule resource-discovery=exclusive score=0
 # so no start waits. Give every resource of the compute nodes (nova-compute, where Pacemaker
 # manages it) the same rule.
 pcs constraint location liveness-clone rule score=-INFINITY defined evacuate and evacuate ne no
+
+if [[ "${STORAGE_FENCE:-none}" == ceph ]]; then
+    "$(dirname "${BASH_SOURCE[0]}")/configure-storage-fencing.sh" "$@"
+fi
 
 # The evacuation engine: one copy, on the controllers.
 pcs resource create nova-evacuate ocf:openstack-ha:NovaEvacuate config_file="$ENGINE_CONFIG" \

@@ -8,7 +8,7 @@ APT_PACKAGES=(
     pacemaker pacemaker-cli-utils corosync pcs resource-agents fence-agents
     openipmi ipmitool libxml2-utils iproute2 util-linux procps
     python3 python3-venv python3-pip
-    ceph-mon ceph-mgr ceph-osd ceph-common
+    ceph-mon ceph-mgr ceph-osd ceph-common python3-rados python3-rbd
 )
 
 log() { printf '%s %s\n' "$(date +%T)" "$*"; }

@@ -41,6 +41,21 @@ It needs no more than ``mon 'profile rbd' osd 'profile rbd-read-only pool=<rbd_p
     ),
     cfg.StrOpt(STORAGE_MAP.name, help=STORAGE_MAP.help),
     cfg.FloatOpt(
+        "release_wait",
+        default=45.0,
+        min=0.0,
+        max=600.0,
+        help="""
+Seconds a disk the failed host still holds is checked again (every 2 s) before its server
+is refused.
+
+Ceph keeps a dead client's watch until it times out (``osd_client_watch_timeout``, 30 s)
+unless the client is blocklisted: after a power-only fence the failed host's watches linger
+that long. With storage fencing they are gone at once and no server waits. A server is never
+evacuated while its disk is held; only its refusal waits.
+""",
+    ),
+    cfg.FloatOpt(
         "check_timeout",
         default=10.0,
         min=1.0,

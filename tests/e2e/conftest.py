@@ -23,9 +23,14 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, require_lab) -> Iterato
 
     # OPENSTACK_HA_E2E_CONTROLLERS=3: the controllers' session (tests/e2e/test_controllers.py)
     controllers = int(os.environ.get("OPENSTACK_HA_E2E_CONTROLLERS", "1"))
+    # Ceph (about 7 s) for the storage fencing scenarios (test_storage_fencing.py); the
+    # reference configuration fences by power alone until a test adds storage fencing.
+    ceph = controllers == 1
+    if ceph:
+        require_lab("ceph-mon", "ceph-mgr", "ceph-osd", "rbd")
     lab = Lab(tmp_path_factory.mktemp("e2e-lab"), cluster=True, controllers=controllers)
     try:
-        lab.up(3)
+        lab.up(3, ceph=ceph)
         deployment = Deployment(lab)
         deployment.configure()
         yield deployment

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -439,7 +440,11 @@ def test_a_disk_the_failed_host_still_holds_is_not_rebuilt_and_the_others_are(no
     assert {n: t.state for n, t in tracks.items() if n != "held"} == dict.fromkeys(
         ["blocked", "vm0", "vm1", "vm2", "other"], DONE)
     assert ("evacuate", held.id) not in nova.calls  # never rebuilt
-    assert sorted(disks.asked) == sorted(t.server.id for t in report.tracks)  # one read each
+    # one read each; the held disk again every 2 s while Ceph may still drop a dead watch
+    asked = Counter(disks.asked)
+    assert {i: n for i, n in asked.items() if i != held.id} == dict.fromkeys(
+        (t.server.id for t in report.tracks if t.server.id != held.id), 1)
+    assert 45 // 2 <= asked[held.id] <= 45 // 2 + 2  # as the polls fall
     assert not nova.vms[held.id].locked  # unlocked at its end
     failed = events(timeline, "instance_failed")
     assert [(e["name"], e["reason"]) for e in failed] == [("held", tracks["held"].reason)]

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from fence_compute import actions, storage
 from fence_compute.fence_nova import FENCE_NOVA, check_config
+from fence_compute.power import UNREACHABLE, PowerError
 from fence_compute.protocol import ExitCode, FenceError, Options
 from fence_compute.storage import CephBlocklist, StorageError, StorageOutcome, blocklist_entry
 from nova_evacuate.disks import parse_blocklist
@@ -380,49 +381,99 @@ def test_on_while_the_evacuation_is_pending_keeps_the_blocklist(world, ceph, cap
     assert ceph.listed == set(ADDRESSES)
 
 
-def test_on_once_the_evacuation_is_done_powers_on_then_unblocks(world, ceph, caplog) -> None:
+READ_POWER = ["power:driver compute1", "power:state", "power:close"]
+UNBLOCK = ["ceph:ls", *READ_POWER, "ceph:unfence 10.0.1.11 10.0.2.11",
+           "timeline:storage_unfenced"]
+
+
+def test_on_once_the_evacuation_is_done_unblocks_while_off_then_powers_on(world, ceph,
+                                                                          caplog) -> None:
     ceph.listed = set(ADDRESSES)
     world.nova.service = fenced(State.DONE)
     world.bmc.state = "off"
     world.held = {HOST}
     outcome = fence("on", caplog)
     assert outcome.rc == ExitCode.SUCCESS, outcome.errors
-    assert world.log == [*READ_NOVA, *POWER_ON, "ceph:unfence 10.0.1.11 10.0.2.11",
-                         "timeline:storage_unfenced", "pacemaker:release_connection compute1",
+    assert world.log == [*READ_NOVA, *UNBLOCK, *POWER_ON,
+                         "pacemaker:release_connection compute1",
                          "nova:force_down False", "timeline:unfenced"]
     assert ceph.listed == set()
 
 
-def test_on_whose_power_on_fails_keeps_the_blocklist(world, ceph, caplog) -> None:
+def test_on_of_a_host_without_entries_only_powers_on(world, ceph, caplog) -> None:
+    """A retry after the entries went, or a host its level-1 device fenced by power alone."""
+    world.nova.service = fenced(State.DONE)
+    world.bmc.state = "off"
+    outcome = fence("on", caplog)
+    assert outcome.rc == ExitCode.SUCCESS, outcome.errors
+    assert world.log[:len(READ_NOVA) + 1] == [*READ_NOVA, "ceph:ls"]
+    assert "ceph:unfence 10.0.1.11 10.0.2.11" not in world.log and world.bmc.state == "on"
+
+
+def test_on_of_a_host_that_never_went_off_keeps_the_blocklist(world, ceph, caplog) -> None:
+    """The zombie: level 2 fenced its storage while it ran on (its BMC silent). Its BMC
+    answers again and says on: its guests may still run, so the entries stay."""
     ceph.listed = set(ADDRESSES)
     world.nova.service = fenced(State.DONE)
-    world.bmc.state, world.bmc.stuck = "off", True
+    world.bmc.state, world.held = "on", {HOST}
     outcome = fence("on", caplog)
     assert outcome.rc == ExitCode.FAILURE
-    assert not any(e.startswith("ceph:") for e in world.log)
+    assert world.log == [*READ_NOVA, "ceph:ls", *READ_POWER, "timeline:unfence_refused"]
+    assert "it may write again only once powered off" in outcome.errors[0]
+    assert ceph.listed == set(ADDRESSES) and world.held == {HOST}
 
 
-def test_on_whose_blocklist_stays_fails_and_keeps_the_connection_held(world, ceph,
-                                                                      caplog) -> None:
+def test_on_of_a_storage_only_device_never_removes_entries(world, ceph, caplog) -> None:
+    ceph.listed = set(ADDRESSES)
+    world.nova.service = fenced(State.DONE)
+    outcome = fence("on", caplog, power_driver="none", ip=None)
+    assert outcome.rc == ExitCode.FAILURE
+    assert "power_driver=none cannot confirm it is off" in outcome.errors[0]
+    assert ceph.listed == set(ADDRESSES)
+    assert not any(e.startswith(("nova:force_down", "pacemaker:release")) for e in world.log)
+
+
+def test_on_whose_bmc_is_silent_keeps_the_blocklist(world, ceph, caplog) -> None:
+    ceph.listed = set(ADDRESSES)
+    world.nova.service = fenced(State.DONE)
+    world.bmc.failure = PowerError(UNREACHABLE, "BMC 192.0.2.11:623 did not answer")
+    outcome = fence("on", caplog)
+    assert outcome.rc == ExitCode.FAILURE
+    assert ceph.listed == set(ADDRESSES)
+    assert not any(e.startswith("ceph:unfence") for e in world.log)
+
+
+def test_on_whose_blocklist_removal_fails_keeps_the_host_off(world, ceph, caplog) -> None:
+    ceph.listed = set(ADDRESSES)
     ceph.failure = StorageOutcome(False, "ceph osd blocklist: no Ceph monitor answered",
                                   storage.UNREACHABLE)
     world.nova.service = fenced(State.DONE)
     world.bmc.state, world.held = "off", {HOST}
     outcome = fence("on", caplog)
     assert outcome.rc == ExitCode.FAILURE
-    assert world.log == [*READ_NOVA, *POWER_ON, "ceph:unfence 10.0.1.11 10.0.2.11",
-                         "timeline:unfence_refused"]
-    assert "storage stays fenced" in outcome.errors[0] and world.held == {HOST}
+    assert world.log == [*READ_NOVA, "ceph:ls", *READ_POWER,
+                         "ceph:unfence 10.0.1.11 10.0.2.11", "timeline:unfence_refused"]
+    assert "storage stays fenced" in outcome.errors[0]
+    assert world.bmc.state == "off" and world.held == {HOST}
 
 
-def test_on_with_unfence_power_keep_off_leaves_the_blocklist(world, ceph, caplog) -> None:
+def test_on_whose_blocklist_is_unreadable_keeps_the_host_off(world, ceph, caplog) -> None:
+    ceph.read_failure = StorageError(storage.UNREACHABLE, "no Ceph monitor answered")
+    world.nova.service = fenced(State.DONE)
+    world.bmc.state = "off"
+    outcome = fence("on", caplog)
+    assert outcome.rc == ExitCode.FAILURE
+    assert "blocklist unreadable" in outcome.errors[0] and world.bmc.state == "off"
+
+
+def test_on_with_unfence_power_keep_off_unblocks_the_host_it_leaves_off(world, ceph,
+                                                                        caplog) -> None:
     ceph.listed = set(ADDRESSES)
     world.nova.service = fenced(State.DONE)
     world.bmc.state = "off"
     outcome = fence("on", caplog, unfence_power="keep-off")
     assert outcome.rc == ExitCode.SUCCESS, outcome.errors
-    assert not any(e.startswith("ceph:") for e in world.log)
-    assert ceph.listed == set(ADDRESSES)
+    assert ceph.listed == set() and world.bmc.state == "off"
 
 
 def test_status_reports_power_and_logs_the_blocklist(world, ceph, caplog) -> None:

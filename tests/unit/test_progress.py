@@ -187,6 +187,23 @@ def test_a_disk_the_failed_host_still_holds_fails_the_server_with_the_reason():
     assert ended(actions, FAILED, reason, unlock=True)
 
 
+def test_a_disk_still_held_is_checked_again_while_the_release_wait_lasts_then_fails():
+    """A power-only fence leaves the dead host's watch for Ceph's watch timeout: the server
+    waits (never sent meanwhile), then fails with the reason if the disk is still held."""
+    waiting = replace(LIMITS, check_disk=True, disk_release_wait=45.0)
+    reason = "still held by compute1 (10.0.1.11:0/42)"
+    p, _ = step(planned(), Locked(), limits=waiting)
+    p, actions = step(p, DiskHeld(reason), now=10.0, limits=waiting)
+    assert (p.state, p.held_since, p.not_before) == (PENDING, 10.0, 12.0)
+    assert actions == [Log("info", f"vm: {reason}; checking again for up to 45 s")]
+    assert step(p, Picked(LIVE), now=12.0, limits=waiting)[1] == [CheckDisk(), Evacuate("compute2")]
+    p, actions = step(p, DiskHeld(reason), now=30.0, limits=waiting)
+    assert (p.state, p.held_since, p.not_before, actions) == (PENDING, 10.0, 32.0, [])
+    p, actions = step(p, DiskHeld(reason), now=55.0, limits=waiting)
+    assert (p.state, p.reason) == (FAILED, reason)
+    assert ended(actions, FAILED, reason, unlock=True)
+
+
 def test_an_accepted_request_is_evacuating_and_its_destination_watched():
     p, actions = step(planned(), EvacuateAccepted("compute2"), now=5.0)
     assert (p.state, p.attempts, p.dest, p.started, p.uncertain) == (
