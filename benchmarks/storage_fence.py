@@ -64,7 +64,7 @@ def blocklisted(lab: Lab) -> bool:
     return f"{STORAGE_ADDRESS}:0/0" in lab.ceph.ceph("osd", "blocklist", "ls").stdout
 
 
-def fence_row(lab: Lab, agents: Agents, row: str) -> dict[str, Any]:
+def fence_row(lab: Lab, cluster: PacemakerLab, agents: Agents, row: str) -> dict[str, Any]:
     if row == "stock":
         result = agents.stock()
     else:
@@ -89,7 +89,7 @@ def fence_row(lab: Lab, agents: Agents, row: str) -> dict[str, Any]:
         found["verified"] = found["verified"] and found["blocklisted"]
     result.update(row=row, outcome=found, ok=result["rc"] == 0 and found["verified"])
     lab.ceph.ceph("osd", "blocklist", "rm", f"{STORAGE_ADDRESS}:0/0", check=False)
-    result["reset_s"] = restore(lab)
+    result["reset_s"] = restore(lab, cluster)
     return result
 
 
@@ -123,11 +123,13 @@ def phase_fence(rounds: int, work: Path) -> dict[str, Any]:
         for number in range(rounds):
             shift = number % len(ROWS)
             for row in (*ROWS[shift:], *ROWS[:shift]):
-                result = fence_row(lab, agents, row)
+                result = fence_row(lab, cluster, agents, row)
                 result["round"] = number
                 out["runs"].append(result)
                 print(f"round {number} {row}: rc={result['rc']} wall={result['wall_s']:.2f}s"
-                      f" ok={result['ok']}", flush=True)
+                      f" ok={result['ok']}" + ("" if result["ok"] else
+                                                f" {result['outcome']} {result.get('stderr')}"),
+                      flush=True)
     finally:
         try:
             cluster.down()
@@ -239,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--runs", type=int, default=2)
+    p.add_argument("--phases", nargs="+", choices=("fence", "zombie"), default=["fence", "zombie"])
     args = p.parse_args(argv)
     if not Path("/usr/sbin/fence_ipmilan").exists():
         print("run scripts/bench-deps.sh first (fence-agents and its Python dependencies)")
@@ -251,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                    f" Python {platform.python_version()}",
         "command": "flock /tmp/ohalab.lock python -m benchmarks.storage_fence "
                    + " ".join(sys.argv[1:] if argv is None else argv)}
-    result["fence"] = phase_fence(args.rounds, work)
-    result["zombie"] = phase_zombie(args.n, args.runs, work)
+    result["fence"] = phase_fence(args.rounds, work) if "fence" in args.phases else {}
+    result["zombie"] = phase_zombie(args.n, args.runs, work) if "zombie" in args.phases else {}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "storage_fence.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "storage_fence.md").write_text(markdown(result))

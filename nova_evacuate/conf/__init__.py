@@ -33,8 +33,9 @@ class ConfigValueError(ValueError):
 def load(config_files: list[str] | None = None) -> cfg.ConfigOpts:
     """Options from ``config_files`` (default: /etc/openstack-ha/openstack-ha.conf when it
     exists). Raises ``cfg.Error`` or :class:`ConfigValueError` (a ``ValueError``), each a
-    one-line message, on bad files or values: every value is read and checked here, so a
-    bad one stops the command before it acts, not mid-evacuation."""
+    one-line message, on bad files or values: every value is read and checked here (and
+    ``[storage]`` as a whole: with rbd_pool set, its Ceph files must be readable), so a bad
+    one stops the command before it acts, not mid-evacuation."""
     if config_files is None:
         config_files = [DEFAULT_CONFIG_FILE] if os.path.exists(DEFAULT_CONFIG_FILE) else []
     for path in config_files:
@@ -52,6 +53,7 @@ def load(config_files: list[str] | None = None) -> cfg.ConfigOpts:
         for group, options in module.list_opts().items():
             for opt in options:
                 check_value(f"[{group.name}] {opt.name}", opt, _read(conf, group.name, opt))
+    storage.check_storage(conf)  # the options that only make sense together
     return conf
 
 

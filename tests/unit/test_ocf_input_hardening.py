@@ -576,3 +576,33 @@ def test_the_worker_reads_no_file_with_no_config_file(monkeypatch):
     monkeypatch.setattr(confmod, "load", load)
     assert worker.main(["--no-config-file", "--no-pacemaker"]) == 2
     assert read == [[]]
+
+
+# --- [storage] checked as a whole: one refusal naming the option ---------------------------
+
+def bad_storage_config(tmp_path: Path, case: str) -> Path:
+    """A configuration file whose ``[storage]`` the engine refuses: a malformed storage_map
+    (refused with the disk check off as well), or a keyring that is not there (rbd_pool set)."""
+    ceph_conf = tmp_path / "ceph.conf"
+    ceph_conf.write_text("[global]\n", encoding="utf-8")
+    section = {
+        "storage_map": "[storage]\nstorage_map = compute-1=nowhere\n",
+        "ceph_keyring_file": (f"[storage]\nrbd_pool = vms\nceph_conf = {ceph_conf}\n"
+                              f"ceph_keyring_file = {tmp_path / 'missing.keyring'}\n"),
+    }[case]
+    path = tmp_path / "openstack-ha.conf"
+    path.write_text(section, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("action", ["validate-all", "start"])
+@pytest.mark.parametrize("case", ["storage_map", "ceph_keyring_file"])
+def test_a_bad_storage_section_is_err_configured_in_one_line(tmp_path, capsys, action, case):
+    config = bad_storage_config(tmp_path, case)
+    assert run(EVACUATE, action, tmp_path, config_file=str(config)) == OCFExit.ERR_CONFIGURED
+    err = capsys.readouterr().err
+    assert_one_refusal_line(err)
+    errors = [line for line in err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, err
+    (reason,) = [line for line in err.splitlines() if line.startswith("ocf-exit-reason:")]
+    assert f"[storage] {case}: " in reason and f"[storage] {case}: " in errors[0]
