@@ -215,6 +215,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = ["# Storage fencing: the fence step, the lab's start, the zombie's MTTR", "",
              f"{result['machine']}; {result['date']}. Seconds: median (min–max).", "",
              "## fence_nova -o off of compute1", "",
+             *([f"(From the run of {f['earlier_run']}.)", ""] if f.get("earlier_run") else []),
              "| row | runs ok | median | min | max |", "| --- | --- | --- | --- | --- |"]
     for row, s in f.get("summary", {}).items():
         lines.append(f"| {row} | {s['ok']}/{s['runs']} | {s['median_s']} | {s['min_s']} |"
@@ -223,6 +224,7 @@ def markdown(result: dict[str, Any]) -> str:
               f" {f.get('ceph_up_s')} s (one monitor, one manager, one memstore OSD). Ceph's"
               f" resident memory (MiB): {f.get('ceph_memory_mib')}.", "",
               "## MTTR with storage fencing (the cluster lab)", "",
+              *([f"(From the run of {z['earlier_run']}.)", ""] if z.get("earlier_run") else []),
               "| scenario | N | runs | MTTR median | min | max |",
               "| --- | --- | --- | --- | --- | --- |"]
     for scenario, s in z.get("summary", {}).items():
@@ -254,8 +256,13 @@ def main(argv: list[str] | None = None) -> int:
                    f" Python {platform.python_version()}",
         "command": "flock /tmp/ohalab.lock python -m benchmarks.storage_fence "
                    + " ".join(sys.argv[1:] if argv is None else argv)}
-    result["fence"] = phase_fence(args.rounds, work) if "fence" in args.phases else {}
-    result["zombie"] = phase_zombie(args.n, args.runs, work) if "zombie" in args.phases else {}
+    previous = RESULTS / "storage_fence.json"
+    earlier = json.loads(previous.read_text()) if previous.exists() else {}
+    # a phase not run this time keeps its figures from the earlier run, marked with its date
+    result["fence"] = (phase_fence(args.rounds, work) if "fence" in args.phases
+                       else {**earlier.get("fence", {}), "earlier_run": earlier.get("date")})
+    result["zombie"] = (phase_zombie(args.n, args.runs, work) if "zombie" in args.phases
+                        else {**earlier.get("zombie", {}), "earlier_run": earlier.get("date")})
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "storage_fence.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "storage_fence.md").write_text(markdown(result))

@@ -256,6 +256,11 @@ class Deployment:
         """Every node powered, linked, running and serving (``serving()``, by default the
         reference configuration's); no servers; Nova clean."""
         serving = serving or self.serving
+        if self.lab.ceph.running():
+            # A host still blocklisted (a test that ended before its unfencing) and now
+            # powered on by hand would stay fenced: unfencing keeps the entries of a host
+            # that is on. The lab knows its hosts' old guests are gone, as an operator would.
+            self.lab.ceph.ceph("osd", "blocklist", "clear", check=False)
         for controller in self.controllers[1:]:  # ctl1 is the host: always on
             self.pcmk.heal_partition(controller)
             if not self.pcmk.controller_powered(controller):
@@ -289,5 +294,3 @@ class Deployment:
         self.lab.openstack.reset()
         for host in self.hosts:
             _sh("attrd_updater", "-n", "evacuate", "-D", "-N", host, check=False)
-        if self.lab.ceph.running():  # a test that ended with a host still blocklisted
-            self.lab.ceph.ceph("osd", "blocklist", "clear", check=False)
