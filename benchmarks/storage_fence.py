@@ -225,16 +225,24 @@ def markdown(result: dict[str, Any]) -> str:
               f" resident memory (MiB): {f.get('ceph_memory_mib')}.", "",
               "## MTTR with storage fencing (the cluster lab)", "",
               *([f"(From the run of {z['earlier_run']}.)", ""] if z.get("earlier_run") else []),
-              "| scenario | N | runs | MTTR median | min | max |",
-              "| --- | --- | --- | --- | --- | --- |"]
+              "| scenario | N | runs | MTTR median | min | max | detected | level 1 failed |"
+              " storage fenced | evacuation requested |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for scenario, s in z.get("summary", {}).items():
-        count = sum(r["scenario"] == scenario for r in z["runs"])
-        n = next((r["n"] for r in z["runs"]), "-")
-        lines.append(f"| {scenario} | {n} | {count} | {s['median_s']} | {s['min_s']} |"
-                     f" {s['max_s']} |")
-    lines += ["", "Zombie: management link cut and BMC silent; level 1 (power) fails after its"
-              " login timeout, level 2 (blocklist) fences it. Stock: never recovers (the BMC is"
-              " its only level).", "", f"Command: `{result['command']}`"]
+        mine = [r for r in z["runs"] if r["scenario"] == scenario]
+        n = next((r["n"] for r in mine), "-")
+
+        def median(key: str, mine: list[dict[str, Any]] = mine) -> str:
+            values = sorted(r[key] for r in mine if r.get(key) is not None)
+            return f"{values[len(values) // 2]:.1f}" if values else "-"
+
+        lines.append(f"| {scenario} | {n} | {len(mine)} | {s['median_s']} | {s['min_s']} |"
+                     f" {s['max_s']} | {median('detection')} | {median('level1_failed')} |"
+                     f" {median('storage_fenced')} | {median('evacuation_requested')} |")
+    lines += ["", "The last four columns: seconds from the fault (median; with two runs, the"
+              " later). Zombie: management link cut and BMC silent; level 1 (power) fails after"
+              " its login timeout, level 2 (blocklist) fences it. Stock: never recovers (the BMC"
+              " is its only level).", "", f"Command: `{result['command']}`"]
     return "\n".join(lines) + "\n"
 
 
