@@ -361,28 +361,35 @@ class Engine:
         # Nova saves a server's new host before it marks its migration done, so a
         # migration done here has its server already off the host below, and one that
         # finishes in between is still seen under way (resumed, not sent again).
-        listed = nova.evacuation_migrations(None, since)
-        # ...and those not started yet, which changes-since misses: an earlier run's last
-        # requests, and the ones the host took and never started (a server sent on elsewhere
-        # since is this host's too, so that the host returns only once it is settled there)
-        unstarted = nova.unstarted_evacuations(since)
-        migrations = list({m.id: m for m in [*listed, *unstarted]}.values())
-        on_host = nova.servers(host=host)
-        here = {s.id for s in on_host}
-        moved_ids = ({m.server_id for m in migrations if m.source_host == host}
-                     | rebuilding_onto(host, migrations)) - here
-        moved = nova.servers(changes_since=since, ids=moved_ids) if moved_ids else []
         filtering = policy.instance_filtering
-        services = [s for s in nova.compute_services()
-                    if s.host != host and s.live
-                    and s.status == "enabled"]
-        aggregates = nova.aggregates()
-        inventory = Inventory(
-            host=host, servers=[*on_host, *moved],
-            tagged_images=nova.tagged_images() if filtering else frozenset(),
-            any_tagged_flavor=nova.any_flavor_tagged() if filtering else False,
-            aggregates=aggregates,
-            free=nova.free_resources(s.host for s in services))
+        # What does not depend on the servers is read meanwhile, each in a thread of its own:
+        # one request each (two for the whole cloud's capacity), whatever the cloud's size.
+        with ThreadPoolExecutor(max_workers=5, thread_name_prefix="inventory") as reads:
+            services_read = reads.submit(nova.compute_services)
+            aggregates_read = reads.submit(nova.aggregates)
+            capacity_read = reads.submit(nova.free_resources)
+            images_read = reads.submit(nova.tagged_images) if filtering else None
+            flavors_read = reads.submit(nova.any_flavor_tagged) if filtering else None
+            listed = nova.evacuation_migrations(None, since)
+            # ...and those not started yet, which changes-since misses: an earlier run's
+            # last requests, and the ones the host took and never started (a server sent on
+            # elsewhere since is this host's too, so that the host returns only once it is
+            # settled there)
+            unstarted = nova.unstarted_evacuations(since)
+            migrations = list({m.id: m for m in [*listed, *unstarted]}.values())
+            on_host = nova.servers(host=host)
+            here = {s.id for s in on_host}
+            moved_ids = ({m.server_id for m in migrations if m.source_host == host}
+                         | rebuilding_onto(host, migrations)) - here
+            moved = nova.servers(changes_since=since, ids=moved_ids) if moved_ids else []
+            targets = {s.host for s in services_read.result()
+                       if s.host != host and s.live and s.status == "enabled"}
+            inventory = Inventory(
+                host=host, servers=[*on_host, *moved],
+                tagged_images=images_read.result() if images_read else frozenset(),
+                any_tagged_flavor=flavors_read.result() if flavors_read else False,
+                aggregates=aggregates_read.result(),
+                free={h: r for h, r in capacity_read.result().items() if h in targets})
         return inventory, migrations
 
     def plan(self, host: str, since: datetime | None = None) -> tuple[Plan, list[Migration]]:

@@ -34,8 +34,12 @@ SERVICES_MICROVERSION = "2.53"
 # onSharedStorage (2.14) or force (2.68): Nova checks the storage itself, and a target host
 # given is still validated by the scheduler.
 ENGINE_MICROVERSION = "2.94"
-# Placement: 1.14 is enough for inventories and usages per provider, with names.
-PLACEMENT_MICROVERSION = "1.14"
+# Placement: 1.29 for allocation candidates whose provider summaries carry every resource
+# class of each provider (1.27), with nested providers (1.29), as Nova 34 supports.
+PLACEMENT_MICROVERSION = "1.29"
+# The smallest request every provider with any room at all satisfies: its summaries are the
+# whole cloud's capacity in one answer (a provider without a free VCPU or MiB is left out).
+SMALLEST_REQUEST = "VCPU:1,MEMORY_MB:1"
 # Gathered per page; Nova's default [api] max_limit is 1000.
 PAGE_SIZE = 1000
 
@@ -300,24 +304,28 @@ class Nova:
                 path = body.get("next", "").removeprefix("/v2") or None
         return frozenset(ids)
 
-    def free_resources(self, hosts: Iterable[str]) -> dict[str, Resources]:
-        """Free VCPU, MEMORY_MB and DISK_GB per host's resource provider (Placement):
-        (total - reserved) * allocation_ratio - used, capped at max_unit."""
-        wanted = set(hosts)
+    def free_resources(self, hosts: Iterable[str] | None = None) -> dict[str, Resources]:
+        """Free VCPU, MEMORY_MB and DISK_GB per host's resource provider (of ``hosts``, or
+        every one), in two Placement requests whatever the cloud's size (not two per host):
+        the providers' names, and the allocation candidates for the smallest request, whose
+        provider summaries carry each provider's capacity ((total - reserved) *
+        allocation_ratio) and usage. A host absent from the candidates has no room at all.
+        Summaries do not carry max_unit: a server above a host's max_unit fails its claim
+        there and is sent to the scheduler's pick."""
+        wanted = None if hosts is None else set(hosts)
         providers = self._call("GET", "/resource_providers", "list resource providers",
                                service="placement")["resource_providers"]
+        names = {rp["uuid"]: rp["name"] for rp in providers
+                 if wanted is None or rp["name"] in wanted}
+        candidates = self._call(
+            "GET", "/allocation_candidates?" + urlencode({"resources": SMALLEST_REQUEST}),
+            "read allocation candidates", service="placement")
         free: dict[str, Resources] = {}
-        for rp in providers:
-            if rp["name"] not in wanted:
-                continue
-            base = f"/resource_providers/{rp['uuid']}"
-            inventories = self._call("GET", f"{base}/inventories", "read inventories of",
-                                     rp["name"], service="placement")["inventories"]
-            usages = self._call("GET", f"{base}/usages", "read usages of", rp["name"],
-                                service="placement")["usages"]
-            free[rp["name"]] = Resources(*(
-                _free(inventories.get(rc), usages.get(rc, 0))
-                for rc in ("VCPU", "MEMORY_MB", "DISK_GB")))
+        for uuid, summary in candidates.get("provider_summaries", {}).items():
+            if uuid in names:
+                resources = summary.get("resources", {})
+                free[names[uuid]] = Resources(*(
+                    _free(resources.get(rc)) for rc in ("VCPU", "MEMORY_MB", "DISK_GB")))
         return free
 
     def ping(self) -> None:
@@ -399,12 +407,11 @@ class Nova:
         return redacted(text)[:1000]
 
 
-def _free(inventory: dict[str, Any] | None, used: int) -> int:
-    if not inventory:
+def _free(summary: dict[str, Any] | None) -> int:
+    """What a provider summary's resource class has left: capacity minus used."""
+    if not summary:
         return 0
-    usable = int((inventory["total"] - inventory.get("reserved", 0))
-                 * inventory.get("allocation_ratio", 1.0)) - used
-    return max(0, min(usable, inventory.get("max_unit", usable)))
+    return max(0, int(summary.get("capacity", 0)) - int(summary.get("used", 0)))
 
 
 def _nova_format(when: datetime) -> str:

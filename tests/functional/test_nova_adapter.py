@@ -233,3 +233,31 @@ def test_keystone_stopped_is_unreachable(clean_lab: Any) -> None:
         assert time.monotonic() - started < 30
     finally:
         lab.start_service("keystone")
+
+
+def test_free_resources_are_each_providers_inventory_minus_its_usage(clean_lab: Any,
+                                                                      nova: Nova,
+                                                                      conn: Any) -> None:
+    """Two Placement requests for the whole cloud (allocation candidates' provider summaries),
+    checked against each provider's own inventories and usages read one by one."""
+    from lab import workload
+
+    api = clean_lab.openstack.connection(compute_api_version=workload.MICROVERSION)
+    ids = workload.boot(api, "compute2", 2, prefix="capacity",
+                        image_id=workload.image(api, "plain").id,
+                        flavor_id=workload.flavor(api, "lab.tiny").id)
+    workload.wait_active(api, ids)
+
+    free = nova.free_resources()
+    assert set(free) == {"compute1", "compute2", "compute3"}
+    for rp in conn.placement.get("/resource_providers").json()["resource_providers"]:
+        base = f"/resource_providers/{rp['uuid']}"
+        inventories = conn.placement.get(f"{base}/inventories").json()["inventories"]
+        usages = conn.placement.get(f"{base}/usages").json()["usages"]
+        expected = [int((inventories[rc]["total"] - inventories[rc]["reserved"])
+                        * inventories[rc]["allocation_ratio"]) - usages.get(rc, 0)
+                    for rc in ("VCPU", "MEMORY_MB", "DISK_GB")]
+        got = free[rp["name"]]
+        assert [got.vcpus, got.ram_mb, got.disk_gb] == expected, rp["name"]
+    assert free["compute2"].ram_mb < free["compute1"].ram_mb  # the two servers' use
+    assert set(nova.free_resources(["compute1"])) == {"compute1"}

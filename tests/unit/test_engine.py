@@ -103,9 +103,9 @@ class FakeNova:
     def any_flavor_tagged(self) -> bool:
         return False
 
-    def free_resources(self, hosts: Any) -> dict[str, Resources]:
+    def free_resources(self, hosts: Any = None) -> dict[str, Resources]:
         return {h: Resources() if h in self.full else Resources(100, 100000, 1000)
-                for h in hosts}
+                for h in (self.services if hosts is None else hosts)}
 
     # ---------------------------------------------------------------- servers
 
