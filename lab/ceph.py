@@ -502,6 +502,21 @@ class CephLab:
         }
 
 
+def clusters_left_running(matches: Callable[[Path], bool]) -> set[Path]:
+    """State dirs of clusters whose daemons still run though their owner is gone (a killed
+    test run): the dir of each Ceph daemon's ``--conf`` for which MATCHES says yes. Pytest
+    may since have removed the dir, pid files included, so they are found from /proc."""
+    found = set()
+    executables = {daemon.executable.encode() for daemon in DAEMONS}
+    for pid in all_pids():
+        argv = cmdline(pid)
+        if argv and argv[0] in executables and b"--conf" in argv[:-1]:
+            state = Path(argv[argv.index(b"--conf") + 1].decode()).parent
+            if matches(state):
+                found.add(state)
+    return found
+
+
 def _optional_mgr_modules() -> list[str]:
     """The manager modules installed that the lab does not need."""
     installed = [p.name for p in MGR_MODULE_PATH.iterdir() if (p / "module.py").exists()]

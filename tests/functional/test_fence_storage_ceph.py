@@ -28,8 +28,7 @@ from fence_compute import actions, storage
 from fence_compute.fence_nova import FENCE_NOVA
 from fence_compute.protocol import ExitCode, run
 from fence_compute.storage import CephBlocklist, blocklist_entry, parse_blocklist
-from lab.ceph import DAEMONS, FENCE_CLIENT, CephLab, keyring_text
-from lab.procs import all_pids, cmdline
+from lab.ceph import FENCE_CLIENT, CephLab, clusters_left_running, keyring_text
 from nova_evacuate.ledger import AttributeMirror, LedgerEntry, State, format_marker, parse_marker
 from nova_evacuate.nova import ComputeService
 from openstack_ha import timeline
@@ -45,16 +44,9 @@ HOST = "compute1"
 
 
 def clusters_left_by_killed_runs() -> set[Path]:
-    """State dirs of this module's clusters still running after an earlier run was killed."""
-    found = set()
-    executables = {daemon.executable.encode() for daemon in DAEMONS}
-    for pid in all_pids():
-        argv = cmdline(pid)
-        if argv and argv[0] in executables and b"--conf" in argv[:-1]:
-            state = Path(argv[argv.index(b"--conf") + 1].decode()).parent
-            if state.name == "ceph" and state.parent.name.startswith(STATE_PREFIX):
-                found.add(state)
-    return found
+    """This module's clusters still running after an earlier run was killed."""
+    return clusters_left_running(
+        lambda state: state.name == "ceph" and state.parent.name.startswith(STATE_PREFIX))
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +177,7 @@ def fence_nova(lab: CephLab, action: str, address: str) -> int:
 
 
 def test_off_blocklists_before_nova_and_on_unblocks_once_the_evacuation_is_done(
-        ceph: CephLab, nova: FakeNova) -> None:
+        ceph: CephLab, nova: FakeNova, monkeypatch: pytest.MonkeyPatch) -> None:
     address, entry = "10.0.1.21", blocklist_entry("10.0.1.21")
     assert fence_nova(ceph, "off", address) == ExitCode.SUCCESS
     assert nova.listed_at_force_down and entry in nova.listed_at_force_down[0]
@@ -198,8 +190,16 @@ def test_off_blocklists_before_nova_and_on_unblocks_once_the_evacuation_is_done(
     assert fence_nova(ceph, "on", address) == ExitCode.FAILURE
     assert entry in listed_by_admin(ceph)
 
+    # done, but this device (power_driver=none) cannot see that the host went off: a level-2
+    # fence of a host that may still run; the entry stays
     done = format_marker(LedgerEntry(State.DONE, datetime.now(UTC), "ctl1/42"))
     nova.service = replace(nova.service, disabled_reason=done)
+    assert fence_nova(ceph, "on", address) == ExitCode.FAILURE
+    assert entry in listed_by_admin(ceph)
+
+    # the device that owns the power reads it off (here: its reading, without a BMC): the
+    # entry is removed from the real Ceph before the power comes back
+    monkeypatch.setattr(actions, "_bmc_power_state", lambda options, target: "off")
     assert fence_nova(ceph, "on", address) == ExitCode.SUCCESS
     assert entry not in listed_by_admin(ceph)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.ceph import DAEMONS, FENCE_CLIENT, POOL, CephLab
+from lab.ceph import DAEMONS, FENCE_CLIENT, POOL, CephLab, clusters_left_running
 from lab.procs import all_pids, cmdline
 
 pytestmark = pytest.mark.lab
@@ -33,17 +33,11 @@ EACCES = 13
 
 
 def clusters_left_by_killed_runs() -> set[Path]:
-    """State dirs of this module's clusters still running after an earlier run was killed: they
-    hold MON_PORTS (and pytest may since have removed their directory, pid files included)."""
-    found = set()
-    executables = {daemon.executable.encode() for daemon in DAEMONS}
-    for pid in all_pids():
-        argv = cmdline(pid)
-        if argv and argv[0] in executables and b"--conf" in argv[:-1]:
-            state = Path(argv[argv.index(b"--conf") + 1].decode()).parent
-            if state.name == "state" and state.parent.name.startswith("ceph-lab") and "pytest-" in str(state):
-                found.add(state)
-    return found
+    """This module's clusters still running after an earlier run was killed: they hold
+    MON_PORTS."""
+    return clusters_left_running(
+        lambda state: state.name == "state" and state.parent.name.startswith("ceph-lab")
+        and "pytest-" in str(state))
 
 
 @pytest.fixture(scope="module")

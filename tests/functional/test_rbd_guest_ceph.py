@@ -23,8 +23,7 @@ from typing import Any
 
 import pytest
 
-from lab.ceph import DAEMONS, FENCE_CLIENT, POOL, CephLab
-from lab.procs import all_pids, cmdline
+from lab.ceph import FENCE_CLIENT, POOL, CephLab, clusters_left_running
 from lab.rbd_guest import Record, acks_from_log, fenced_writes_after_takeover
 
 pytestmark = pytest.mark.lab
@@ -39,16 +38,9 @@ A, B = "compute1", "compute2"
 
 
 def clusters_left_by_killed_runs() -> set[Path]:
-    """State dirs of this module's clusters still running after an earlier run was killed."""
-    found = set()
-    executables = {daemon.executable.encode() for daemon in DAEMONS}
-    for pid in all_pids():
-        argv = cmdline(pid)
-        if argv and argv[0] in executables and b"--conf" in argv[:-1]:
-            state = Path(argv[argv.index(b"--conf") + 1].decode()).parent
-            if state.name == "ceph" and state.parent.name.startswith(STATE_PREFIX):
-                found.add(state)
-    return found
+    """This module's clusters still running after an earlier run was killed."""
+    return clusters_left_running(
+        lambda state: state.name == "ceph" and state.parent.name.startswith(STATE_PREFIX))
 
 
 @pytest.fixture(scope="module")
