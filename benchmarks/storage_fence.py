@@ -46,6 +46,7 @@ from typing import Any
 
 from benchmarks.evacuate import CellDB
 from benchmarks.fence_off import Agents, outcome, restore, run, stdin_of, summarize
+from fence_compute.storage import blocklist_entry
 from lab import workload
 from lab.ceph import FENCE_CLIENT
 from lab.failover import Deployment
@@ -61,7 +62,7 @@ ROWS = ("power", "power+storage", "storage", "stock")
 
 
 def blocklisted(lab: Lab) -> bool:
-    return f"{STORAGE_ADDRESS}:0/0" in lab.ceph.ceph("osd", "blocklist", "ls").stdout
+    return blocklist_entry(STORAGE_ADDRESS) in lab.ceph.ceph("osd", "blocklist", "ls").stdout
 
 
 def fence_row(lab: Lab, cluster: PacemakerLab, agents: Agents, row: str) -> dict[str, Any]:
@@ -88,7 +89,7 @@ def fence_row(lab: Lab, cluster: PacemakerLab, agents: Agents, row: str) -> dict
     elif row == "power+storage":
         found["verified"] = found["verified"] and found["blocklisted"]
     result.update(row=row, outcome=found, ok=result["rc"] == 0 and found["verified"])
-    lab.ceph.ceph("osd", "blocklist", "rm", f"{STORAGE_ADDRESS}:0/0", check=False)
+    lab.ceph.ceph("osd", "blocklist", "rm", blocklist_entry(STORAGE_ADDRESS), check=False)
     result["reset_s"] = restore(lab, cluster)
     return result
 

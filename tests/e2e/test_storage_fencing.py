@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from test_failover import RECOVERY_STEPS, boot, expect_recovery, servers
 
+from fence_compute.storage import blocklist_entry
 from lab import rbd_guest, workload
 from lab.rbd_guest import Record
 from nova_evacuate.disks import parse_blocklist
@@ -55,7 +56,7 @@ def blocklisted(d) -> set[str]:
 
 
 def host_entry(d, host: str) -> str:
-    return f"{d.storage_addresses()[host]}:0/0"
+    return blocklist_entry(d.storage_addresses()[host])
 
 
 def rbd(d, *args: str) -> str:

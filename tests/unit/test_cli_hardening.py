@@ -18,6 +18,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from oslo_config import cfg, types
+from test_ocf_input_hardening import bad_storage_config
 
 from nova_evacuate import conf as confmod
 from nova_evacuate.cli import Display, _one_line, plan_dict, render_plan
@@ -216,20 +217,11 @@ def test_a_configuration_file_that_is_not_utf8_is_named_in_one_line(tmp_path):
 
 @pytest.mark.parametrize("case", ["storage_map", "ceph_keyring_file"])
 def test_a_bad_storage_section_is_exit_2_in_one_line_naming_the_option(tmp_path, case):
-    ceph_conf = tmp_path / "ceph.conf"
-    ceph_conf.write_text("[global]\n", encoding="utf-8")
-    missing = tmp_path / "missing.keyring"
-    section = {
-        "storage_map": "[storage]\nstorage_map = compute-1=nowhere\n",
-        "ceph_keyring_file": (f"[storage]\nrbd_pool = vms\nceph_conf = {ceph_conf}\n"
-                              f"ceph_keyring_file = {missing}\n"),
-    }[case]
-    path = tmp_path / "c.conf"
-    path.write_text(section, encoding="utf-8")
+    path = bad_storage_config(tmp_path, case)
     done = cli("compute1", "--config-file", str(path))
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert done.stderr.startswith(f"nova-evacuate: configuration: [storage] {case}: ")
     assert "Traceback" not in done.stderr
     if case == "ceph_keyring_file":
-        assert done.stderr.strip().endswith(f"{missing} does not exist")
+        assert done.stderr.strip().endswith(f"{tmp_path / 'missing.keyring'} does not exist")
