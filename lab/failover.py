@@ -209,6 +209,38 @@ class Deployment:
                 found.append(event)
         return sorted(found, key=lambda e: e["ts"])
 
+    def diagnostics(self, since: float) -> str:
+        """What a failed scenario needs to be understood from a CI log alone: the cluster's
+        state with fail counts, the connection holds, the node attributes, the fencing
+        history, the timeline since ``since`` and the Pacemaker log's notable lines."""
+        parts = []
+        for title, argv in (
+                ("crm_mon", ("crm_mon", "-1", "-rfA", "--show-detail")),
+                ("holds (connection resources' meta)", ("cibadmin", "--query", "--scope",
+                                                        "resources", "--xpath",
+                                                        "//primitive[@type='remote']")),
+                ("fencing history", ("stonith_admin", "--history", "*", "--verbose"))):
+            try:
+                done = _sh(*argv, check=False, timeout=20)
+                parts.append(f"--- {title}\n{(done.stdout + done.stderr).strip()}")
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                parts.append(f"--- {title}: {exc}")
+        events = "\n".join(
+            f"{e['ts'] - since:8.1f} {e.get('host')} {e['event']} "
+            + json.dumps({k: v for k, v in e.items() if k not in ("ts", "event", "host")})[:200]
+            for e in self.events(since - 60))
+        parts.append(f"--- timeline from 60 s before the scenario\n{events}")
+        notable = ("notice: Actions:", "error:", "warning:", "will not be started",
+                   "Clearing failure", "C_TIMER_POPPED", "Calculated transition")
+        try:
+            lines = [line for line in self.pcmk.pacemaker_log.read_text(
+                errors="replace").splitlines()[-20000:] if any(n in line for n in notable)]
+            parts.append("--- pacemaker.log, notable lines (last 250)\n"
+                         + "\n".join(line[:300] for line in lines[-250:]))
+        except OSError as exc:
+            parts.append(f"--- pacemaker.log: {exc}")
+        return "\n".join(parts)
+
     @staticmethod
     def mark(event: str, host: str, **fields: Any) -> float:
         """Record a lab event (``failure_injected``) in the timeline; its time."""
@@ -236,8 +268,11 @@ class Deployment:
         _sh("ip", "link", "set", self._veth(host), "up", check=False)
 
     def hang(self, host: str) -> None:
-        for pid in self.pcmk.node_pids(host):
-            os.kill(pid, signal.SIGSTOP)
+        # Twice: a process the first pass missed (forked meanwhile) is stopped by the second;
+        # one that exited in between is no error.
+        for _ in range(2):
+            for pid in self.pcmk.node_pids(host):
+                send_signal(pid, signal.SIGSTOP)
 
     def unhang(self, host: str) -> None:
         for pid in self.pcmk.node_pids(host):

@@ -174,8 +174,14 @@ def held_connections(timeout: float = 10) -> set[str]:
 
 
 def release_connection(node: str, timeout: float = 10) -> bool:
-    """Undo :func:`hold_connection`: Pacemaker connects to ``node`` again. Only a hold of
-    ours is released (an operator's own ``target-role`` stays); False when there was none."""
+    """Undo :func:`hold_connection`: Pacemaker connects to ``node`` again, at once. Only a
+    hold of ours is released (an operator's own ``target-role`` stays); False when there was
+    none.
+
+    The connection's failure (the one that had the node fenced) is cleared too. Left alone,
+    Pacemaker starts the connection only once that failure is older than the resource's
+    ``reconnect_interval``, and only when a timer or another change makes it look again:
+    a node powered on a few seconds after its fence waits for nothing."""
     done = _exec(_meta(node, "--get-parameter", HOLD_META), timeout)
     if done.returncode != 0 or not done.stdout.strip():
         return False
@@ -183,6 +189,9 @@ def release_connection(node: str, timeout: float = 10) -> bool:
         done = _exec(_meta(node, "--delete-parameter", name), timeout)
         if done.returncode not in (0, _EXIT_NO_SUCH):
             raise _failure(done)
+    done = _exec(["crm_resource", "--cleanup", "--resource", node], timeout)
+    if done.returncode != 0:
+        raise _failure(done)
     return True
 
 

@@ -62,3 +62,18 @@ def slow_engine(deployment):
 def slow(slow_engine, healthy):
     """``healthy``, with the evacuation slowed down for this module's tests."""
     return healthy
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed scenario carries the cluster's state at the failure in its report: a CI
+    run is often the only place a rare failure is seen."""
+    outcome = yield
+    report = outcome.get_result()
+    deployment = item.funcargs.get("deployment") if hasattr(item, "funcargs") else None
+    if report.when != "call" or not report.failed or deployment is None:
+        return
+    try:
+        report.sections.append(("lab state at the failure", deployment.diagnostics(call.start)))
+    except Exception as exc:  # diagnostics must never hide the failure itself
+        report.sections.append(("lab state at the failure", f"not collected: {exc}"))

@@ -112,6 +112,28 @@ def test_another_critical_check_fails(healthy):
     # nova-compute itself was fine until the BMC cut the power
 
 
+def test_a_node_that_pauses_for_a_second_is_not_fenced(healthy):
+    """The other side of fast detection: a node that stops for a second (a hypervisor under
+    memory pressure, a live snapshot) and goes on is not a failure. Five one-second freezes
+    over ten seconds span two of the connection's monitors (every 5 s) and one of
+    ComputeLiveness's (every 10 s)."""
+    ids = boot(healthy, VICTIM, 2, "paused")
+    t0 = healthy.mark("failure_injected", VICTIM, how="SIGSTOP every process of the node"
+                      " for 1 s, five times, 1 s apart")
+    for _ in range(5):
+        healthy.hang(VICTIM)
+        time.sleep(1)
+        healthy.unhang(VICTIM)
+        time.sleep(1)
+    time.sleep(20)  # the monitors that ran during a freeze have reported by now
+    names = [e["event"] for e in healthy.events(t0, VICTIM)]
+    assert not {"detected", "node_lost", "fence_start"} & set(names), names
+    assert healthy.lab.bmc.power_state(VICTIM) is True
+    assert VICTIM in healthy.started_on("liveness")
+    assert all(s.compute_host == VICTIM and s.status == "ACTIVE"
+               for s in servers(healthy, ids).values())
+
+
 def test_bmc_that_fails_to_power_off_means_no_evacuation(healthy):
     ids = boot(healthy, VICTIM, 4, "stuck")
     healthy.lab.bmc.set_fault(VICTIM, "stuck-on")

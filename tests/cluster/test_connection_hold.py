@@ -1,0 +1,64 @@
+"""fence_nova's hold on a fenced node's cluster connection, against the real cluster.
+
+While a fenced host is off its connection resource is held (``target-role=Stopped``); the
+unfencing releases it. The release must bring the node back at once: Pacemaker on its own
+retries a failed connection only once the failure is older than ``reconnect_interval`` and
+something makes it look again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+from cluster_helpers import sh
+
+from lab.pacemaker import PacemakerLab
+from openstack_ha import pacemaker
+
+pytestmark = pytest.mark.cluster
+
+NODE = "compute1"
+
+
+def connection_failures() -> int:
+    """The connection resource's fail count on the controller."""
+    done = sh("crm_failcount", "--query", "--resource", NODE, "--node", "ctl1", check=False)
+    for token in done.stdout.split():
+        if token.startswith("value="):
+            value = token.split("=", 1)[1]
+            return 0 if value in ("", "(null)") else int(value)
+    return 0
+
+
+@pytest.fixture
+def lab(pacemaker_lab: PacemakerLab) -> Iterator[PacemakerLab]:
+    assert pacemaker_lab.remote_ready(NODE), "a previous test left compute1 offline"
+    yield pacemaker_lab
+    pacemaker.release_connection(NODE)
+    if not pacemaker_lab.remote_ready(NODE):
+        pacemaker_lab.reconnect(NODE)
+
+
+def test_a_released_connection_starts_at_once_its_failure_cleared(lab: PacemakerLab) -> None:
+    # The connection fails as a host's does when it dies (fencing is off in this lab, so
+    # nobody powers it off), and is held, as fence_nova holds it once the host is off.
+    pid = lab.remoted_pid(NODE)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    lab.wait_until(lambda: connection_failures() > 0, 30, "the connection's failure recorded")
+    assert pacemaker.hold_connection(NODE, int(time.time()))
+    assert pacemaker.held_connections() == {NODE}
+    lab.settle()
+    assert not lab.remote_ready(NODE)
+
+    lab.power_on(NODE)  # the host is back (remoted runs again); nothing reconnects while held
+    assert pacemaker.release_connection(NODE)
+    # the failure that had the node fenced is gone with the hold: nothing waits it out
+    assert connection_failures() == 0
+    assert pacemaker.held_connections() == set()
+    lab.wait_until(lambda: lab.remote_ready(NODE), 60, "compute1 back in the cluster")
+    assert not pacemaker.release_connection(NODE)  # nothing of ours left to release
