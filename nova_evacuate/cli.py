@@ -8,16 +8,19 @@ evacuations and their tracking. On a terminal the progress of every instance is 
 place; otherwise each change is one line.
 
 ``--dry-run`` prints the plan (what moves, in which order, where to, what is left and why,
-the capacity verdict, what the gates say) and changes nothing. ``--wait``: when another
-engine (the cluster's NovaEvacuate) holds the host's evacuation, follow it until it ends
-instead of exiting 3. ``--force`` overrides the mass-failure brake, never the check that
-Nova sees the host down. ``--json`` prints the plan or the report as one JSON document.
+the capacity verdict, what the gates say) and changes nothing. It reads the capacity unless
+``[evacuation] capacity_check = off``, and then says it was not checked (with ``alongside``
+it reads it first, as ``before`` does: a dry run sends nothing for the read to overlap).
+``--wait``: when another engine (the cluster's NovaEvacuate) holds the host's evacuation,
+follow it until it ends instead of exiting 3. ``--force`` overrides the mass-failure brake,
+never the check that Nova sees the host down. ``--json`` prints the plan or the report as
+one JSON document.
 
-Exit codes: 0 every planned instance finished (dry run: the plan is complete and the gates
-pass); 1 some instance failed or timed out (dry run: a capacity shortfall), or the run
-could not finish; 2 bad command line or configuration (a clouds.yaml entry that cannot be
-used is configuration too), each said in one line; 3 a safety gate refused, or another
-engine holds the evacuation.
+Exit codes: 0 every planned instance finished (dry run: the gates pass, and the capacity
+has no shortfall or was not checked); 1 some instance failed or timed out (dry run: a
+capacity shortfall), or the run could not finish; 2 bad command line or configuration (a
+clouds.yaml entry that cannot be used is configuration too), each said in one line; 3 a
+safety gate refused, or another engine holds the evacuation.
 
 Text from the configuration or from Nova (names, reasons, errors) is printed without its
 control characters, so a server name cannot move the cursor or forge a line; ``--json``
@@ -146,13 +149,14 @@ def _one_line(text: object) -> str:
 
 
 def _dry_run(engine: Any, args: argparse.Namespace) -> int:
+    services = engine.nova.compute_services()  # read once: the gates, the host, the targets
     try:
-        engine.check_gates(args.host, force=args.force)
+        engine.check_gates(args.host, force=args.force, services=services)
         gates = "pass"
     except Refused as exc:
         gates = f"REFUSED: {exc}"
-    host = engine.service(args.host).host
-    plan, _ = engine.plan(host)
+    host = engine.service(args.host, services).host
+    plan, _ = engine.plan(host, services=services)
     if args.json:
         print(json.dumps(plan_dict(plan, gates), indent=2))
     else:
@@ -162,10 +166,20 @@ def _dry_run(engine: Any, args: argparse.Namespace) -> int:
     return EXIT_OK if plan.capacity_ok else EXIT_FAILED
 
 
+def _capacity_checked(plan: Any) -> bool:
+    """Whether the plan was made with the capacity (:attr:`Plan.capacity_known
+    <nova_evacuate.plan.Plan.capacity_known>`)."""
+    return bool(plan.capacity_known)
+
+
 def plan_dict(plan: Any, gates: str) -> dict[str, Any]:
+    checked = _capacity_checked(plan)
     return {
         "host": plan.host, "gates": gates, "selection": plan.tagging,
-        "capacity_ok": plan.capacity_ok, "shortfall": list(plan.shortfall),
+        "capacity_checked": checked,
+        # not checked: neither OK nor short, unknown
+        "capacity_ok": plan.capacity_ok if checked else None,
+        "shortfall": list(plan.shortfall),
         "moves": [{"order": i, "phase": m.phase, "id": m.server.id, "name": m.server.name,
                    "status": m.server.status, "flavor": m.server.flavor_name,
                    "vcpus": m.server.vcpus, "ram_mb": m.server.ram_mb, "target": m.target,
@@ -180,6 +194,7 @@ def render_plan(plan: Any, gates: str) -> str:
     """The plan as text for a terminal: names, statuses and reasons from Nova or the
     configuration without their control characters."""
     text = _one_line
+    checked = _capacity_checked(plan)
     lines = [f"Evacuation plan for {text(plan.host)} (dry run: nothing changed)",
              f"gates: {text(gates)}", f"selection: {text(plan.tagging)}", ""]
     if plan.moves:
@@ -187,7 +202,8 @@ def render_plan(plan: Any, gates: str) -> str:
                      f" {'vcpu':>4} {'ram MB':>7}  target")
         for i, m in enumerate(plan.moves, 1):
             s = m.server
-            target = text(m.target) if m.target else "(scheduler: no room found)"
+            target = text(m.target) if m.target else (
+                "(scheduler: no room found)" if checked else "(scheduler)")
             lines.append(f"{i:>3}  {m.phase:>5}  {text(s.name)[:24]:<24} {text(s.status):<8}"
                          f" {text(s.flavor_name)[:12]:<12} {s.vcpus:>4} {s.ram_mb:>7}  {target}"
                          + ("  [state reset first]" if m.reset_first else ""))
@@ -196,7 +212,9 @@ def render_plan(plan: Any, gates: str) -> str:
     for s in plan.skipped:
         lines.append(f"  left: {text(s.server.name)} ({text(s.server.id)}): {text(s.reason)}")
     lines.append("")
-    if plan.capacity_ok:
+    if not checked:
+        lines.append("capacity: not checked ([evacuation] capacity_check=off)")
+    elif plan.capacity_ok:
         lines.append(f"capacity: OK, the surviving hosts can take all {len(plan.moves)}")
     else:
         lines.append(f"capacity: SHORTFALL: no surviving host has room for"

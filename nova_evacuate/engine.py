@@ -12,6 +12,11 @@
    are read first, so a server evacuated (or being evacuated) from the host by a run that
    was killed is tracked, never evacuated a second time, and a server that was being
    evacuated *to* the host when it died is evacuated again from there.
+   ``capacity_check`` says when the free capacity is read: ``before`` the first evacuate
+   (each server gets a target), ``alongside`` the first evacuations (sent with no target;
+   the servers not sent yet when the read is back get targets then,
+   :func:`~nova_evacuate.plan.with_capacity`), or ``off`` (never: the scheduler places
+   every server).
 4. Execute, one thread: evacuate requests go out in plan order, phase by phase, within
    ``max_concurrency`` and ``per_host_concurrency`` (by target host), ``stagger`` apart;
    each server is locked with a reason first (which carries its original status, so a
@@ -61,25 +66,28 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nova_evacuate.brake import Brake, HostView, mass_failure
 from nova_evacuate.disks import DiskCheckError, RbdDisks
 from nova_evacuate.ledger import FINISHED, Ledger, LedgerEntry, LedgerError, State, parse_marker
-from nova_evacuate.nova import ComputeService, Nova, NovaError
+from nova_evacuate.nova import ComputeService, Nova, NovaError, match_service
 from nova_evacuate.plan import (
     Inventory,
     Migration,
     Plan,
     Planned,
     Policy,
+    Resources,
     Server,
     latest_migrations,
     make_plan,
     rebuilding_onto,
+    spare_hosts,
+    with_capacity,
 )
 from nova_evacuate.progress import (
     ENDS,
@@ -172,6 +180,8 @@ class Settings:
     disks: RbdDisks | None = None
     storage_map: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     disk_release_wait: float = 45.0
+    # when the free capacity is read: "before" the first evacuate, "alongside" it, or "off"
+    capacity_check: str = "before"
 
     @classmethod
     def from_conf(cls, conf: Any) -> Settings:
@@ -192,7 +202,7 @@ class Settings:
                            storage.ceph_keyring_file, storage.check_timeout)
             if storage.rbd_pool else None,
             storage_map=parse_storage_map(storage.storage_map) if storage.storage_map else {},
-            disk_release_wait=storage.release_wait)
+            disk_release_wait=storage.release_wait, capacity_check=ev.capacity_check)
 
     @property
     def limits(self) -> Limits:
@@ -259,10 +269,24 @@ class Track:
                 "dest": self.dest, "attempts": self.attempts}
 
 
+@dataclass(frozen=True)
+class CapacityUnderWay:
+    """``capacity_check = alongside``: the capacity read, still under way when the first
+    evacuations go out, and what its answer is applied with
+    (:func:`~nova_evacuate.plan.with_capacity`)."""
+
+    read: Future[dict[str, Resources]]  # free per host this run may name
+    spare: frozenset[str]  # spare hosts, targets first
+    # ids of the servers this run sends (pending once resumed): those sent before the
+    # read is back are the ones whose demand is counted against it (an earlier run's,
+    # resumed, were placed before the read began: Placement counts them already)
+    to_send: frozenset[str]
+
+
 @dataclass
 class Report:
     host: str
-    plan: Plan
+    plan: Plan  # with alongside: replaced once the capacity is back (targets, shortfall)
     tracks: list[Track]
     ok: bool = False
     ledger: LedgerEntry | None = None
@@ -277,6 +301,7 @@ class Report:
                 "skipped": [{"id": s.server.id, "name": s.server.name, "reason": s.reason}
                             for s in self.plan.skipped],
                 "shortfall": list(self.plan.shortfall),
+                "capacity_checked": self.plan.capacity_known,
                 "ledger": self.ledger.state.value if self.ledger else None}
 
 
@@ -325,27 +350,37 @@ class Engine:
 
     # ------------------------------------------------------------------ gates
 
-    def service(self, host: str) -> ComputeService:
-        return self.nova.compute_service(host, self.settings.domain)
+    def service(self, host: str, services: list[ComputeService] | None = None
+                ) -> ComputeService:
+        """The host's service, found in ``services`` when given (read otherwise)."""
+        if services is None:
+            return self.nova.compute_service(host, self.settings.domain)
+        return match_service(services, host, self.settings.domain)
 
-    def check_gates(self, host: str, *, force: bool = False) -> ComputeService:
-        """The host's service, or :class:`Refused` naming the gate that stopped it."""
-        service = self.service(host)
+    def check_gates(self, host: str, *, force: bool = False,
+                    services: list[ComputeService] | None = None) -> ComputeService:
+        """The host's service, or :class:`Refused` naming the gate that stopped it.
+        ``services``: the compute services as just read (read here otherwise): on a large
+        cloud each read of the whole list costs a noticeable fraction of a second."""
+        services = self.nova.compute_services() if services is None else services
+        service = self.service(host, services)
         if service.live:
             raise Refused(f"Nova sees {service.host} up and not forced down: refusing to"
                           f" evacuate a host that may still run its instances")
         if not force:
-            brake = self.brake(service.host)
+            brake = self.brake(service.host, services)
             if brake.engaged:
                 raise Refused(f"mass-failure brake: {brake.reason}"
                               f" (nova-evacuate {service.host} --force overrides)")
         return service
 
-    def brake(self, host: str) -> Brake:
-        """The mass-failure brake (:mod:`nova_evacuate.brake`) over Nova's view."""
+    def brake(self, host: str, services: list[ComputeService] | None = None) -> Brake:
+        """The mass-failure brake (:mod:`nova_evacuate.brake`) over Nova's view
+        (``services``, as just read; read here otherwise)."""
+        services = self.nova.compute_services() if services is None else services
         hosts = [HostView(s.host, s.state == "down" or s.forced_down,
                           handled=_carries_marker(s.disabled_reason))
-                 for s in self.nova.compute_services()]
+                 for s in services]
         aggregates = self.nova.aggregates() if self.settings.max_down_per_aggregate else []
         fraction = self.settings.max_down_fraction
         return mass_failure(hosts, host, fraction, limit=f"max_down_fraction={fraction:g}",
@@ -354,22 +389,42 @@ class Engine:
 
     # ------------------------------------------------------------------ plan
 
-    def inventory(self, host: str, since: datetime) -> tuple[Inventory, list[Migration]]:
+    def inventory(self, host: str, since: datetime, capacity_check: str = "before",
+                  services: list[ComputeService] | None = None
+                  ) -> tuple[Inventory, list[Migration], Future[dict[str, Resources]] | None]:
+        """What the plan is made from, and the evacuations since ``since``.
+        ``capacity_check`` (:attr:`Settings.capacity_check`): ``before`` waits for the
+        capacity; ``alongside`` returns its read still under way (the third item, else
+        None) and an inventory without it; ``off`` does not read it. ``services``: the
+        compute services as the gates read them (read here otherwise)."""
         nova, policy = self.nova, self.settings.policy
-        # Every evacuation since: the ones from the host (an earlier run's) and the ones
-        # that were rebuilding servers onto it when it failed. Read before the servers:
-        # Nova saves a server's new host before it marks its migration done, so a
-        # migration done here has its server already off the host below, and one that
-        # finishes in between is still seen under way (resumed, not sent again).
         filtering = policy.instance_filtering
         # What does not depend on the servers is read meanwhile, each in a thread of its own:
         # one request each (two for the whole cloud's capacity), whatever the cloud's size.
-        with ThreadPoolExecutor(max_workers=5, thread_name_prefix="inventory") as reads:
-            services_read = reads.submit(nova.compute_services)
+        # Not a ``with`` block: its exit would wait for the capacity read, which
+        # ``alongside`` leaves running while the first evacuations go out.
+        reads = ThreadPoolExecutor(max_workers=5, thread_name_prefix="inventory")
+        try:
+            capacity_read: Future[dict[str, Resources]] | None = None
+            if capacity_check != "off":
+                # the services only say which hosts the capacity may name
+                services_read = reads.submit(
+                    nova.compute_services if services is None else (lambda: services))
+
+                def free_on_targets() -> dict[str, Resources]:
+                    free = nova.free_resources()
+                    targets = evacuation_targets(services_read.result(), host)
+                    return {h: r for h, r in free.items() if h in targets}
+
+                capacity_read = reads.submit(free_on_targets)
             aggregates_read = reads.submit(nova.aggregates)
-            capacity_read = reads.submit(nova.free_resources)
             images_read = reads.submit(nova.tagged_images) if filtering else None
             flavors_read = reads.submit(nova.any_flavor_tagged) if filtering else None
+            # Every evacuation since: the ones from the host (an earlier run's) and the ones
+            # that were rebuilding servers onto it when it failed. Read before the servers:
+            # Nova saves a server's new host before it marks its migration done, so a
+            # migration done here has its server already off the host below, and one that
+            # finishes in between is still seen under way (resumed, not sent again).
             listed = nova.evacuation_migrations(None, since)
             # ...and those not started yet, which changes-since misses: an earlier run's
             # last requests, and the ones the host took and never started (a server sent on
@@ -382,19 +437,26 @@ class Engine:
             moved_ids = ({m.server_id for m in migrations if m.source_host == host}
                          | rebuilding_onto(host, migrations)) - here
             moved = nova.servers(changes_since=since, ids=moved_ids) if moved_ids else []
-            targets = {s.host for s in services_read.result()
-                       if s.host != host and s.live and s.status == "enabled"}
+            known = capacity_check == "before"
             inventory = Inventory(
                 host=host, servers=[*on_host, *moved],
                 tagged_images=images_read.result() if images_read else frozenset(),
                 any_tagged_flavor=flavors_read.result() if flavors_read else False,
                 aggregates=aggregates_read.result(),
-                free={h: r for h, r in capacity_read.result().items() if h in targets})
-        return inventory, migrations
+                free=capacity_read.result() if known and capacity_read is not None else {},
+                capacity_known=known)
+        finally:
+            reads.shutdown(wait=False)  # each thread ends with its read
+        return inventory, migrations, capacity_read if capacity_check == "alongside" else None
 
-    def plan(self, host: str, since: datetime | None = None) -> tuple[Plan, list[Migration]]:
+    def plan(self, host: str, since: datetime | None = None,
+             services: list[ComputeService] | None = None) -> tuple[Plan, list[Migration]]:
+        """The whole plan, as ``--dry-run`` shows it. With ``capacity_check = alongside`` the
+        capacity is read first as with ``before``: a dry run has no evacuations for the read
+        to overlap; with ``off`` it is not read."""
         since = since or self.now() - LOOKBACK
-        inventory, migrations = self.inventory(host, since)
+        check = "off" if self.settings.capacity_check == "off" else "before"
+        inventory, migrations, _ = self.inventory(host, since, check, services)
         return make_plan(inventory, self.settings.policy), migrations
 
     # ------------------------------------------------------------------ run
@@ -402,11 +464,14 @@ class Engine:
     def run(self, host: str, *, force: bool = False) -> Report:
         """Evacuate ``host`` to the end. Raises :class:`Refused` (a gate), :class:`ClaimLost`
         (another engine has it), NovaError or LedgerError (cannot start)."""
-        service = self.check_gates(host, force=force)
+        # One read of the whole service list for the gates, the ledger's state and the
+        # targets; the claim reads the host's record afresh, as a write must.
+        services = self.nova.compute_services()
+        service = self.check_gates(host, force=force, services=services)
         host = service.host
-        entry = self.ledger.read(host)
+        entry = parse_marker(service.disabled_reason)
         if entry is None or entry.state in FINISHED:
-            entry = self.ledger.request(host, by=self.by, note="by hand")
+            entry = self.ledger.request(host, by=self.by, note="by hand", service=service)
         requested_at = entry.at
         expiry = timedelta(seconds=self.settings.claim_expiry)
         if entry.state is State.CLAIMED and entry.by != self.by:
@@ -422,17 +487,28 @@ class Engine:
         LOG.info("%s: evacuation claimed by %s", host, self.by)
         timeline.record("claimed", host, by=self.by)
         since = requested_at - LOOKBACK
-        plan, migrations = self.plan(host, since)
+        inventory, migrations, capacity_read = self.inventory(
+            host, since, self.settings.capacity_check, services)
+        plan = make_plan(inventory, self.settings.policy)
         if plan.shortfall:
             LOG.warning("%s: capacity shortfall: no surviving host has room for %d of %d"
                         " instances; trying them anyway", host, len(plan.shortfall), len(plan.moves))
+        elif capacity_read is not None:
+            LOG.info("%s: capacity read under way (capacity_check=alongside): the first"
+                     " evacuations go to the scheduler's pick", host)
+        elif not plan.capacity_known:
+            LOG.info("%s: capacity not checked (capacity_check=off): the scheduler places"
+                     " every instance", host)
         for skipped in plan.skipped:
             LOG.info("%s: leaving %s (%s): %s", host, skipped.server.name, skipped.server.id,
                      skipped.reason)
         report = Report(host, plan, [self._track(m, host) for m in plan.moves])
         self._resume(report.tracks, migrations)
+        capacity = None if capacity_read is None else CapacityUnderWay(
+            capacity_read, frozenset(spare_hosts(self.settings.policy, inventory.aggregates)),
+            frozenset(t.server.id for t in report.tracks if t.state == PENDING))
         try:
-            self._execute(report, since)
+            self._execute(report, since, capacity)
         except Stopped:
             self._release(host)
             raise
@@ -466,7 +542,10 @@ class Engine:
             return True
         return entry is not None and entry.state not in FINISHED
 
-    def _execute(self, report: Report, since: datetime) -> None:
+    def _execute(self, report: Report, since: datetime,
+                 capacity: CapacityUnderWay | None = None) -> None:
+        """Send and follow every planned server to its end. ``capacity``: the capacity read
+        still under way (``alongside``), applied at the first round after it is back."""
         s = self.settings
         host = report.host
         phases = [[t for t in report.tracks if t.move.phase == p]
@@ -480,6 +559,9 @@ class Engine:
                     if self.clock() - last_renewal > s.claim_expiry / 3:
                         self._renew(host)
                         last_renewal = self.clock()
+                    if capacity is not None and capacity.read.done():
+                        self._plan_the_rest(report, capacity)
+                        capacity = None
                     batch = self._next_batch(report.tracks, phase)
                     if s.stagger:
                         for i, track in enumerate(batch):
@@ -492,6 +574,36 @@ class Engine:
                         break
                     self.sleep(s.poll_interval)
                     self._poll(report.tracks, host, since)
+        if capacity is not None:
+            LOG.info("%s: every instance was sent before the capacity read was back;"
+                     " it is not used", host)
+
+    def _plan_the_rest(self, report: Report, capacity: CapacityUnderWay) -> None:
+        """``alongside``: the capacity read is back. The servers not sent yet get their
+        targets from it (:func:`~nova_evacuate.plan.with_capacity`), and the shortfall among
+        them is logged; a failed read leaves them to the scheduler's pick."""
+        host = report.host
+        try:
+            free = capacity.read.result()
+        except NovaError as exc:
+            LOG.warning("%s: capacity read failed (%s); the scheduler places every"
+                        " instance", host, exc)
+            return
+        mine = [t for t in report.tracks if t.server.id in capacity.to_send]
+        unsent = {t.server.id for t in mine if t.state == PENDING and t.attempts == 0}
+        sent = [(t.server, t.dest) for t in mine if t.server.id not in unsent]
+        report.plan = with_capacity(report.plan, free, unsent, sent, capacity.spare)
+        moves = {m.server.id: m for m in report.plan.moves}
+        for track in report.tracks:
+            if track.server.id in unsent:  # its first request names the planned target
+                track.progress = replace(track.progress, move=moves[track.server.id])
+        LOG.info("%s: capacity read back with %d instances sent (counted on the host Nova"
+                 " chose for %d, not known for the others); %d planned from it", host,
+                 len(sent), sum(dest is not None for _, dest in sent), len(unsent))
+        if report.plan.shortfall:
+            LOG.warning("%s: capacity shortfall: no surviving host has room for %d of the %d"
+                        " instances not sent yet; trying them anyway", host,
+                        len(report.plan.shortfall), len(unsent))
 
     def _next_batch(self, tracks: list[Track], phase: list[Track]) -> list[Track]:
         """The pending servers of ``phase`` that the bounds let go now, in plan order."""
@@ -509,7 +621,8 @@ class Engine:
             return False
         target = track.move.target
         if target is None:
-            return True
+            return True  # the scheduler's pick: only the global bound is known to apply
+        # A server sent with no target counts towards its host once Nova names it (dest).
         return sum((t.dest or t.move.target) == target for t in inflight) < s.per_host_concurrency
 
     def _submit(self, track: Track) -> None:
@@ -743,6 +856,12 @@ class Engine:
         LOG.error("%s: the ledger still says claimed; the claim expires and a new run"
                   " verifies and records the end", report.host)
         return None
+
+
+def evacuation_targets(services: list[ComputeService], failed_host: str) -> set[str]:
+    """The hosts a plan may name: every other compute host up, not forced down, enabled."""
+    return {s.host for s in services
+            if s.host != failed_host and s.live and s.status == "enabled"}
 
 
 def _carries_marker(reason: str | None) -> bool:

@@ -54,14 +54,18 @@ minus reserved, times the allocation ratio, minus usage, within max_unit); every
 instance is given a target host in order, spare (reserved) hosts first, then the host with
 the most free memory. What cannot be placed is the shortfall, reported before anything
 moves; those instances are still tried (the scheduler may know better), but the verdict
-says so.
+says so. Without the capacity (``[evacuation] capacity_check = off``, or ``alongside``
+while its read is under way: :attr:`Inventory.capacity_known`) no target is named and
+there is no shortfall: Nova's scheduler places every server. With ``alongside``, the
+servers not sent yet when the read is back get their targets then
+(:func:`with_capacity`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 EVACUABLE_KEY = "evacuable"
 # Nova's server states an evacuation can start from without a reset (check_instance_state
@@ -224,6 +228,9 @@ class Inventory:
     aggregates: Sequence[Aggregate] = ()
     free: Mapping[str, Resources] = field(default_factory=dict)  # target host → free
     inbound: Sequence[Server] = ()  # servers elsewhere live-migrating to the host
+    # False: the capacity was not read (yet), so ``free`` says nothing: an empty ``free``
+    # with the capacity known means no host has room at all
+    capacity_known: bool = True
 
 
 @dataclass(frozen=True)
@@ -247,9 +254,13 @@ class Plan:
     skipped: tuple[Skipped, ...]
     shortfall: tuple[str, ...]  # ids that no surviving host has room for
     tagging: str  # how selection was decided, for the report
+    # False: made without the capacity: no target named, no shortfall known
+    capacity_known: bool = True
 
     @property
     def capacity_ok(self) -> bool:
+        """No shortfall found (True as well when the capacity was not read: see
+        :attr:`capacity_known`)."""
         return not self.shortfall
 
     def phases(self) -> list[list[Planned]]:
@@ -344,9 +355,37 @@ def make_plan(inventory: Inventory, policy: Policy) -> Plan:
     # to place), then by name so a plan reads the same every time.
     ordered = sorted(chosen, key=lambda s: (-priority(s, policy.priority_key),
                                             -s.ram_mb, -s.vcpus, s.name, s.id))
-    targets, shortfall = assign_targets(ordered, inventory.free,
-                                        spare_hosts(policy, inventory.aggregates))
+    targets: dict[str, str] = {}
+    shortfall: list[str] = []
+    if inventory.capacity_known:  # else every server is the scheduler's, none a shortfall
+        targets, shortfall = assign_targets(ordered, inventory.free,
+                                            spare_hosts(policy, inventory.aggregates))
     moves = tuple(Planned(s, priority(s, policy.priority_key), targets.get(s.id),
                           reset_first=s.status not in EVACUABLE_STATUSES or bool(s.task_state))
                   for s in ordered)
-    return Plan(inventory.host, moves, tuple(skipped), tuple(shortfall), tagging)
+    return Plan(inventory.host, moves, tuple(skipped), tuple(shortfall), tagging,
+                capacity_known=inventory.capacity_known)
+
+
+def with_capacity(plan: Plan, free: Mapping[str, Resources], unsent: Set[str],
+                  sent: Iterable[tuple[Server, str | None]], spare: Set[str]) -> Plan:
+    """``capacity_check = alongside``: ``plan``, made without the capacity, once its read
+    is back. The servers not sent yet (``unsent``, ids) get targets from ``free`` as
+    :func:`assign_targets` gives them, in plan order; what fits nowhere among them is the
+    shortfall. The others keep their move as it is (sent with no target).
+
+    What the servers already sent (``sent``: each with the host Nova chose, None while
+    not known) take is not known exactly: the read may or may not count a claim made
+    while it ran. Each one's demand is taken off the host Nova chose, when known (at worst
+    counted twice: a server then goes to the scheduler's pick instead); one whose host is
+    not known yet is not counted anywhere (at worst a target turns out full: its migration
+    fails, and the retry, ``migration_retries``, goes to the scheduler's pick)."""
+    left = dict(free)
+    for server, host in sent:
+        if host is not None and host in left:
+            left[host] = left[host].minus(demand(server))
+    rest = [m.server for m in plan.moves if m.server.id in unsent]
+    targets, shortfall = assign_targets(rest, left, set(spare))
+    moves = tuple(replace(m, target=targets.get(m.server.id)) if m.server.id in unsent else m
+                  for m in plan.moves)
+    return replace(plan, moves=moves, shortfall=tuple(shortfall), capacity_known=True)

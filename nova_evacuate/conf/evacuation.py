@@ -67,6 +67,10 @@ heartbeats with them, which can make them look down).
         help="""
 Evacuations in flight at once towards one target host.
 
+A server sent with no target (the scheduler's pick: ``capacity_check`` off,
+or ``alongside`` before the capacity is read, or a retry) counts towards its
+host once Nova names it; until then only ``max_concurrency`` bounds it.
+
 Related options:
 * ``max_concurrency``: the global bound, which also applies.
 """,
@@ -105,6 +109,35 @@ Related options:
         min=0,
         max=20,
         help="How often a Nova API call that failed (5xx, connection error) is tried again.",
+    ),
+    cfg.StrOpt(
+        "capacity_check",
+        default="before",
+        choices=[
+            ("before", "plan every target from the capacity before the first evacuate"),
+            ("alongside", "send the first evacuations while the capacity is read"),
+            ("off", "never read the capacity: the scheduler places every instance"),
+        ],
+        help="""
+When the surviving hosts' free capacity is read and used (two Placement
+requests, in parallel with the other reads before the first evacuate).
+
+``before``: read it, give each instance a target host and report a shortfall
+(instances no surviving host has room for) before the first evacuate.
+
+``alongside``: the first evacuations start at once with no target named
+(Nova's scheduler places them) while the capacity is read; once it is back,
+the instances not sent yet get targets from it, and the shortfall among them
+is logged. What the instances already sent take is not known exactly: each
+one's demand is taken off the host Nova chose when that is known, else not
+counted. ``nova-evacuate --dry-run`` reads the capacity as ``before`` does.
+
+``off``: no capacity read at all; Nova's scheduler places every instance and
+no shortfall is reported (``--dry-run`` says the capacity was not checked).
+
+Related options:
+* ``reserved_hosts``, ``reserved_aggregate``: the spare hosts, targets first.
+""",
     ),
     cfg.ListOpt(
         "reserved_hosts",

@@ -1,16 +1,21 @@
 """``nova-evacuate``'s command line and display, without a cloud: bad input gets exit 2 and
-one line, and the progress display redraws in place on a terminal, one line per change
-otherwise."""
+one line, the dry run's capacity verdict and exit code, and the progress display redraws
+in place on a terminal, one line per change otherwise."""
 
 from __future__ import annotations
 
+import argparse
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from nova_evacuate.cli import Display
+import pytest
+
+from nova_evacuate.cli import Display, _dry_run
+from nova_evacuate.plan import Inventory, Plan, Policy, Resources, Server, make_plan
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,3 +73,54 @@ def test_terminal_output_redraws_one_row_per_instance_in_place():
     assert rows[0][:3] == ["vm-1", "done", "compute2"]
     assert rows[1][:2] == ["vm-2", "evacuating"]
     assert rows[2][:2] == ["1/2", "done,"]
+
+
+# ---------------------------------------------------------------------------- the dry run
+
+
+def dry_run_plan(*, capacity_known: bool, free: dict[str, Resources]) -> Plan:
+    servers = [Server(id=f"id-vm{i}", name=f"vm{i}", status="ACTIVE", host="compute1",
+                      vcpus=1, ram_mb=512, disk_gb=1) for i in range(2)]
+    return make_plan(Inventory("compute1", servers, free=free, capacity_known=capacity_known),
+                     Policy())
+
+
+def dry_run(plan: Plan, capsys: pytest.CaptureFixture[str], *, as_json: bool) -> tuple[int, str]:
+    """``nova-evacuate compute1 --dry-run`` over an engine whose plan is ``plan``."""
+    services = [SimpleNamespace(host="compute1")]
+    engine = SimpleNamespace(nova=SimpleNamespace(compute_services=lambda: services),
+                             check_gates=lambda host, force, services: None,
+                             service=lambda host, services: SimpleNamespace(host=host),
+                             plan=lambda host, services: (plan, []))
+    code = _dry_run(engine, argparse.Namespace(host="compute1", force=False, json=as_json))
+    return code, capsys.readouterr().out
+
+
+def test_a_dry_run_with_capacity_check_off_says_the_capacity_was_not_checked(capsys):
+    plan = dry_run_plan(capacity_known=False, free={})
+
+    code, text = dry_run(plan, capsys, as_json=False)
+    assert code == 0  # not a shortfall: nothing is known either way
+    assert text.splitlines()[-1] == "capacity: not checked ([evacuation] capacity_check=off)"
+    assert "no room found" not in text and text.count("(scheduler)") == 2
+
+    code, text = dry_run(plan, capsys, as_json=True)
+    document = json.loads(text)
+    assert code == 0 and document["capacity_checked"] is False
+    assert document["capacity_ok"] is None and document["shortfall"] == []
+    assert [m["target"] for m in document["moves"]] == [None, None]
+
+
+@pytest.mark.parametrize(("free", "code", "verdict"), [
+    ({"compute2": Resources(8, 4096, 100)}, 0, "capacity: OK, the surviving hosts can take all 2"),
+    ({"compute2": Resources(8, 600, 100)}, 1,
+     "capacity: SHORTFALL: no surviving host has room for 1 of 2 instances")])
+def test_a_dry_run_with_the_capacity_read_gives_its_verdict(capsys, free, code, verdict):
+    plan = dry_run_plan(capacity_known=True, free=free)
+
+    exit_code, text = dry_run(plan, capsys, as_json=False)
+    assert exit_code == code and text.splitlines()[-1] == verdict
+    exit_code, text = dry_run(plan, capsys, as_json=True)
+    document = json.loads(text)
+    assert exit_code == code and document["capacity_checked"] is True
+    assert document["capacity_ok"] is (code == 0)

@@ -161,7 +161,7 @@ def evil_plan() -> SimpleNamespace:
     move = SimpleNamespace(server=server(EVIL), phase=0, target="compute2\x1b[8m", reset_first=False)
     skipped = SimpleNamespace(server=server(EVIL, "id-2"), reason="excluded\nforged")
     return SimpleNamespace(host="compute1\x1b[2J", moves=(move,), skipped=(skipped,), shortfall=(),
-                           tagging="all\x1b[H", capacity_ok=True)
+                           tagging="all\x1b[H", capacity_ok=True, capacity_known=True)
 
 
 def test_the_plan_shows_no_control_character_from_nova_or_the_configuration():

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -22,10 +24,11 @@ import pytest
 
 from nova_evacuate import plan as planning
 from nova_evacuate.disks import DiskCheckError, Watcher, holder
-from nova_evacuate.engine import DONE, FAILED, Engine, Settings, lock_reason
+from nova_evacuate.engine import DONE, FAILED, SUBMITTED, Engine, Settings, Track, lock_reason
 from nova_evacuate.ledger import Ledger, State, parse_marker
 from nova_evacuate.nova import ComputeService, NovaError, match_service
-from nova_evacuate.plan import Migration, Resources, Server
+from nova_evacuate.plan import Migration, Planned, Resources, Server
+from nova_evacuate.progress import initial_progress
 
 HOST = "compute1"
 T0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
@@ -40,6 +43,7 @@ class FakeNova:
     vms: dict[str, Server] = field(default_factory=dict)
     migrations: list[Migration] = field(default_factory=list)
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    named: list[tuple[str, str | None]] = field(default_factory=list)  # evacuate: (id, host)
     held: set[str] = field(default_factory=set)  # server ids whose rebuild does not finish
     # of the held, those whose rebuild started on its destination (Nova places them there)
     starts: set[str] = field(default_factory=set)
@@ -104,6 +108,7 @@ class FakeNova:
         return False
 
     def free_resources(self, hosts: Any = None) -> dict[str, Resources]:
+        self.calls.append(("free_resources", None))
         return {h: Resources() if h in self.full else Resources(100, 100000, 1000)
                 for h in (self.services if hosts is None else hosts)}
 
@@ -139,6 +144,7 @@ class FakeNova:
 
     def evacuate(self, server_id: str, host: str | None = None) -> None:
         self.calls.append(("evacuate", server_id))
+        self.named.append((server_id, host))
         server = self.vms[server_id]
         source = self.services[server.host or ""]
         if source.state == "up" and not source.forced_down:
@@ -677,7 +683,7 @@ def test_a_destination_not_known_to_be_live_counts_nothing_done(nova, timeline):
 
     def flaky() -> list[ComputeService]:
         reads["n"] += 1
-        if 3 <= reads["n"] <= 4:  # after the brake and the inventory: the first two polls
+        if 2 <= reads["n"] <= 3:  # after the one read before the claim: the first two polls
             raise NovaError("unreachable", "list compute services: cannot reach the cloud")
         return real()
 
@@ -807,6 +813,136 @@ def test_a_server_unfinished_after_the_instance_timeout_is_timed_out(nova, timel
 
 
 
+# ---------------------------------------------------------------------------- capacity_check
+
+
+def test_capacity_check_off_never_reads_the_capacity_and_names_no_target(nova, timeline):
+    for i in range(3):
+        nova.add_server(f"vm{i}")
+    nova.full = {"compute2", "compute3", "compute4"}  # read, this would be a shortfall
+    run = engine(nova, Clock(), capacity_check="off")
+
+    plan, _ = run.plan(HOST)  # the dry run's plan
+    report = run.run(HOST)
+
+    assert nova.count("free_resources") == 0
+    assert not plan.capacity_known and plan.shortfall == () and plan.capacity_ok
+    assert all(m.target is None for m in plan.moves)
+    assert report.ok and report.count(DONE) == 3
+    assert [host for _, host in nova.named] == [None, None, None]
+    assert report.as_dict()["shortfall"] == [] and report.as_dict()["capacity_checked"] is False
+
+
+def test_capacity_check_before_plans_every_target_before_the_first_evacuate(nova, timeline):
+    for i in range(3):
+        nova.add_server(f"vm{i}")
+
+    report = engine(nova, Clock()).run(HOST)  # the default
+
+    assert report.ok and nova.count("free_resources") == 1
+    assert nova.calls.index(("free_resources", None)) < [c[0] for c in nova.calls].index("evacuate")
+    assert all(host in ("compute2", "compute3", "compute4") for _, host in nova.named)
+    assert report.as_dict()["capacity_checked"] is True
+
+
+def test_a_dry_run_with_capacity_check_alongside_reads_the_capacity_first(nova):
+    nova.add_server("vm")
+    nova.full = {"compute2", "compute3", "compute4"}
+
+    plan, _ = engine(nova, Clock(), capacity_check="alongside").plan(HOST)
+
+    assert nova.count("free_resources") == 1
+    assert plan.capacity_known and plan.shortfall == ("id-vm",)
+
+
+def test_alongside_the_first_evacuations_go_out_while_the_capacity_is_read(nova, timeline):
+    """The capacity read blocks until the first evacuate request went out: an engine that
+    waits for the read before evacuating finds nothing sent (after the timeout) and fails
+    here. The servers not sent when the read is back get their targets from it."""
+    for i in range(6):
+        nova.add_server(f"vm{i}")
+    evacuated, read_back = threading.Event(), threading.Event()
+    overlapped: list[bool] = []
+    read, evacuate = nova.free_resources, nova.evacuate
+
+    def capacity_after_an_evacuate(hosts: Any = None) -> dict[str, Resources]:
+        overlapped.append(evacuated.wait(timeout=5))  # in the engine's reader thread
+        try:
+            return read(hosts)
+        finally:
+            read_back.set()
+
+    def evacuate_and_tell(server_id: str, host: str | None = None) -> None:
+        evacuate(server_id, host)
+        evacuated.set()
+
+    nova.free_resources = capacity_after_an_evacuate  # type: ignore[method-assign]
+    nova.evacuate = evacuate_and_tell  # type: ignore[method-assign]
+    clock = Clock()
+
+    def sleep(seconds: float) -> None:
+        # Let the read finish before the next round: its answer is the future's once the
+        # reader thread (named "inventory...") has ended.
+        if read_back.wait(timeout=5):
+            deadline = time.monotonic() + 5
+            while any(t.name.startswith("inventory") for t in threading.enumerate()) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.01)
+        clock.t += seconds
+        nova.step()
+
+    run = Engine(nova, Ledger(nova, clock=clock.now),  # type: ignore[arg-type]
+                 Settings(poll_interval=POLL, capacity_check="alongside", max_concurrency=2),
+                 by="ctl-1/1", clock=clock, sleep=sleep, now=clock.now)
+    report = run.run(HOST)
+
+    assert overlapped == [True], "the capacity read returned before any evacuate was sent"
+    assert report.ok and report.count(DONE) == 6
+    first, rest = nova.named[:2], nova.named[2:]
+    assert [host for _, host in first] == [None, None]  # sent before the capacity was known
+    assert len(rest) == 4 and all(host in ("compute2", "compute3", "compute4")
+                                  for _, host in rest)
+    assert report.plan.capacity_known and report.plan.shortfall == ()
+    planned = {m.server.id: m.target for m in report.plan.moves}
+    assert [planned[sid] for sid, _ in first] == [None, None]
+    assert [planned[sid] for sid, _ in rest] == [host for _, host in rest]
+
+
+def test_alongside_a_failed_capacity_read_leaves_the_rest_to_the_scheduler(nova, timeline):
+    for i in range(3):
+        nova.add_server(f"vm{i}")
+
+    def unreachable(hosts: Any = None) -> dict[str, Resources]:
+        raise NovaError("unreachable", "list resource providers: cannot reach Placement")
+
+    nova.free_resources = unreachable  # type: ignore[method-assign]
+
+    report = engine(nova, Clock(), capacity_check="alongside", max_concurrency=1).run(HOST)
+
+    assert report.ok and [host for _, host in nova.named] == [None, None, None]
+    assert not report.plan.capacity_known and report.plan.shortfall == ()
+
+
+def test_a_server_sent_with_no_target_counts_towards_the_host_nova_names(nova):
+    """per_host_concurrency: an untargeted server in flight counts on its host once known;
+    a server to be sent with no target is bounded only by max_concurrency."""
+    run = engine(nova, Clock(), per_host_concurrency=1, max_concurrency=3)
+
+    def track(name: str, target: str | None) -> Track:
+        move = Planned(nova.add_server(name), 0, target, reset_first=False)
+        return Track(initial_progress(move, HOST, None))
+
+    sent = track("sent", None)
+    sent.progress = replace(sent.progress, state=SUBMITTED, dest=None)
+    to_2, to_3, anywhere = track("to-2", "compute2"), track("to-3", "compute3"), track("any", None)
+    tracks = [sent, to_2, to_3, anywhere]
+    assert run._room(tracks, to_2, [])  # its host is not known yet: counted nowhere
+    sent.progress = replace(sent.progress, dest="compute2")  # Nova named it
+    assert not run._room(tracks, to_2, []) and run._room(tracks, to_3, [])
+    assert run._room(tracks, anywhere, [])
+    assert not run._room(tracks, anywhere, [to_3, to_2])  # max_concurrency
+
+
 # ---------------------------------------------------------------------------- the Nova adapter
 
 
@@ -849,3 +985,22 @@ def test_the_adapter_lists_evacuations_from_any_host_and_pauses_at_2_94():
         ("GET", "/os-migrations?migration_type=evacuation&changes-since=2026-12-01T12%3A00%3A00Z"
                 "&limit=1000", None, "2.94"),
         ("POST", "/servers/u1/action", {"pause": None}, "2.94")]
+
+
+def test_the_service_list_is_read_once_before_the_claim_and_once_by_the_claim(nova, timeline):
+    """Each read of the whole list costs about 0.3 s on a 1,000-host cloud: the gates, the
+    ledger's state and the targets share one; only the claim, a write, reads the host's
+    record afresh (and reads it back: Nova has no compare-and-set)."""
+    nova.add_server("vm")
+    real_one = nova.compute_service
+
+    def one(host: str, domain: str | None = None) -> ComputeService:
+        nova.calls.append(("compute_service", host))
+        return real_one(host, domain)
+
+    nova.compute_service = one  # type: ignore[method-assign]
+    engine(nova, Clock()).run(HOST)
+    names = [name for name, _ in nova.calls]
+    before = names[:names.index("evacuate")]
+    assert before.count("compute_services") == 1
+    assert before.count("compute_service") == 2  # the claim's read and read-back

@@ -15,6 +15,7 @@ from nova_evacuate.plan import (
     left_in_error_by_a_late_request,
     make_plan,
     select,
+    with_capacity,
 )
 
 HOST = "compute1"
@@ -109,6 +110,45 @@ def test_capacity_shortfall_is_reported_and_the_rest_still_planned():
     assert plan.shortfall == ("id-huge",)
     by_name = {m.server.name: m.target for m in plan.moves}
     assert by_name == {"huge": None, "big": "compute2", "small": "compute3"}
+
+
+def test_without_the_capacity_no_target_is_named_and_nothing_is_a_shortfall():
+    servers = [server("a", ram=900), server("b")]
+    # read, and no host has room: every server is a shortfall...
+    read = make_plan(Inventory(HOST, servers, free={}), Policy())
+    assert read.shortfall == ("id-a", "id-b") and read.capacity_known
+    # ...not read (capacity_check = off, or alongside while the read runs): nothing is known
+    plan = make_plan(Inventory(HOST, servers, capacity_known=False), Policy())
+    assert [m.target for m in plan.moves] == [None, None]
+    assert plan.shortfall == () and plan.capacity_ok and not plan.capacity_known
+    assert [m.server.name for m in plan.moves] == ["a", "b"]  # the order does not change
+
+
+def test_once_the_capacity_is_back_the_servers_not_sent_get_targets():
+    """capacity_check = alongside: a and b went out with no target, a known on compute2."""
+    servers = [server("a", ram=150), server("b", ram=150), server("c", ram=100),
+               server("d", ram=100)]
+    plan = make_plan(Inventory(HOST, servers, capacity_known=False), Policy())
+    free = {"compute2": Resources(10, 200, 10), "compute3": Resources(10, 100, 10)}
+
+    later = with_capacity(plan, free, unsent={"id-c", "id-d"},
+                          sent=[(servers[0], "compute2"), (servers[1], None)], spare=set())
+
+    # a's 150 MB is off compute2 (50 left): c goes to compute3, d fits nowhere; b's host is
+    # not known, so its demand is counted nowhere
+    assert {m.server.name: m.target for m in later.moves} == {
+        "a": None, "b": None, "c": "compute3", "d": None}
+    assert later.shortfall == ("id-d",) and later.capacity_known
+    assert [m.server.name for m in later.moves] == [m.server.name for m in plan.moves]
+    # without a's host known, c would go to the host with the most free memory
+    unknown = with_capacity(plan, free, {"id-c", "id-d"}, [(servers[0], None)], set())
+    assert {m.server.name: m.target for m in unknown.moves}["c"] == "compute2"
+    # a host Nova chose that the plan may not name (not in free) is simply not counted
+    elsewhere = with_capacity(plan, free, {"id-c"}, [(servers[0], "compute9")], set())
+    assert {m.server.name: m.target for m in elsewhere.moves}["c"] == "compute2"
+    # spare hosts first, as in a plan made before
+    spare = with_capacity(plan, free, {"id-c"}, [], spare={"compute3"})
+    assert {m.server.name: m.target for m in spare.moves}["c"] == "compute3"
 
 
 def test_reserved_aggregate_hosts_are_spares():
