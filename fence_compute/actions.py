@@ -14,6 +14,12 @@ Ceph and read the blocklist back (:mod:`fence_compute.storage`); with ``power_dr
 is the only fence this device makes. Nova is touched only once every configured fence is
 confirmed.
 
+Keystone's password check and the reads are slow beside the power step, and independent of
+it: while the brake is asked and the BMC powers the host off, a daemon thread builds the Nova
+client and reads the host's service (Keystone authenticates on that read). Reads only; the
+answer is used only once every configured fence is confirmed, and a fence that stops before
+that neither waits for it nor reports its errors.
+
 Exit 0 only when all steps were verified. Power not confirmed off: exit 1 and Nova is
 never touched. Power off but Nova or Keystone unreachable: exit 1 with that reason; the
 host stays off and a retry completes the remaining steps (each step is idempotent, so an
@@ -30,10 +36,12 @@ off (:func:`_unfence_storage`): a host that never went off keeps them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass
 
+from fence_compute.background import Background
 from fence_compute.bmc_map import parse_bmc_map
 from fence_compute.ipmi import BmcCredentials, IpmiPower
 from fence_compute.power import (
@@ -48,7 +56,7 @@ from fence_compute.storage import DEFAULT_EXPIRE_SECONDS, CephBlocklist, Storage
 from nova_evacuate import brake, host_return, nova
 from nova_evacuate.brake import HostView
 from nova_evacuate.ledger import Ledger, LedgerError, pacemaker_mirror, parse_marker
-from nova_evacuate.nova import ForceUpRefused, NovaError
+from nova_evacuate.nova import ComputeService, ForceUpRefused, NovaError
 from nova_evacuate.storage_map import parse_address, parse_storage_map
 from openstack_ha import pacemaker, timeline
 from openstack_ha.pacemaker import PacemakerError
@@ -180,13 +188,15 @@ def _fence_storage(options: Options, target: Target, addresses: tuple[str, ...])
 # --- Nova and the ledger ---------------------------------------------------------------
 
 
-def _nova(options: Options, target: Target):
+def _nova(options: Options, target: Target) -> nova.Nova:
 
     password = options.secret("password")
     timeout = max(min(10.0, target.remaining()), 1.0)
+    token_cache = options.text("token_cache") or None
     if options.text("cloud"):
         return nova.connect(cloud=options.text("cloud"), region_name=options.text("region_name"),
-                            insecure=options.flag("insecure"), timeout=timeout)
+                            insecure=options.flag("insecure"), timeout=timeout,
+                            token_cache=token_cache)
     return nova.connect(
         auth_url=options.text("auth_url"), username=options.text("username"),
         password=password.reveal() if password else None,
@@ -194,7 +204,7 @@ def _nova(options: Options, target: Target):
         user_domain_name=options.text("user_domain") or "Default",
         project_domain_name=options.text("project_domain") or "Default",
         region_name=options.text("region_name"), interface=options.text("endpoint_type"),
-        insecure=options.flag("insecure"), timeout=timeout,
+        insecure=options.flag("insecure"), timeout=timeout, token_cache=token_cache,
     )
 
 
@@ -206,12 +216,38 @@ def _ledger(options: Options, client):
     return Ledger(client, pacemaker_mirror(), domain=_domain(options))
 
 
-def _mark_failed_over(options: Options, target: Target) -> None:
-    """Steps 2 and 3 of off: force down, verified, then the durable request."""
+# off's Nova client and service record, read while the power is cut (see _read_nova).
+NovaRead = Background[tuple[nova.Nova, ComputeService]]
+
+
+def _read_nova(options: Options, target: Target) -> tuple[nova.Nova, ComputeService]:
+    """The Nova client and the host's compute service record: what off reads while the
+    power is cut (Keystone authenticates on this first request). Reads only."""
+
+    client = _nova(options, target)
+    return client, client.compute_service(target.host, _domain(options))
+
+
+def _answer_of(nova_read: NovaRead, target: Target) -> tuple[nova.Nova, ComputeService]:
+    # Waited for up to the action's deadline, but at least a second, as _nova's timeouts.
+    if not nova_read.wait(max(target.remaining(), 1.0)):
+        raise NovaError("unreachable", f"authenticate and find compute service {target.host}:"
+                        " no answer before the fence's deadline")
+    return nova_read.result()
+
+
+def _mark_failed_over(options: Options, target: Target, nova_read: NovaRead) -> None:
+    """Steps 2 and 3 of off: force down, verified, then the durable request. ``nova_read``:
+    :func:`_read_nova`, started before the power-off; its errors surface here."""
 
     try:
-        client = _nova(options, target)
-        service = client.compute_service(target.host, _domain(options))
+        client, service = _answer_of(nova_read, target)
+        if service.forced_down:
+            # Read before the power-off, while the host may still have been returning (the
+            # worker clearing its force-down and marker): skipping the force-down, and the
+            # marker the ledger keeps, need a record read now. Not forced down: the
+            # force-down's answer is the record as it is now.
+            service = client.compute_service(target.host, _domain(options))
         if not service.forced_down:
             service = client.force_down(service.id, True)
         if not service.forced_down:
@@ -262,6 +298,9 @@ def mass_failure(options: Options, target: str) -> str | None:
 def off(options: Options) -> int:
     target = _target(options)
     _record(options, "fence_start", target.host, by="fence_nova")
+    # Keystone and the service read, while the brake is asked and the BMC cuts the power:
+    # only _mark_failed_over, once every fence is confirmed, waits for the answer.
+    nova_read = Background(functools.partial(_read_nova, options, target), "nova-read")
     refusal = mass_failure(options, target.host)
     if refusal is not None:
         LOG.error("%s: %s; power and Nova left untouched", target.host, refusal)
@@ -292,7 +331,7 @@ def off(options: Options) -> int:
         LOG.info("%s: %s", target.host, stored.reason)
         _record(options, "storage_fenced", target.host, addresses=" ".join(addresses))
     try:
-        _mark_failed_over(options, target)
+        _mark_failed_over(options, target, nova_read)
     except FenceError as exc:
         _record(options, "fence_failed", target.host, reason=str(exc))
         raise
@@ -460,7 +499,7 @@ def _release_connection(host: str) -> None:
     except pacemaker.NoCluster:
         pass  # run by hand
     except pacemaker.PacemakerError as exc:
-        raise FenceError(f"{host}: powered on, but its cluster connection stays held: {exc}"
+        raise FenceError(f"{host}: powered on, but its cluster connection is not released: {exc}"
                          ) from None
 
 

@@ -35,6 +35,7 @@ from fence_compute.protocol import (
 from fence_compute.storage import DEFAULT_EXPIRE_SECONDS
 from nova_evacuate.common_options import DOMAIN, LEAVE_DISABLED, STORAGE_MAP
 from nova_evacuate.storage_map import parse_address, parse_storage_map
+from nova_evacuate.token_cache import DEFAULT_DIR as TOKEN_CACHE_DIR
 
 LOG = logging.getLogger(__name__)
 
@@ -257,6 +258,19 @@ _OPTIONS = (
         "boolean",
         getopt="--insecure",
         longdesc="Do not verify the TLS certificates of Keystone and Nova.",
+    ),
+    Option(
+        "token_cache",
+        "Directory where the Keystone token is kept between runs",
+        default=TOKEN_CACHE_DIR,
+        getopt="--token-cache=[directory]",
+        longdesc=(
+            "A Keystone token still valid from an earlier run (the device's monitor, every"
+            " minute by default) spares off Keystone's password check; Keystone's answer"
+            " to a revoked token makes it authenticate again. The directory is made 0700"
+            " and each token file 0600; one with another owner or wider permissions is"
+            " ignored. Empty: authenticate with the password every time."
+        ),
     ),
     # The target and how its name maps to Nova.
     replace(

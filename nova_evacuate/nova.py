@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlencode
 
 from nova_evacuate.plan import Aggregate, Migration, RebuildEvent, Resources, Server, is_true
+from nova_evacuate.token_cache import TokenCache
 from openstack_ha.logsetup import hide, redacted, url_secrets
 
 # Services by UUID: from 2.53 ``PUT /os-services/{id}`` takes status, disabled_reason and
@@ -145,10 +146,21 @@ def match_service(services: Iterable[ComputeService], host: str,
 class Nova:
     """The compute-service calls, over an openstacksdk connection (see :func:`connect`)."""
 
-    def __init__(self, connection: Any, *, secrets: Iterable[str] = ()) -> None:
+    def __init__(self, connection: Any, *, secrets: Iterable[str] = (),
+                 token_cache: TokenCache | None = None) -> None:
         self._conn = connection
         # Scrubbed from every error message, in case a library ever echoes one.
         self._secrets = tuple(s for s in secrets if s)
+        # A token saved by an earlier run, so that the first call skips the password check
+        self._token_cache = token_cache
+        self._token_state: str | None = None
+        if token_cache is not None:
+            self._token_state = token_cache.load()
+            try:
+                connection.session.auth.set_auth_state(self._token_state)
+            except (ValueError, KeyError, TypeError):  # unreadable: authenticate as usual
+                token_cache.forget()
+                self._token_state = None
 
     # ------------------------------------------------------------------ services
 
@@ -376,7 +388,9 @@ class Nova:
 
         what = f"{op} {target}" if target else op
         try:
-            return fn()
+            result = fn()
+            self._keep_token()
+            return result
         except (ks.ConnectionError, ks.DiscoveryFailure) as exc:
             raise NovaError("unreachable", self._text(f"{what}: cannot reach the cloud", exc)) from None
         except (ks.Unauthorized, ks.Forbidden, ks.AuthorizationFailure, ks.MissingAuthPlugin) as exc:
@@ -388,6 +402,15 @@ class Nova:
             raise NovaError(kind, self._text(f"{what}: Keystone answered", exc), exc.http_status) from None
         except (ks.ClientException, sdk.SDKException) as exc:
             raise NovaError("api", self._text(f"{what}: failed", exc)) from None
+
+    def _keep_token(self) -> None:
+        """Save the token for the next run when it is new (authenticated, or renewed)."""
+        if self._token_cache is None:
+            return
+        state = self._conn.session.auth.get_auth_state()
+        if state and state != self._token_state:
+            self._token_cache.save(state)
+            self._token_state = state
 
     def _http_error(self, op: str, target: str | None, response: Any) -> NovaError:
         status = response.status_code
@@ -472,7 +495,8 @@ def connect(*, cloud: str | None = None, clouds_yaml: str | PathLike[str] | None
             auth_url: str | None = None, username: str | None = None, password: str | None = None,
             project_name: str | None = None, user_domain_name: str = "Default",
             project_domain_name: str = "Default", region_name: str | None = None,
-            interface: str | None = None, insecure: bool = False, timeout: float = 30) -> Nova:
+            interface: str | None = None, insecure: bool = False, timeout: float = 30,
+            token_cache: str | PathLike[str] | None = None) -> Nova:
     """A :class:`Nova` over an openstacksdk connection.
 
     Either ``cloud`` (an entry of clouds.yaml, searched as openstacksdk does, or only
@@ -484,6 +508,8 @@ def connect(*, cloud: str | None = None, clouds_yaml: str | PathLike[str] | None
 
     Nothing is sent yet: the first call authenticates, and the keystoneauth session
     re-authenticates whenever its token expires (long evacuations outlive tokens).
+    ``token_cache``: a directory where the token is kept for the next run
+    (:mod:`nova_evacuate.token_cache`), for short-lived commands.
     """
     import openstack.config
     import openstack.connection
@@ -524,7 +550,9 @@ def connect(*, cloud: str | None = None, clouds_yaml: str | PathLike[str] | None
     secrets = [password or "", str(auth.get("password") or ""),
                *url_secrets(str(auth.get("auth_url") or ""))]
     hide(*secrets)  # keystoneauth's own warnings quote the auth URL
-    return Nova(openstack.connection.Connection(config=region), secrets=secrets)
+    connection = openstack.connection.Connection(config=region)
+    cache = TokenCache.for_plugin(token_cache, connection.session.auth) if token_cache else None
+    return Nova(connection, secrets=secrets, token_cache=cache)
 
 
 def connect_from_conf(conf: Any, cloud: str | None = None) -> Nova:

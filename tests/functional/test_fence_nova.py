@@ -7,7 +7,9 @@ OpenStack lab whose BMC power really stops it.
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -53,6 +55,9 @@ def fence(lab, action: str, host: str = HOST, timeout: float = 120, **extra: str
         # The brake is the end-to-end suite's subject; here the cluster lab's only remote node
         # is rebooted through its BMC between tests, and may still look down to Pacemaker.
         "max_down_percent": "100",
+        # Every run authenticates with the password (Keystone's outages are tested here),
+        # unless a test gives a token cache of its own
+        "token_cache": "",
         **extra,
     }
     stdin = "".join(f"{k}={v}\n" for k, v in options.items() if v is not None)
@@ -246,3 +251,28 @@ def test_status_without_a_power_driver_reads_nova(lab):
     assert fence(lab, "off", power_driver="none", ip=None)[0].returncode == 0
     after, _ = fence(lab, "status", power_driver="none", ip=None)
     assert after.returncode == 2
+
+
+def test_a_token_kept_by_one_run_spares_the_next_its_password_check(lab, tmp_path):
+    tokens = tmp_path / "tokens"
+    done, _ = fence(lab, "monitor", token_cache=str(tokens))
+    assert done.returncode == 0, done.stderr
+    (saved,) = tokens.iterdir()
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert stat.S_IMODE(tokens.stat().st_mode) == 0o700
+    token = json.loads(saved.read_text())["auth_token"]
+    assert token not in done.stdout + done.stderr
+
+    # the next run starts from it: Keystone issues no token (a new one would be saved)
+    again, _ = fence(lab, "monitor", token_cache=str(tokens))
+    assert again.returncode == 0, again.stderr
+    assert json.loads(saved.read_text())["auth_token"] == token
+
+    # a token Keystone does not accept (revoked: Nova's token middleware caches validations
+    # for minutes, so one it never issued stands in): Nova answers 401, the run
+    # authenticates with the password and keeps the new token
+    state = json.loads(saved.read_text())
+    saved.write_text(json.dumps({**state, "auth_token": "gAAAAABnotatoken"}))
+    after, _ = fence(lab, "monitor", token_cache=str(tokens))
+    assert after.returncode == 0, after.stderr
+    assert json.loads(saved.read_text())["auth_token"] not in (token, "gAAAAABnotatoken")

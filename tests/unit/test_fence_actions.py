@@ -8,6 +8,11 @@ hold) and the ``evacuate`` attribute mirror. Every fake writes to one call log, 
 asserts the exact order of the side effects across them. Nothing reaches the live system:
 Pacemaker's command runner and the Nova connection refuse to run.
 
+``off`` reads Nova in a daemon thread while the BMC powers the host off. Most tests run that
+read in the agent's own thread, when the agent first needs its answer (:class:`Deferred`),
+so the call log has one order; the tests under "off: concurrency" run the real thread and
+assert what must happen before what whatever the interleaving.
+
 The behaviour asserted is the one the lab tests (tests/functional/test_fence_nova.py,
 tests/cluster/test_fence_nova_stonith.py) prove against real services.
 """
@@ -19,8 +24,9 @@ import io
 import logging
 import os
 import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -29,9 +35,11 @@ import pytest
 
 from fence_compute import actions
 from fence_compute import power as power_module
+from fence_compute.background import Background
 from fence_compute.fence_nova import FENCE_NOVA
 from fence_compute.power import NoPowerDriver, PowerDriver, PowerError
 from fence_compute.protocol import ExitCode, Options, run
+from fence_compute.storage import StorageOutcome
 from nova_evacuate import ledger
 from nova_evacuate import nova as nova_module
 from nova_evacuate.ledger import AttributeMirror, LedgerEntry, State, format_marker, parse_marker
@@ -123,15 +131,19 @@ class FakeBmc:
     reads: int = 0
     verifies: bool = True
     where: str = "BMC 192.0.2.11:623"
+    # called with "read", "set" or "poll" before each answer: a concurrency test's gate
+    before: Callable[[str], None] = lambda call: None
 
     def power_state(self, deadline: float) -> str:
         self.log.append("power:state")
         self.reads += 1
+        self.before("read" if self.reads == 1 else "poll")
         self._maybe_fail("read" if self.reads == 1 else "poll")
         return self.state
 
     def set_power(self, state: str, deadline: float) -> None:
         self.log.append(f"power:set {state}")
+        self.before("set")
         self._maybe_fail("set")
         if not self.stuck:
             self.state = state
@@ -159,6 +171,7 @@ class World:
     cluster_failure: PacemakerError | None = None  # raised by the brake's reads
     release_failure: PacemakerError | None = None
     attributes: dict[str, str] = field(default_factory=dict)
+    test_over: threading.Event = field(default_factory=threading.Event)  # set at teardown
 
     @property
     def bmc(self) -> FakeBmc:
@@ -198,6 +211,35 @@ class VirtualClock:
 
     def sleep(self, seconds: float) -> None:
         self.now += max(seconds, 0.0)
+
+
+class Deferred:
+    """:class:`Background` that runs its call in the thread asking for the answer, when it
+    first asks: each read then appears in the call log where the sequential agent made it,
+    and a call whose answer is never asked for (a refused fence's read) never runs."""
+
+    def __init__(self, fn: Callable[[], Any], name: str) -> None:
+        self._fn: Callable[[], Any] | None = fn
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        if self._fn is not None:
+            fn, self._fn = self._fn, None
+            try:
+                self._value = fn()
+            except BaseException as exc:
+                self._error = exc
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._run()
+        return True
+
+    def result(self) -> Any:
+        self._run()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _forbidden(what: str) -> Callable[..., Any]:
@@ -269,6 +311,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> World:
         power_module.power_confirmed, clock=clock, sleep=clock.sleep))
     monkeypatch.setattr(actions, "power_driver", power_driver)
     monkeypatch.setattr(actions, "_nova", nova_client)
+    monkeypatch.setattr(actions, "Background", Deferred)  # the real thread: `threaded`
     monkeypatch.setattr(actions.timeline, "record", record)  # _record's redaction stays real
     monkeypatch.setattr(actions.pacemaker, "remote_nodes_down", remote_nodes_down)
     monkeypatch.setattr(actions.pacemaker, "held_connections", held_connections)
@@ -451,8 +494,11 @@ def test_off_repeated_on_a_fenced_host_repeats_no_work(world, caplog) -> None:
     world.bmc.state = "off"
     world.held = {HOST}
     assert fence("off", caplog).rc == ExitCode.SUCCESS
+    # read again after the power-off: the first read, made while the BMC was powering off,
+    # may predate a return that cleared the force-down (see the concurrency tests)
     assert world.log == ["timeline:fence_start", *BRAKE_READS, *POWER_ALREADY,
-                         "timeline:power_off_confirmed", *READ_NOVA, "timeline:forced_down",
+                         "timeline:power_off_confirmed", *READ_NOVA,
+                         "nova:compute_service compute1", "timeline:forced_down",
                          "attribute:set evacuate=yes compute1", "timeline:evacuation_requested",
                          "pacemaker:hold_connection compute1"]
 
@@ -530,6 +576,259 @@ def test_the_attribute_mirror_failing_does_not_fail_the_fence(world, caplog, mon
     assert world.log == [e.replace("attribute:set", "attrd:set") for e in OFF_SUCCESS]
     assert any("node attribute evacuate=yes on compute1 not written" in w
                for w in outcome.warnings)
+
+
+# ---------------------------------------------------------------------------- off: concurrency
+# off's Nova read (Keystone authenticating on it) in its real daemon thread. The call log's
+# order then varies; what must hold whatever the interleaving: nothing is written (force-down,
+# marker, node attribute, hold) before every fence is confirmed, nor ever by a fence that
+# stops before, and the agent's own steps keep their order.
+
+WRITES = ("nova:force_down", "nova:disable", "nova:enable", "attribute:", "pacemaker:hold")
+
+
+def writes(log: list[str]) -> list[str]:
+    return [e for e in log if e.startswith(WRITES)]
+
+
+def main_thread(log: list[str]) -> list[str]:
+    """The log without the background read's entries (the first connect and service read)."""
+    rest = list(log)
+    for entry in READ_NOVA:
+        if entry in rest:
+            rest.remove(entry)
+    return rest
+
+
+def writes_only_after(log: list[str], mark: str) -> bool:
+    return mark in log and not writes(log[:log.index(mark)])
+
+
+@pytest.fixture
+def threaded(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """The real daemon thread for off's Nova read; yields an event set once that read has
+    ended (answered or failed). Every thread started has ended before the fakes are undone:
+    one outliving its test would reach the real Nova factory."""
+    started: list[Background[Any]] = []
+    read_ended = threading.Event()
+    read_nova = actions._read_nova
+
+    def read_then_signal(options: Options, target: actions.Target) -> Any:
+        try:
+            return read_nova(options, target)
+        finally:
+            read_ended.set()
+
+    def start(fn: Callable[[], Any], name: str) -> Background[Any]:
+        started.append(Background(fn, name))
+        return started[-1]
+
+    monkeypatch.setattr(actions, "_read_nova", read_then_signal)
+    monkeypatch.setattr(actions, "Background", start)
+    yield read_ended
+    world.test_over.set()
+    assert all(b.wait(10) for b in started), "a background thread outlived its test"
+
+
+def keystone(how: str, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Nova factory as Keystone behaves: "answers", "fails" (unreachable) or "hangs"
+    (answers once the test is over)."""
+    if how == "fails":
+        world.nova.failures["connect"] = KEYSTONE_DOWN
+    elif how == "hangs":
+        factory = actions._nova
+
+        def hanging(options: Options, target: actions.Target) -> FakeNova:
+            world.test_over.wait(10)
+            return factory(options, target)
+
+        monkeypatch.setattr(actions, "_nova", hanging)
+
+
+def test_off_authenticates_while_the_bmc_powers_off(world, caplog, monkeypatch,
+                                                     threaded) -> None:
+    # Keystone and the power-off each wait for the other to have begun: done one after
+    # the other, in either order, the first waits its 5 s in vain
+    both_begun = threading.Barrier(2, timeout=5)
+    met: dict[str, bool] = {}
+
+    def meet(who: str) -> None:
+        try:
+            both_begun.wait()
+            met[who] = True
+        except threading.BrokenBarrierError:
+            met[who] = False
+
+    factory = actions._nova
+
+    def authenticate(options: Options, target: actions.Target) -> FakeNova:
+        meet("keystone")
+        return factory(options, target)
+
+    def power_off(call: str) -> None:
+        if call == "set":
+            meet("power-off")
+
+    monkeypatch.setattr(actions, "_nova", authenticate)
+    world.bmc.before = power_off
+    outcome = fence("off", caplog)
+    assert outcome.rc == ExitCode.SUCCESS, outcome.errors
+    assert met == {"keystone": True, "power-off": True}
+    assert sorted(world.log) == sorted(OFF_SUCCESS)
+    assert main_thread(world.log) == main_thread(OFF_SUCCESS)
+    assert writes_only_after(world.log, "timeline:power_off_confirmed")
+    assert world.nova.service.forced_down and world.held == {HOST}
+
+
+@pytest.mark.parametrize("how", ["answers", "fails", "hangs"])
+def test_a_refused_off_writes_nothing_and_waits_for_no_keystone(world, caplog, monkeypatch,
+                                                                threaded, how) -> None:
+    world.down = {HOST: True, "compute2": True, "compute3": False}
+    keystone(how, world, monkeypatch)
+    brake_read = actions.pacemaker.remote_nodes_down
+
+    def after_the_nova_read(timeout: float = 10) -> dict[str, bool]:
+        if how != "hangs":  # the read, authentication included, is over: still no write
+            assert threaded.wait(5)
+        return brake_read(timeout)
+
+    monkeypatch.setattr(actions.pacemaker, "remote_nodes_down", after_the_nova_read)
+    started = time.monotonic()
+    outcome = fence("off", caplog)
+    assert time.monotonic() - started < 5  # a hanging Keystone holds up no refusal
+    assert outcome.rc == ExitCode.FAILURE
+    assert len(outcome.errors) == 1 and "power and Nova left untouched" in outcome.errors[0]
+    assert main_thread(world.log) == ["timeline:fence_start", *BRAKE_READS,
+                                      "timeline:fence_failed"]
+    assert ("nova:compute_service compute1" in world.log) is (how == "answers")
+    assert writes(world.log) == [] and world.bmc.state == "on"
+
+
+@pytest.mark.parametrize("fail_at", ["read", "set", "poll", "stuck"])
+def test_an_off_whose_power_off_fails_after_the_nova_read_writes_nothing(
+        world, caplog, threaded, fail_at) -> None:
+    if fail_at == "stuck":
+        world.bmc.stuck = True
+    else:
+        world.bmc.failure = PowerError(power_module.UNREACHABLE, "BMC 192.0.2.11:623: gone")
+        world.bmc.fail_at = fail_at
+    waited: list[bool] = []
+
+    def fail_once_nova_is_read(call: str) -> None:
+        if call == ("set" if fail_at == "stuck" else fail_at):
+            waited.append(threaded.wait(5))
+
+    world.bmc.before = fail_once_nova_is_read
+    outcome = fence("off", caplog)
+    assert outcome.rc == ExitCode.FAILURE
+    assert waited == [True] and "nova:compute_service compute1" in world.log
+    assert len(outcome.errors) == 1 and "Nova left untouched" in outcome.errors[0]
+    assert writes(world.log) == []
+    assert collapsed(main_thread(world.log))[-2:] == ["power:close", "timeline:fence_failed"]
+
+
+@pytest.mark.parametrize(("failing", "error", "message"), [
+    ("connect", KEYSTONE_DOWN,
+     "compute1 is powered off, but Nova: find compute service: cannot reach the cloud"),
+    ("compute_service", NovaError("not_found", "no compute service for compute1"),
+     "compute1 is powered off, but Nova: no compute service for compute1"),
+])
+def test_an_off_whose_nova_read_failed_fails_after_the_power_off_with_the_same_reason(
+        world, caplog, threaded, failing, error, message) -> None:
+    world.nova.failures[failing] = error
+    outcome = fence("off", caplog)
+    assert outcome.rc == ExitCode.FAILURE
+    assert len(outcome.errors) == 1 and outcome.errors[0].startswith(message)
+    assert world.fields("fence_failed")["reason"] == outcome.errors[0]
+    assert main_thread(world.log) == ["timeline:fence_start", *BRAKE_READS, *POWER_OFF,
+                                      "timeline:power_off_confirmed", "timeline:fence_failed"]
+    assert writes(world.log) == [] and world.bmc.state == "off"
+
+
+def test_an_off_whose_nova_read_outlasts_the_deadline_fails_without_writing(
+        world, caplog, monkeypatch, threaded) -> None:
+    monkeypatch.setattr(actions, "NOVA_BUDGET_SECONDS", -3600.0)  # a deadline long past
+    keystone("hangs", world, monkeypatch)
+    started = time.monotonic()
+    outcome = fence("off", caplog)
+    assert time.monotonic() - started < 5  # a second past the deadline, as _nova's timeouts
+    assert outcome.rc == ExitCode.FAILURE
+    assert outcome.errors == ["compute1 is powered off, but Nova: authenticate and find compute"
+                              " service compute1: no answer before the fence's deadline"]
+    assert writes(world.log) == [] and world.bmc.state == "off"
+
+
+def test_off_reads_a_forced_down_service_again_after_the_power_off(world, caplog,
+                                                                   threaded) -> None:
+    # compute1 returning from its last failure (its evacuation done, still forced down) fails
+    # again; while its BMC powers it off, the worker finishes its return
+    world.nova.service = fenced(State.DONE, up=True)
+    waited: list[bool] = []
+
+    def return_finished_meanwhile(call: str) -> None:
+        if call == "set":
+            waited.append(threaded.wait(5))
+            world.nova.service = service()
+
+    world.bmc.before = return_finished_meanwhile
+    outcome = fence("off", caplog)
+    assert outcome.rc == ExitCode.SUCCESS, outcome.errors
+    assert waited == [True]
+    assert main_thread(world.log) == ["timeline:fence_start", *BRAKE_READS, *POWER_OFF,
+                                      "timeline:power_off_confirmed",
+                                      "nova:compute_service compute1", *MARKED[2:],
+                                      "pacemaker:hold_connection compute1"]
+    svc = world.nova.service  # skipped on the first read, the host would not be forced down
+    assert svc.forced_down and parse_marker(svc.disabled_reason).state is State.REQUESTED
+
+
+def test_off_keeps_a_reason_given_while_the_bmc_powers_off(world, caplog, threaded) -> None:
+    # not forced down when read: the force-down's answer is the record the marker builds on
+    waited: list[bool] = []
+
+    def operator_disables_meanwhile(call: str) -> None:
+        if call == "set":
+            waited.append(threaded.wait(5))
+            world.nova.service = service(status="disabled", reason="RMA 4711")
+
+    world.bmc.before = operator_disables_meanwhile
+    assert fence("off", caplog).rc == ExitCode.SUCCESS
+    assert waited == [True] and main_thread(world.log) == main_thread(OFF_SUCCESS)
+    entry = parse_marker(world.nova.service.disabled_reason)
+    assert entry is not None and entry.prior == "RMA 4711"
+
+
+@dataclass
+class SlowCeph:
+    """A Ceph blocklist that answers once off's Nova read has ended."""
+
+    log: list[str]
+    read_ended: threading.Event
+    confirms: bool
+
+    def fence(self, addresses: tuple[str, ...], deadline: float) -> StorageOutcome:
+        self.log.append("ceph:fence " + " ".join(addresses))
+        assert self.read_ended.wait(5)
+        return StorageOutcome(self.confirms, "Ceph lists them" if self.confirms else "timeout")
+
+
+@pytest.mark.parametrize("confirms", [True, False])
+def test_off_writes_to_nova_only_once_the_storage_fence_is_confirmed(
+        world, caplog, monkeypatch, threaded, tmp_path, confirms) -> None:
+    conf, keyring = tmp_path / "ceph.conf", tmp_path / "keyring"
+    conf.write_text("[global]\nmon host = 127.0.0.1\n")
+    keyring.write_text("[client.openstack-ha]\n\tkey = AQ==\n")
+    ceph = SlowCeph(world.log, threaded, confirms)
+    monkeypatch.setattr(actions, "storage_blocklist", lambda options: ceph)
+    outcome = fence("off", caplog, storage_fence="ceph", storage_address="10.0.1.11",
+                    ceph_conf=str(conf), ceph_keyring_file=str(keyring))
+    assert outcome.rc == (ExitCode.SUCCESS if confirms else ExitCode.FAILURE), outcome.errors
+    assert "nova:compute_service compute1" in world.log
+    if confirms:
+        assert writes_only_after(world.log, "timeline:storage_fenced")
+        assert sorted(writes(world.log)) == sorted(writes(OFF_SUCCESS))
+    else:
+        assert writes(world.log) == [] and "Nova left untouched" in outcome.errors[0]
 
 
 # ---------------------------------------------------------------------------- on
@@ -634,7 +933,7 @@ def test_on_whose_connection_stays_held_fails_so_that_it_is_asked_again(world, c
     outcome = fence("on", caplog)
     assert outcome.rc == ExitCode.FAILURE
     assert world.log == [*READ_NOVA, *POWER_ON, "pacemaker:release_connection compute1"]
-    assert outcome.errors == ["compute1: powered on, but its cluster connection stays held:"
+    assert outcome.errors == ["compute1: powered on, but its cluster connection is not released:"
                               " crm_resource exited 1: CIB busy"]
 
 

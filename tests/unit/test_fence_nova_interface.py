@@ -20,6 +20,7 @@ from fence_compute.actions import HANDLERS
 from fence_compute.bmc_map import BmcAddress, parse_bmc_map
 from fence_compute.fence_nova import FENCE_NOVA, RecordOnly, check_config
 from fence_compute.protocol import Options, metadata_xml, run
+from openstack_ha import pacemaker
 
 REPO = Path(__file__).resolve().parents[2]
 FENCE_COMPUTE = Path("/usr/sbin/fence_compute")
@@ -63,8 +64,12 @@ def _fence_nova(stdin: str, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def invoke(caplog):
+def invoke(caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
+    # The brake reads the cluster: none here, even when a lab's runs on this machine
+    # (these fences name hosts of no cluster; the brake's own tests are test_brake.py)
+    for reader in ("remote_nodes_down", "held_connections"):
+        monkeypatch.setattr(pacemaker, reader, _no_cluster)
 
     def _invoke(stdin: str) -> tuple[int, str]:
         caplog.clear()
@@ -72,6 +77,10 @@ def invoke(caplog):
         return rc, "\n".join(r.getMessage() for r in caplog.records)
 
     return _invoke
+
+
+def _no_cluster(*_args: object, **_kwargs: object) -> None:
+    raise pacemaker.NoCluster("no cluster in the unit tests")
 
 
 class _Stdin:
