@@ -12,6 +12,7 @@ the compute-node monitor import this package and must stay cheap.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -384,8 +385,12 @@ class Nova:
     def _guard(self, op: str, target: str | None, fn: Callable[[], T]) -> T:
         """Run fn, turning keystoneauth/openstacksdk exceptions into NovaError."""
         from keystoneauth1 import exceptions as ks  # a dependency of openstacksdk
-        from openstack import exceptions as sdk
 
+        # openstacksdk's own errors, where a connection of it is in use (importing it only
+        # to name them would cost a fence 0.2 s)
+        sdk = sys.modules.get("openstack.exceptions")
+        sdk_endpoint = (sdk.EndpointNotFound,) if sdk else ()
+        sdk_other = (sdk.SDKException,) if sdk else ()
         what = f"{op} {target}" if target else op
         try:
             result = fn()
@@ -395,12 +400,12 @@ class Nova:
             raise NovaError("unreachable", self._text(f"{what}: cannot reach the cloud", exc)) from None
         except (ks.Unauthorized, ks.Forbidden, ks.AuthorizationFailure, ks.MissingAuthPlugin) as exc:
             raise NovaError("auth", self._text(f"{what}: authentication refused", exc)) from None
-        except (ks.EndpointNotFound, sdk.EndpointNotFound) as exc:
+        except (ks.EndpointNotFound, *sdk_endpoint) as exc:
             raise NovaError("api", self._text(f"{what}: no compute endpoint", exc)) from None
         except ks.HttpError as exc:  # Keystone's own answer, e.g. 503 behind a proxy
             kind = _http_kind(exc.http_status)
             raise NovaError(kind, self._text(f"{what}: Keystone answered", exc), exc.http_status) from None
-        except (ks.ClientException, sdk.SDKException) as exc:
+        except (ks.ClientException, *sdk_other) as exc:
             raise NovaError("api", self._text(f"{what}: failed", exc)) from None
 
     def _keep_token(self) -> None:
@@ -497,7 +502,8 @@ def connect(*, cloud: str | None = None, clouds_yaml: str | PathLike[str] | None
             project_domain_name: str = "Default", region_name: str | None = None,
             interface: str | None = None, insecure: bool = False, timeout: float = 30,
             token_cache: str | PathLike[str] | None = None) -> Nova:
-    """A :class:`Nova` over an openstacksdk connection.
+    """A :class:`Nova` over an openstacksdk connection (``cloud``) or keystoneauth alone
+    (explicit options: :class:`KeystoneConnection`).
 
     Either ``cloud`` (an entry of clouds.yaml, searched as openstacksdk does, or only
     ``clouds_yaml`` when given), or explicit Keystone v3 options (fence_compute's parameters:
@@ -511,10 +517,6 @@ def connect(*, cloud: str | None = None, clouds_yaml: str | PathLike[str] | None
     ``token_cache``: a directory where the token is kept for the next run
     (:mod:`nova_evacuate.token_cache`), for short-lived commands.
     """
-    import openstack.config
-    import openstack.connection
-    from openstack import exceptions as sdk
-
     options: dict[str, Any] = {"api_timeout": timeout}
     if region_name:
         options["region_name"] = region_name
@@ -525,34 +527,70 @@ def connect(*, cloud: str | None = None, clouds_yaml: str | PathLike[str] | None
         options["interface"] = _INTERFACES[key]
     if insecure:
         options["verify"] = False
-    try:
-        if cloud:
+    if not cloud:
+        missing = [n for n, v in (("auth_url", auth_url), ("username", username),
+                                  ("password", password)) if not v]
+        if missing:
+            raise NovaError("auth", "Keystone options missing: " + ", ".join(missing))
+        secrets = [password or "", *url_secrets(auth_url or "")]
+        hide(*secrets)  # keystoneauth's own warnings quote the auth URL
+        connection: Any = KeystoneConnection.password(
+            auth_url=auth_url or "", username=username or "", password=password or "",
+            project_name=project_name, user_domain_name=user_domain_name,
+            project_domain_name=project_domain_name, region_name=region_name,
+            interface=options["interface"], verify=not insecure, timeout=timeout)
+    else:
+        import openstack.config
+        import openstack.connection
+        from openstack import exceptions as sdk
+
+        try:
             files = [str(clouds_yaml)] if clouds_yaml else None
             config = openstack.config.OpenStackConfig(
                 config_files=files, **({"vendor_files": [], "secure_files": []} if files else {}))
             region = config.get_one(cloud=cloud, **options)
-        else:
-            missing = [n for n, v in (("auth_url", auth_url), ("username", username),
-                                      ("password", password)) if not v]
-            if missing:
-                raise NovaError("auth", "Keystone options missing: " + ", ".join(missing))
-            # No clouds.yaml and no OS_* variables: explicit options mean exactly these.
-            config = openstack.config.OpenStackConfig(load_yaml_config=False, load_envvars=False)
-            region = config.get_one(auth_type="password", auth={
-                "auth_url": auth_url, "username": username, "password": password,
-                "project_name": project_name, "user_domain_name": user_domain_name,
-                "project_domain_name": project_domain_name}, **options)
-    except sdk.SDKException as exc:
-        where = f"cloud {cloud!r}" if cloud else "the Keystone options"
-        text = f"cannot use {where}: {exc}"
-        raise NovaError("auth", text.replace(password, "***") if password else text) from None
-    auth = region.get_auth_args()
-    secrets = [password or "", str(auth.get("password") or ""),
-               *url_secrets(str(auth.get("auth_url") or ""))]
-    hide(*secrets)  # keystoneauth's own warnings quote the auth URL
-    connection = openstack.connection.Connection(config=region)
+        except sdk.SDKException as exc:
+            text = f"cannot use cloud {cloud!r}: {exc}"
+            raise NovaError("auth", text.replace(password, "***") if password else text) from None
+        auth = region.get_auth_args()
+        secrets = [password or "", str(auth.get("password") or ""),
+                   *url_secrets(str(auth.get("auth_url") or ""))]
+        hide(*secrets)  # keystoneauth's own warnings quote the auth URL
+        connection = openstack.connection.Connection(config=region)
     cache = TokenCache.for_plugin(token_cache, connection.session.auth) if token_cache else None
     return Nova(connection, secrets=secrets, token_cache=cache)
+
+
+class KeystoneConnection:
+    """What :class:`Nova` uses of an openstacksdk connection (``session``, and a ``compute``
+    and a ``placement`` proxy whose ``request`` answers without raising), over keystoneauth
+    alone. :func:`connect` uses it for explicit Keystone options (fence_nova's reference
+    configuration): openstacksdk takes about 0.2 s to import, a large part of a fence that
+    must end within half a second. The password plugin is keystoneauth's generic one, as
+    openstacksdk's ``password`` auth type is: an unversioned auth URL is discovered."""
+
+    def __init__(self, session: Any, *, interface: str, region_name: str | None) -> None:
+        from keystoneauth1.adapter import Adapter
+
+        self.session = session
+        self.compute, self.placement = (
+            Adapter(session, service_type=service, interface=interface,
+                    region_name=region_name, raise_exc=False)
+            for service in ("compute", "placement"))
+
+    @classmethod
+    def password(cls, *, auth_url: str, username: str, password: str,
+                 project_name: str | None, user_domain_name: str, project_domain_name: str,
+                 region_name: str | None, interface: str, verify: bool,
+                 timeout: float) -> KeystoneConnection:
+        from keystoneauth1.identity.generic import Password
+        from keystoneauth1.session import Session
+
+        auth = Password(auth_url=auth_url, username=username, password=password,
+                        project_name=project_name, user_domain_name=user_domain_name,
+                        project_domain_name=project_domain_name)
+        return cls(Session(auth=auth, verify=verify, timeout=timeout),
+                   interface=interface, region_name=region_name)
 
 
 def connect_from_conf(conf: Any, cloud: str | None = None) -> Nova:

@@ -47,3 +47,21 @@ def test_the_compute_node_monitor_loads_no_openstack_library_and_not_the_engine(
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_fence_novas_nova_client_with_explicit_keystone_options_needs_no_openstacksdk():
+    """openstacksdk takes about 0.2 s to import, a large part of a fence's half second:
+    fence_nova's reference configuration (explicit Keystone options) goes through
+    keystoneauth alone, from the connection to an answer (here: unreachable)."""
+    code = ("import sys\n"
+            "from nova_evacuate import nova\n"
+            "client = nova.connect(auth_url='http://127.0.0.1:9/v3', username='u',"
+            " password='pw', project_name='p', timeout=2)\n"
+            "try:\n"
+            "    client.compute_services()\n"
+            "except nova.NovaError as exc:\n"
+            "    print(exc.kind)\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'openstack'}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["unreachable", "[]"]
