@@ -341,6 +341,15 @@ class Nova:
                     _free(resources.get(rc)) for rc in ("VCPU", "MEMORY_MB", "DISK_GB")))
         return free
 
+    def adopt_token(self, other: Nova) -> None:
+        """Start from ``other``'s Keystone token (and catalog), not a password check of its
+        own: the worker's evacuation threads each have a connection, and a new one would
+        cost every evacuation about 0.3 s before its first request. keystoneauth still
+        authenticates again when the token is about to expire or is refused."""
+        state = other._conn.session.auth.get_auth_state()
+        if state:
+            self._conn.session.auth.set_auth_state(state)
+
     def ping(self) -> None:
         """A Keystone token and one admin-only Nova call: what ``monitor`` needs to trust that
         fencing could reach Nova. Raises :class:`NovaError`."""

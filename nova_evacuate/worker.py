@@ -4,12 +4,13 @@ Why a worker process rather than work inside the monitor action: an evacuation o
 instances takes tens of seconds to minutes, far past a monitor's timeout, and a monitor
 that returns and comes back 10 s later loses up to 10 s before a new request is seen (what
 the stock NovaEvacuate does). The worker watches the ``evacuate`` node attributes every
-second (a local ``attrd_updater`` call, ~5 ms), so a request fence_nova writes starts within
-a second, and it reads Nova's service list (the ledger's truth, which outlives a full cluster
-restart) every ``nova_interval`` seconds. Pacemaker still owns it: the agent's start spawns
-it, stop ends it, and monitor fails when it died or stopped writing its status file, so
-Pacemaker restarts or moves it. Evacuations run one thread per host, each an
-:class:`~nova_evacuate.engine.Engine` with its own connection.
+quarter second (a local ``attrd_updater`` call, ~5 ms), so a request fence_nova writes
+starts within a quarter second, and it reads Nova's service list (the ledger's truth, which
+outlives a full cluster restart) every ``nova_interval`` seconds. Pacemaker still owns it:
+the agent's start spawns it, stop ends it, and monitor fails when it died or stopped writing
+its status file, so Pacemaker restarts or moves it. Evacuations run one thread per host,
+each an :class:`~nova_evacuate.engine.Engine` with its own connection (which starts from
+the worker's Keystone token).
 
 Each scan:
 
@@ -82,7 +83,7 @@ class Worker:
                  leave_disabled: bool = False, mirror: AttributeMirror | None = None,
                  attributes: Callable[[], dict[str, str]] | None = None,
                  status_file: str | None = None, nova_interval: float = 10.0,
-                 tick: float = 1.0, by: str | None = None,
+                 tick: float = 0.25, by: str | None = None,
                  rejoined: Callable[[str], bool] | None = None,
                  unfence: Callable[[str], None] | None = None,
                  node_gone: Callable[[str], bool] | None = None) -> None:
@@ -153,7 +154,7 @@ class Worker:
             LOG.debug("node attributes unreadable: %s", exc)
             return False
         # Only a change wakes a scan: a request that stays (refused by a gate) is looked at
-        # again at the next regular scan, not every second.
+        # again at the next regular scan, not every tick.
         changed = values != self.seen_attributes
         self.seen_attributes = values
         return changed
@@ -199,6 +200,7 @@ class Worker:
         def run() -> None:
             try:
                 nova = self.nova_factory()
+                nova.adopt_token(self.nova)  # the scan just used it: no password check
                 ledger = Ledger(nova, self.mirror, domain=self.settings.domain)
                 engine = engine_mod.Engine(nova, ledger, self.settings, by=self.by,
                                            stopping=self.stop_event.is_set,

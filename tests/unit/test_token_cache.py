@@ -128,3 +128,12 @@ def test_an_unreadable_saved_token_is_dropped_and_the_password_used(tmp_path, sa
     assert c.load() is None
     nova._guard("get a Keystone token", None, conn.session.get_token)
     assert c.load() == '{"auth_token": "fresh"}'
+
+
+def test_an_evacuation_connection_starts_from_the_workers_token():
+    worker, evacuation = FakeConnection(), FakeConnection()
+    Nova(worker)._guard("get a Keystone token", None, worker.session.get_token)
+    Nova(evacuation).adopt_token(Nova(worker))
+    assert evacuation.session.auth.state == '{"auth_token": "fresh"}'
+    Nova(evacuation).adopt_token(Nova(FakeConnection()))  # nothing to adopt: left as it is
+    assert evacuation.session.auth.state == '{"auth_token": "fresh"}'
