@@ -223,7 +223,8 @@ def test_ceph_stopped_is_unreachable_within_the_deadline_and_nova_is_untouched(
     monkey_deadline = time.monotonic()
     assert fence_nova(lab_files, "off", "10.0.1.13") == ExitCode.FAILURE
     assert time.monotonic() - monkey_deadline < 60
-    assert nova.log == [] and not nova.service.forced_down
+    # read while the power was cut (fence_nova reads Nova meanwhile), nothing written
+    assert set(nova.log) <= {"compute_service"} and not nova.service.forced_down
 
 
 def replace_conf(lab: CephLab, conf: Path, keyring: Path) -> CephLab:
