@@ -7,7 +7,7 @@ Rows (target compute1 of a 3-compute lab: real BMC, Keystone and Nova):
   evacuation marker and mirrors that to the node attribute ``evacuate=yes``. Keystone
   is asked while the BMC works; the token is kept between runs (``token_cache``, a
   directory of this run), as the device's ``monitor`` keeps it in a cluster.
-* ``fence_nova_cold``: the same with ``token_cache=`` (empty): Keystone's password
+* ``ours_cold``: the same with ``token_cache=`` (empty): Keystone's password
   check in every run, as the first fence after a controller boots would pay it.
 * ``stock``: what a stock instance-HA topology level runs, one after the other:
   ``fence_ipmilan`` (lanplus, cipher 3) ``off``, then ``fence_compute`` ``off``
@@ -131,15 +131,14 @@ class Agents:
             text = text.replace(secret, "***")
         return text[-1500:]
 
-    def ours(self, wrap: list[str] | None = None) -> dict[str, Any]:
-        rc, wall, err = run([*(wrap or []), *self.ours_argv], self.ours_stdin, self.ours_env)
+    def ours(self, wrap: list[str] | None = None, stdin: str | None = None) -> dict[str, Any]:
+        rc, wall, err = run([*(wrap or []), *self.ours_argv], stdin or self.ours_stdin,
+                            self.ours_env)
         return {"rc": rc, "wall_s": wall, "stderr": self.clean(err) if rc else ""}
 
     def ours_cold(self, wrap: list[str] | None = None) -> dict[str, Any]:
         """Keystone's password check in every run: no token kept."""
-        rc, wall, err = run([*(wrap or []), *self.ours_argv], self.ours_cold_stdin,
-                            self.ours_env)
-        return {"rc": rc, "wall_s": wall, "stderr": self.clean(err) if rc else ""}
+        return self.ours(wrap, self.ours_cold_stdin)
 
     def stock(self, wrap: list[str] | None = None, **ipmilan: str) -> dict[str, Any]:
         started = time.perf_counter()
