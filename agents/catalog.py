@@ -51,6 +51,7 @@ SHIPPED = (
     ShippedAgent("fence", "fence_nova", "fence_compute.fence_nova"),
     ShippedAgent("alert", "timeline_alert", "agents.timeline_alert"),
     ShippedAgent("tool", "nova-evacuate", "nova_evacuate.cli"),
+    ShippedAgent("tool", "openstack-ha-watchdog", "nova_evacuate.watchdog_cli"),
     ShippedAgent("tool", "openstack-ha-timeline", "openstack_ha.timeline"),
 )
 

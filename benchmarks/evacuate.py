@@ -13,6 +13,10 @@ Rows (victim compute1 of a 3-compute lab: real Keystone and Nova 34, fake virt d
   3.11 dropped ``inspect.getargspec``) and ``scripts/bench-deps.sh`` installed.
 * ``ours_c20``: ``ours`` with ``max_concurrency=20``, ``per_host_concurrency=10``: the
   defaults since this benchmark showed the first ones leave Nova idle.
+* ``ours_c20_lock``: ``ours_c20`` with ``lock_servers = always`` (every server locked before
+  its evacuation and unlocked after it), where the other rows run the default
+  ``when_needed`` (only servers meant to end SHUTOFF, PAUSED or SUSPENDED, none here): what
+  the lock and unlock cost.
 
 Per run: ``Lab.reset()`` (no servers, every compute up and enabled) → boot N servers on
 compute1 (``lab.tiny``, image ``plain``) → all ACTIVE → 3 s settle → SIGKILL its
@@ -69,9 +73,11 @@ from lab import workload
 from lab.openstack import _pg_bin
 from lab.stack import Lab
 
-ROWS = ("ours", "stock", "ours_c20")
+ROWS = ("ours", "stock", "ours_c20", "ours_c20_lock")
 TARGETS = ("compute2", "compute3")
-CONCURRENCY = {"ours": (10, 4), "ours_c20": (20, 10)}  # max_concurrency, per_host_concurrency
+# max_concurrency, per_host_concurrency, lock_servers
+CONCURRENCY = {"ours": (10, 4, "when_needed"), "ours_c20": (20, 10, "when_needed"),
+               "ours_c20_lock": (20, 10, "always")}
 SETTLE_S = 3.0
 DB_POLL_S = 0.5
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -198,11 +204,11 @@ class Bench:
         })
         self.ours_env = base
         self.configs = {}
-        for row, (total, per_host) in CONCURRENCY.items():
+        for row, (total, per_host, lock) in CONCURRENCY.items():
             path = work / f"{row}.conf"
             path.write_text(f"[cloud]\ncloud = lab\nclouds_yaml = {lab.clouds_yaml}\n"
                             f"[evacuation]\npoll_interval = 1\nmax_concurrency = {total}\n"
-                            f"per_host_concurrency = {per_host}\n")
+                            f"per_host_concurrency = {per_host}\nlock_servers = {lock}\n")
             self.configs[row] = path
 
     def clean(self, text: str) -> str:
@@ -517,9 +523,10 @@ def main() -> int:
         "host": HOST, "sizes": args.sizes, "rounds": args.rounds, "rows": args.rows,
         "ours_command": f"{VENV_PYTHON} -m nova_evacuate.cli {HOST} --config-file F --json"
                         " (cwd: this tree; F: [cloud] cloud=lab, clouds_yaml;"
-                        " [evacuation] poll_interval=1, max_concurrency, per_host_concurrency)",
-        "concurrency": {row: {"max_concurrency": c[0], "per_host_concurrency": c[1]}
-                        for row, c in CONCURRENCY.items()},
+                        " [evacuation] poll_interval=1, max_concurrency, per_host_concurrency,"
+                        " lock_servers)",
+        "concurrency": {row: {"max_concurrency": c[0], "per_host_concurrency": c[1],
+                              "lock_servers": c[2]} for row, c in CONCURRENCY.items()},
         "stock_command": "/usr/sbin/fence_evacuate (stdin: action=off, plug, auth_url, login,"
                          " passwd, tenant_name, user_domain, project_domain, region_name,"
                          " endpoint_type=internalURL, no_shared_storage=1) with"
@@ -555,7 +562,8 @@ def markdown(result: dict[str, Any]) -> str:
         return "-" if value is None else str(value)
 
     names = {"ours": "nova-evacuate (10 / 4 per host)", "stock": "fence_evacuate -o off",
-             "ours_c20": "nova-evacuate (20 / 10 per host)"}
+             "ours_c20": "nova-evacuate (20 / 10 per host)",
+             "ours_c20_lock": "nova-evacuate (20 / 10 per host, lock_servers=always)"}
     lines = [
         f"# {result['benchmark']}",
         "",

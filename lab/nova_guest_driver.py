@@ -15,6 +15,12 @@ no parent death signal, nothing in cleanup_host). A writer left by an earlier no
 found again through its pid file (verified against its command line), so destroying its server
 still stops it. The disk itself is never removed: it stays in the pool, for a test to read.
 
+A guest crashes when the lab asks (``Lab.crash_guest``: a file ``<uuid>.<host>.crash`` in
+log_dir): the next time Nova reads its state (``get_info``), its writer is killed as the
+guest's process would die, and the fake guest is SHUTDOWN from then on, behind Nova's back.
+Nova's power-state sync (``sync_power_state_interval``) then finds an ACTIVE server whose
+guest is off and stops it itself, as it does for a libvirt guest that died.
+
 Options, group ``[ohalab_guests]``: ``ceph_conf``, ``ceph_user`` (default: the host name),
 ``ceph_keyring``, ``pool`` (vms), ``log_dir`` (default: ``<state_path>/ohalab_guests``),
 ``python`` (/usr/bin/python3, which has Debian's rados and rbd modules), ``guest_script``.
@@ -33,7 +39,8 @@ import subprocess
 import time
 
 import nova.conf
-from nova.virt import fake
+from nova.compute import power_state
+from nova.virt import fake, hardware
 from oslo_config import cfg
 from oslo_log import log as logging
 
@@ -89,6 +96,23 @@ class GuestFakeDriver(fake.FakeDriverWithoutFakeNodes):
         super().power_on(context, instance, network_info, block_device_info=block_device_info,
                          accel_info=accel_info, share_info=share_info)
         self._start_writer(instance.uuid)
+
+    def get_info(self, instance, use_cache=True):
+        """As the fake driver, except for a guest the lab crashed (see the module's
+        docstring): SHUTDOWN from the first read after the crash on."""
+        info = super().get_info(instance, use_cache=use_cache)
+        crash_file = self._paths(instance.uuid) + ".crash"
+        if not os.path.exists(crash_file):
+            return info
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(crash_file)  # one crash per request; none for a guest not running
+        if info.state != power_state.RUNNING:
+            return info
+        self._kill_writer(instance.uuid)
+        self.instances[instance.uuid].state = power_state.SHUTDOWN
+        LOG.warning("guest %s crashed (the lab's crash_guest): its state is SHUTDOWN",
+                    instance.uuid)
+        return hardware.InstanceInfo(state=power_state.SHUTDOWN)
 
     def get_available_resource(self, nodename):
         self._reap()  # a periodic call (every minute): writers that died are not left as zombies
@@ -152,6 +176,17 @@ class GuestFakeDriver(fake.FakeDriverWithoutFakeNodes):
                 if time.monotonic() > deadline:
                     _signal(pid, signal.SIGKILL)
                 time.sleep(0.05)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._paths(uuid) + ".pid")
+
+    def _kill_writer(self, uuid: str) -> None:
+        """SIGKILL UUID's writer, as a guest's process dies in a crash (no grace period)."""
+        proc = self._writers.pop(uuid, None)
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        elif (pid := self._adopted_pid(uuid)) is not None:
+            _signal(pid, signal.SIGKILL)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._paths(uuid) + ".pid")
 

@@ -16,6 +16,9 @@ from lab.files import write_atomic
 ADMIN_PASSWORD = "admin"
 SERVICE_PASSWORD = "lab-service"
 REGION = "RegionOne"
+# Seconds between two runs of Nova's power-state sync on each compute (Nova's default: 600):
+# a guest that dies behind Nova's back (Lab.crash_guest) is found and stopped within this.
+SYNC_POWER_STATE_INTERVAL = 10
 # The interface clouds.yaml selects. The catalog has public, internal and admin endpoints (all the
 # same URLs); "internal" is what fence-agents' fence_compute uses by default (internalURL).
 INTERFACE = "internal"
@@ -183,6 +186,7 @@ def compute_conf(lay: Layout, host: str) -> str:
 host = {host}
 state_path = {d}
 instances_path = {d / "instances"}
+sync_power_state_interval = {SYNC_POWER_STATE_INTERVAL}
 [api_database]
 connection =
 [database]

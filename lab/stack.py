@@ -154,6 +154,15 @@ class Lab:
         path = self.openstack.layout.compute_dir(host) / what
         return self.pacemaker.node_local_dir(host, path) if self.pacemaker else path
 
+    def crash_guest(self, host: str, server_id: str) -> None:
+        """The guest of SERVER_ID on HOST crashes behind Nova's back: HOST's virt driver
+        (lab/nova_guest_driver.py) reports it SHUTDOWN from its next read on, and kills its
+        disk writer, and Nova's power-state sync stops the server by itself within the
+        computes' sync_power_state_interval. For a server running on HOST only."""
+        directory = self.guest_dir(host)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"{server_id}.{host}.crash").touch()
+
     def _give_nodes_their_keys(self, hosts: list[str]) -> None:
         """Each compute node gets the Ceph conf and its own key (client.HOST, profile rbd on
         vms), in a directory only it sees: its nova-compute's guests open their disks with them."""

@@ -35,13 +35,14 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, NoReturn, TextIO
 
 from oslo_config import cfg
 
 from nova_evacuate import conf as confmod
 from nova_evacuate import engine as engine_mod
-from nova_evacuate.engine import DONE, FAILED, TIMED_OUT, Refused
+from nova_evacuate.engine import DONE, FAILED, TIMED_OUT, Refused, WatchdogRead
 from nova_evacuate.ledger import FINISHED, Ledger, LedgerError, State, pacemaker_mirror
 from nova_evacuate.nova import NovaError, connect_from_conf
 from openstack_ha.logsetup import redacted, setup_logging
@@ -157,10 +158,12 @@ def _dry_run(engine: Any, args: argparse.Namespace) -> int:
         gates = f"REFUSED: {exc}"
     host = engine.service(args.host, services).host
     plan, _ = engine.plan(host, services=services)
+    watchdog = WatchdogRead(engine.nova, plan)
+    actions = {m.server.id: watchdog.of(m.server.id) for m in plan.moves}
     if args.json:
-        print(json.dumps(plan_dict(plan, gates), indent=2))
+        print(json.dumps(plan_dict(plan, gates, actions), indent=2))
     else:
-        print(render_plan(plan, gates))
+        print(render_plan(plan, gates, actions))
     if gates != "pass":
         return EXIT_REFUSED
     return EXIT_OK if plan.capacity_ok else EXIT_FAILED
@@ -172,8 +175,12 @@ def _capacity_checked(plan: Any) -> bool:
     return bool(plan.capacity_known)
 
 
-def plan_dict(plan: Any, gates: str) -> dict[str, Any]:
+def plan_dict(plan: Any, gates: str, watchdog: Mapping[str, str] | None = None
+              ) -> dict[str, Any]:
+    """The plan as ``--dry-run --json`` prints it; ``watchdog``: each server's effective
+    watchdog action (:class:`~nova_evacuate.engine.WatchdogRead`), "unknown" where absent."""
     checked = _capacity_checked(plan)
+    watchdog = watchdog or {}
     return {
         "host": plan.host, "gates": gates, "selection": plan.tagging,
         "capacity_checked": checked,
@@ -183,29 +190,32 @@ def plan_dict(plan: Any, gates: str) -> dict[str, Any]:
         "moves": [{"order": i, "phase": m.phase, "id": m.server.id, "name": m.server.name,
                    "status": m.server.status, "flavor": m.server.flavor_name,
                    "vcpus": m.server.vcpus, "ram_mb": m.server.ram_mb, "target": m.target,
-                   "reset_first": m.reset_first}
+                   "reset_first": m.reset_first,
+                   "watchdog": watchdog.get(m.server.id, "unknown")}
                   for i, m in enumerate(plan.moves, 1)],
         "skipped": [{"id": s.server.id, "name": s.server.name, "reason": s.reason}
                     for s in plan.skipped],
     }
 
 
-def render_plan(plan: Any, gates: str) -> str:
+def render_plan(plan: Any, gates: str, watchdog: Mapping[str, str] | None = None) -> str:
     """The plan as text for a terminal: names, statuses and reasons from Nova or the
     configuration without their control characters."""
     text = _one_line
+    watchdog = watchdog or {}
     checked = _capacity_checked(plan)
     lines = [f"Evacuation plan for {text(plan.host)} (dry run: nothing changed)",
              f"gates: {text(gates)}", f"selection: {text(plan.tagging)}", ""]
     if plan.moves:
         lines.append(f"{'#':>3}  {'phase':>5}  {'name':<24} {'status':<8} {'flavor':<12}"
-                     f" {'vcpu':>4} {'ram MB':>7}  target")
+                     f" {'vcpu':>4} {'ram MB':>7} {'watchdog':<8}  target")
         for i, m in enumerate(plan.moves, 1):
             s = m.server
             target = text(m.target) if m.target else (
                 "(scheduler: no room found)" if checked else "(scheduler)")
             lines.append(f"{i:>3}  {m.phase:>5}  {text(s.name)[:24]:<24} {text(s.status):<8}"
-                         f" {text(s.flavor_name)[:12]:<12} {s.vcpus:>4} {s.ram_mb:>7}  {target}"
+                         f" {text(s.flavor_name)[:12]:<12} {s.vcpus:>4} {s.ram_mb:>7}"
+                         f" {text(watchdog.get(s.id, 'unknown'))[:8]:<8}  {target}"
                          + ("  [state reset first]" if m.reset_first else ""))
     else:
         lines.append("nothing to evacuate")

@@ -19,8 +19,10 @@
    every server).
 4. Execute, one thread: evacuate requests go out in plan order, phase by phase, within
    ``max_concurrency`` and ``per_host_concurrency`` (by target host), ``stagger`` apart;
-   each server is locked with a reason first (which carries its original status, so a
-   resumed run can still restore it) and unlocked when it ends; with ``[storage]``, each
+   a server is locked with a reason first (which carries its original status, so a
+   resumed run can still restore it) and unlocked when it ends: with ``lock_servers =
+   when_needed`` (the default) only the servers meant to end SHUTOFF, PAUSED or SUSPENDED
+   (:func:`~nova_evacuate.progress.needs_lock`), with ``always`` every one; with ``[storage]``, each
    request is preceded by one read of who holds the server's RBD disk
    (:mod:`nova_evacuate.disks`), and a disk the failed host still holds fails that server.
    Progress is read from ``os-migrations`` with one filtered list call per poll, and server
@@ -49,10 +51,11 @@ read means for it, retries, timeouts, when it is done) are the pure rules of
 (:meth:`Engine._apply`). What concerns several servers at once is decided here: batches
 within the bounds, one list call per poll for all of them.
 
-One loop decides, and a few threads send: each server costs two requests before its
-evacuation starts (lock, evacuate; about 0.2 s each), so the requests of one round go out
-``SUBMIT_THREADS`` at a time; every decision (what to send, what finished, what to retry)
-stays in the loop's thread, and a track is only touched by one sender at a time.
+One loop decides, and a few threads send: each server costs one or two requests before its
+evacuation starts (a lock where one is taken, the evacuate; about 0.2 s each), so the
+requests of one round go out ``SUBMIT_THREADS`` at a time; every decision (what to send,
+what finished, what to retry) stays in the loop's thread, and a track is only touched by one
+sender at a time.
 
 The Keystone session re-authenticates by itself when its token expires; a Nova API outage
 during tracking only delays polling (the per-server timeout still bounds the run).
@@ -130,6 +133,8 @@ from nova_evacuate.progress import (
     unlock_at_exit,
 )
 from nova_evacuate.storage_map import addresses_of, parse_storage_map
+from nova_evacuate.watchdog import FLAVOR_KEY as WATCHDOG_FLAVOR_KEY
+from nova_evacuate.watchdog import effective_action
 from openstack_ha import timeline
 
 LOG = logging.getLogger(__name__)
@@ -182,6 +187,8 @@ class Settings:
     disk_release_wait: float = 45.0
     # when the free capacity is read: "before" the first evacuate, "alongside" it, or "off"
     capacity_check: str = "before"
+    # which servers are locked before their request: "when_needed" or "always"
+    lock_servers: str = "when_needed"
 
     @classmethod
     def from_conf(cls, conf: Any) -> Settings:
@@ -202,14 +209,16 @@ class Settings:
                            storage.ceph_keyring_file, storage.check_timeout)
             if storage.rbd_pool else None,
             storage_map=parse_storage_map(storage.storage_map) if storage.storage_map else {},
-            disk_release_wait=storage.release_wait, capacity_check=ev.capacity_check)
+            disk_release_wait=storage.release_wait, capacity_check=ev.capacity_check,
+            lock_servers=ev.lock_servers)
 
     @property
     def limits(self) -> Limits:
         """Each server's budget, as :mod:`nova_evacuate.progress` reads it."""
         return Limits(self.migration_retries, self.api_retries, self.instance_timeout,
                       check_disk=self.disks is not None,
-                      disk_release_wait=self.disk_release_wait)
+                      disk_release_wait=self.disk_release_wait,
+                      lock_all=self.lock_servers == "always")
 
 
 # The per-server states (:class:`Progress`), by the names cli.py, worker.py and the tests
@@ -283,6 +292,40 @@ class CapacityUnderWay:
     to_send: frozenset[str]
 
 
+class WatchdogRead:
+    """Each planned server's effective watchdog action (:func:`~nova_evacuate.watchdog.
+    effective_action`: its embedded flavor's ``hw:watchdog_action``, overridden by its
+    image's ``hw_watchdog_action``), read in a thread of its own once the plan is made: the
+    report and the timeline carry it, and no evacuation waits for it."""
+
+    def __init__(self, nova: Nova, plan: Plan) -> None:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watchdog")
+        self._read = pool.submit(watchdog_actions, nova, plan)
+        pool.shutdown(wait=False)
+        self._warned = False
+
+    def of(self, server_id: str, wait: float = 10.0) -> str:
+        """The action, or "unknown" when Glance or Nova did not answer within ``wait``."""
+        try:
+            return self._read.result(timeout=wait).get(server_id, "unknown")
+        except Exception as exc:  # a report without it is still a report
+            if not self._warned:
+                self._warned = True
+                LOG.warning("watchdog actions not read (%s): reported as unknown",
+                            f"{type(exc).__name__}: {exc}")
+            return "unknown"
+
+
+def watchdog_actions(nova: Nova, plan: Plan) -> dict[str, str]:
+    """Server id → effective watchdog action of every server of ``plan``: one Glance read
+    of the servers' images (a handful of requests, whatever the number of servers)."""
+    servers = [m.server for m in plan.moves]
+    images = nova.image_watchdog_actions(s.image_id for s in servers if s.image_id)
+    return {s.id: effective_action(s.flavor_extra_specs.get(WATCHDOG_FLAVOR_KEY),
+                                   images.get(s.image_id) if s.image_id else None).action
+            for s in servers}
+
+
 @dataclass
 class Report:
     host: str
@@ -290,6 +333,10 @@ class Report:
     tracks: list[Track]
     ok: bool = False
     ledger: LedgerEntry | None = None
+    watchdog: WatchdogRead | None = None
+
+    def watchdog_of(self, server_id: str) -> str:
+        return "unknown" if self.watchdog is None else self.watchdog.of(server_id)
 
     def count(self, *states: str) -> int:
         return sum(t.state in states for t in self.tracks)
@@ -297,7 +344,8 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         return {"host": self.host, "ok": self.ok, "done": self.count(DONE),
                 "failed": self.count(FAILED), "timed_out": self.count(TIMED_OUT),
-                "instances": [t.as_dict() for t in self.tracks],
+                "instances": [{**t.as_dict(), "watchdog": self.watchdog_of(t.server.id)}
+                              for t in self.tracks],
                 "skipped": [{"id": s.server.id, "name": s.server.name, "reason": s.reason}
                             for s in self.plan.skipped],
                 "shortfall": list(self.plan.shortfall),
@@ -342,6 +390,7 @@ class Engine:
         self.clock = clock
         self.sleep = sleep
         self.now = now
+        self._watchdog_reads: dict[str, WatchdogRead] = {}  # failed host → its servers'
 
     def _show(self, track: Track) -> None:
         """Hand ``track`` to the progress display (the CLI's)."""
@@ -502,7 +551,9 @@ class Engine:
         for skipped in plan.skipped:
             LOG.info("%s: leaving %s (%s): %s", host, skipped.server.name, skipped.server.id,
                      skipped.reason)
-        report = Report(host, plan, [self._track(m, host) for m in plan.moves])
+        report = Report(host, plan, [self._track(m, host) for m in plan.moves],
+                        watchdog=WatchdogRead(self.nova, plan))
+        self._watchdog_reads[host] = report.watchdog
         self._resume(report.tracks, migrations)
         capacity = None if capacity_read is None else CapacityUnderWay(
             capacity_read, frozenset(spare_hosts(self.settings.policy, inventory.aggregates)),
@@ -671,9 +722,11 @@ class Engine:
             case End(state=state, reason=reason):
                 log = LOG.info if state == DONE else LOG.error
                 log("%s (%s): %s: %s", track.server.name, server_id, state, reason)
+                watchdog = self._watchdog_reads.get(track.failed_host)
                 timeline.record("instance_done" if state == DONE else "instance_failed",
                                 track.failed_host, server=server_id, name=track.server.name,
-                                dest=track.dest, state=state.value, reason=reason)
+                                dest=track.dest, state=state.value, reason=reason,
+                                watchdog=watchdog.of(server_id) if watchdog else "unknown")
             case Log(level="info", text=text):
                 LOG.info("%s", text)
             case Log(text=text):

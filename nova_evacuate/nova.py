@@ -18,10 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from os import PathLike
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
+from nova_evacuate.instance_recovery import InstanceAction, StoppedServer
 from nova_evacuate.plan import Aggregate, Migration, RebuildEvent, Resources, Server, is_true
 from nova_evacuate.token_cache import TokenCache
+from nova_evacuate.watchdog import FLAVOR_KEY as WATCHDOG_FLAVOR_KEY
+from nova_evacuate.watchdog import IMAGE_KEY as WATCHDOG_IMAGE_KEY
+from nova_evacuate.watchdog import Flavor, Image
 from openstack_ha.logsetup import hide, redacted, url_secrets
 
 # Services by UUID: from 2.53 ``PUT /os-services/{id}`` takes status, disabled_reason and
@@ -356,6 +360,96 @@ class Nova:
         self._guard("get a Keystone token", None, self._conn.session.get_token)
         self._call("GET", "/os-services?binary=nova-compute", "list compute services")
 
+    # ------------------------------------------------------------------ watchdog
+    # What openstack-ha-watchdog (nova_evacuate/watchdog_cli.py) reads and writes: list
+    # calls for the whole cloud, and the two writes that set a watchdog action.
+
+    def servers_with_launch_times(self) -> list[tuple[Server, datetime | None]]:
+        """Every server of every project (deleted ones left out), each with when it was
+        last built (``OS-SRV-USG:launched_at``: boot or rebuild; None before its first
+        boot). One list call per page; at 2.94 each carries its embedded flavor with its
+        extra specs (2.47 and later)."""
+        found = self._pages("/servers/detail", {"all_tenants": "1"}, "servers", "list servers")
+        return [(server_from_wire(s), _nova_time(s.get("OS-SRV-USG:launched_at")))
+                for s in found if s.get("status") != "DELETED"]
+
+    def flavors(self) -> list[Flavor]:
+        """Every flavor, public or not, with its watchdog extra spec (one call per page:
+        flavor lists carry extra specs from 2.61)."""
+        found = self._pages("/flavors/detail", {"is_public": "None"}, "flavors", "list flavors")
+        return [flavor_from_wire(f) for f in found]
+
+    def images(self) -> list[Image]:
+        """Every image Glance has (every visibility, hidden ones too: a list without
+        ``os_hidden=true`` leaves them out), with its watchdog property. One call per page
+        of each."""
+        images: dict[str, Image] = {}
+        for hidden in ("false", "true"):
+            path: str | None = "/images?" + urlencode(
+                {"visibility": "all", "os_hidden": hidden, "limit": 1000})
+            while path:
+                body = self._call("GET", path, "list images", service="image")
+                images.update((i["id"], image_from_wire(i)) for i in body.get("images", []))
+                # "next" is "/v2/images?marker=...", and the proxy's endpoint ends in /v2
+                path = body.get("next", "").removeprefix("/v2") or None
+        return list(images.values())
+
+    def image_watchdog_actions(self, image_ids: Iterable[str]) -> dict[str, str | None]:
+        """The watchdog property of each image of ``image_ids`` (None: unset), read by id
+        (Glance's ``id=in:``), 50 ids a request, hidden images in a second pass: a handful of
+        requests for one host's servers. An image Glance no longer lists is left out."""
+        ids = sorted(set(image_ids))
+        found: dict[str, str | None] = {}
+        for start in range(0, len(ids), 50):
+            chunk = ",".join(ids[start:start + 50])
+            for hidden in ("false", "true"):
+                path = "/images?" + urlencode({"id": f"in:{chunk}", "visibility": "all",
+                                               "os_hidden": hidden, "limit": 50})
+                body = self._call("GET", path, "list images by id", service="image")
+                for wire in body.get("images", []):
+                    found[wire["id"]] = image_from_wire(wire).watchdog_action
+        return found
+
+    def set_flavor_extra_spec(self, flavor_id: str, key: str, value: str) -> None:
+        """Set one extra spec of a flavor, at 2.86: from that microversion Nova validates
+        the keys and values it knows, so a value it would refuse at boot is refused here."""
+        self._call("POST", f"/flavors/{quote(flavor_id, safe='')}/os-extra_specs",
+                   "set extra spec of flavor", flavor_id, {"extra_specs": {key: value}},
+                   microversion=EXTRA_SPECS_VALIDATED_MICROVERSION)
+
+    def set_image_property(self, image_id: str, key: str, value: str, *,
+                           replace: bool) -> None:
+        """Set one property of an image with a JSON patch (``replace`` an existing one,
+        else ``add``). Glance answers in its own words: see :meth:`_glance_error`."""
+        patch = [{"op": "replace" if replace else "add", "path": f"/{key}", "value": value}]
+
+        def request() -> Any:
+            return self._conn.image.request(
+                f"/images/{quote(image_id, safe='')}", "PATCH", json=patch,
+                headers={"Content-Type": IMAGE_PATCH_TYPE})
+
+        op = "set property of image"
+        response = self._guard(op, image_id, request)
+        if response.status_code >= 400:
+            raise self._glance_error(op, image_id, response)
+
+    def count_requests(self) -> Callable[[], int]:
+        """Count the HTTP requests this connection sends from now on, every one of them
+        (Keystone's, version discovery, the API calls): returns a function that gives the
+        count so far. A response hook on the connection's ``requests`` session."""
+        sent = [0]
+
+        def hook(response: Any, *args: Any, **kwargs: Any) -> None:
+            sent[0] += 1
+
+        self._conn.session.session.hooks["response"].append(hook)
+        return lambda: sent[0]
+
+    def _glance_error(self, op: str, target: str, response: Any) -> NovaError:
+        status = response.status_code
+        text = self._scrub(f"{op} {target}: Glance answered {status}: {_nova_message(response)}")
+        return NovaError(_http_kind(status), text, status)
+
     # ------------------------------------------------------------------ plumbing
 
     def _update(self, service_id: str, body: dict[str, Any], op: str) -> ComputeService:
@@ -442,6 +536,33 @@ class Nova:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return redacted(text)[:1000]
+
+    # ---- instance recovery (nova_evacuate/instance_recovery.py; the worker's recovery scan)
+
+    def stopped_servers(self, since: datetime) -> list[StoppedServer]:
+        """Servers of every project SHUTOFF and changed since ``since``, each with Nova's
+        ``updated`` time of it: one list call per page (Nova filters on both)."""
+        query = {"all_tenants": "1", "status": "SHUTOFF", "changes-since": _nova_format(since)}
+        found = self._pages("/servers/detail", query, "servers", "list stopped servers")
+        return [StoppedServer(server_from_wire(s), s.get("updated") or "") for s in found
+                if s.get("status") == "SHUTOFF"]
+
+    def instance_actions(self, server_id: str, limit: int) -> list[InstanceAction]:
+        """The server's ``limit`` newest instance actions, newest first (one request; 2.58
+        and later take ``limit``). ``user_id`` and ``project_id`` are None where Nova
+        recorded the action under its own admin context (its power-state sync)."""
+        body = self._call("GET", f"/servers/{server_id}/os-instance-actions?"
+                          f"{urlencode({'limit': limit})}", "list actions of server",
+                          server_id, microversion=ENGINE_MICROVERSION)
+        return [InstanceAction(action=a.get("action") or "", request_id=a.get("request_id") or "",
+                               user_id=a.get("user_id") or None,
+                               project_id=a.get("project_id") or None,
+                               start_time=a.get("start_time") or "", message=a.get("message"))
+                for a in body.get("instanceActions") or []]
+
+    def start(self, server_id: str) -> None:
+        """Start a stopped server (Nova refuses unless it is SHUTOFF with no task: 409)."""
+        self._action(server_id, {"os-start": None}, "start")
 
 
 def _free(summary: dict[str, Any] | None) -> int:
@@ -607,3 +728,36 @@ def connect_from_conf(conf: Any, cloud: str | None = None) -> Nova:
     c = conf.cloud
     return connect(cloud=cloud or c.cloud, clouds_yaml=c.clouds_yaml, region_name=c.region_name,
                    interface=c.interface, timeout=c.api_timeout)
+
+
+# ---------------------------------------------------------------------------- watchdog
+# Wire formats of what openstack-ha-watchdog reads (see Nova's watchdog section above).
+
+# From 2.86 Nova validates flavor extra specs (keys it knows, and their values).
+EXTRA_SPECS_VALIDATED_MICROVERSION = "2.86"
+# Glance's JSON patch media type for image updates (API 2.1 and later).
+IMAGE_PATCH_TYPE = "application/openstack-images-v2.1-json-patch"
+
+
+def flavor_from_wire(body: dict[str, Any]) -> Flavor:
+    value = (body.get("extra_specs") or {}).get(WATCHDOG_FLAVOR_KEY)
+    return Flavor(id=str(body["id"]), name=body.get("name") or "",
+                  watchdog_action=None if value is None else str(value))
+
+
+def image_from_wire(body: dict[str, Any]) -> Image:
+    value = body.get(WATCHDOG_IMAGE_KEY)
+    return Image(id=body["id"], name=body.get("name") or "",
+                 watchdog_action=None if value is None else str(value),
+                 updated_at=_glance_time(body.get("updated_at")))
+
+
+def _glance_time(text: str | None) -> float | None:
+    """Glance's "2026-11-30T12:00:00Z" as epoch seconds; None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()

@@ -18,11 +18,12 @@ The rules, by event:
   (:attr:`ServerProgress.waits_for`) and sends it itself once that one is over and left it
   on its first host. Anything else (failed, rebuilt onto this host) is evacuated anew.
 - :class:`Picked`: the bounds let a pending server go. Its request: lock it (unless it is
-  locked), reset it to error (a task or a transitional state blocks evacuation, or its last
-  destination died before starting), with ``[storage]`` check that the failed host let go
-  of its disk (:class:`CheckDisk`; :class:`DiskHeld` puts it back, checked again every few
-  seconds for ``disk_release_wait``, then ends it failed with the reason),
-  evacuate it, to the planned target on the first try while that host is live, else to the
+  locked; with ``lock_servers = when_needed`` only when its lock must carry its original
+  status: :func:`needs_lock`), reset it to error (a task or a transitional state blocks
+  evacuation, or its last destination died before starting), with ``[storage]`` check
+  that the failed host let go of its disk (:class:`CheckDisk`; :class:`DiskHeld` puts it
+  back, checked again every few seconds for ``disk_release_wait``, then ends it failed with
+  the reason), evacuate it, to the planned target on the first try while that host is live, else to the
   scheduler's pick. Each call's answer comes back as :class:`Locked`, :class:`ResetDone`,
   :class:`EvacuateAccepted` or :class:`CallFailed`.
 - :class:`CallFailed`: refused (400, 409) or not found (404) ends the server failed; any
@@ -87,6 +88,9 @@ class Limits:
     # A disk still held is checked again for this long before the server fails: Ceph keeps a
     # dead client's watch until it times out (30 s) unless the client is blocklisted.
     disk_release_wait: float = 0.0
+    # Lock every server before its request (``[evacuation] lock_servers = always``), not only
+    # those the lock is needed for (:func:`needs_lock`).
+    lock_all: bool = False
 
 
 @dataclass(frozen=True)
@@ -396,6 +400,17 @@ def rebuilt(progress: ServerProgress, migration: Migration | None) -> bool:
         m is not None and m.id > progress.last_migration_id and m.succeeded)
 
 
+def needs_lock(progress: ServerProgress) -> bool:
+    """Whether the server's lock carries something a resumed run needs: its original status,
+    when that decides a final status other than ACTIVE (SHUTOFF, PAUSED, SUSPENDED). Its
+    state reset, a failed rebuild (Nova sets ERROR) or the rebuild itself (REBUILD) hide that
+    status from the next run, and only the lock's reason keeps it. Every other server comes
+    back ACTIVE whatever status a resumed run reads (ERROR, REBUILD, ACTIVE: all end ACTIVE),
+    so its lock would only keep its owner's hands off it, which Nova's own task state does
+    while the rebuild runs."""
+    return final_status(progress.original_status) != "ACTIVE"
+
+
 def unlock_at_exit(progress: ServerProgress) -> bool:
     """Whether the run unlocks the server on its way out, whatever the way: locked by this
     run and ended or not sent (one under way stays locked: its rebuild goes on in Nova)."""
@@ -452,7 +467,7 @@ def _request(p: ServerProgress, live_hosts: Set[str] | None, limits: Limits) -> 
     if target is not None and live_hosts is not None and target not in live_hosts:
         target = None  # the planned host died since the plan: the scheduler picks
     calls: list[Action] = []
-    if not p.move.server.locked and not p.we_locked:
+    if not p.move.server.locked and not p.we_locked and (limits.lock_all or needs_lock(p)):
         calls.append(Lock())
     if (p.move.reset_first and not p.reset_done) or p.stuck:
         calls.append(ResetToError())

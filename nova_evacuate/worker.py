@@ -28,6 +28,19 @@ Each scan:
   write back a stale forced-down flag;
 * the node-attribute mirror is put right where it disagrees with Nova.
 
+Instance recovery (``[instance_recovery] enabled``, off by default;
+:mod:`nova_evacuate.instance_recovery` decides): every ``interval`` seconds, in a thread of
+its own with its own connection (at most one at a time, so a slow Nova never delays the
+scans above), the opted-in servers that stopped by themselves on a host that is up and
+not in the ledger are started again, each restart and each give-up recorded in the
+timeline (``instance_restarted``, ``instance_recovery_gave_up``). What it remembers lives in
+this process only: the restart times of each server (for ``max_restarts_per_hour``) and
+the servers already decided at their current ``updated`` time. A worker that restarts (or
+that Pacemaker moves) loses both: it reads the instance actions of the opted-in servers
+stopped in the last hour once more, and may restart a server up to the limit again;
+bounded, since a server it gave up on less than an hour ago gets that many more restarts
+at most.
+
     python -m nova_evacuate.worker [--config-file FILE] [--cloud NAME] --status-file PATH
 """
 
@@ -50,6 +63,7 @@ from oslo_config import cfg
 from nova_evacuate import conf as confmod
 from nova_evacuate import engine as engine_mod
 from nova_evacuate import host_return
+from nova_evacuate import instance_recovery as recovery_mod
 from nova_evacuate import plan as planning
 from nova_evacuate.ledger import (
     ATTRIBUTE,
@@ -86,7 +100,8 @@ class Worker:
                  tick: float = 0.25, by: str | None = None,
                  rejoined: Callable[[str], bool] | None = None,
                  unfence: Callable[[str], None] | None = None,
-                 node_gone: Callable[[str], bool] | None = None) -> None:
+                 node_gone: Callable[[str], bool] | None = None,
+                 recovery: recovery_mod.Settings | None = None) -> None:
         self.nova_factory = nova_factory
         self.settings = settings
         self.leave_disabled = leave_disabled
@@ -117,6 +132,14 @@ class Worker:
         self.last_scan = -1e9
         self.last_error = ""
         self.seen_attributes: dict[str, str] = {}
+        # Instance recovery: None is off. Its state is only touched by its own thread.
+        self.recovery = recovery
+        self.recovery_thread: threading.Thread | None = None
+        self.recovery_nova: Nova | None = None
+        self.last_recovery = -1e9
+        self.recovery_error = ""
+        self.restarts: dict[str, list[float]] = {}  # server → monotonic times of our starts
+        self.decided: dict[str, str] = {}  # server → its ``updated`` when left or given up
 
     # ------------------------------------------------------------------ loop
 
@@ -128,6 +151,8 @@ class Worker:
             self.stop_event.wait(self.tick)
         for thread in list(self.running.values()):
             thread.join(timeout=10)
+        if self.recovery_thread is not None:
+            self.recovery_thread.join(timeout=10)
         LOG.info("evacuation worker %s stopped", self.by)
 
     def step(self) -> None:
@@ -142,6 +167,7 @@ class Worker:
                     LOG.error("scan failed: %s", text)
                 self.last_error = text
             self.last_scan = time.monotonic()
+        self._schedule_recovery()
         self.write_status()
 
     def _woken(self) -> bool:
@@ -346,12 +372,102 @@ class Worker:
                 LOG.warning("%s: node attribute %s=%s not written: %s", host,
                             self.mirror.name, wanted, exc)
 
+    # ------------------------------------------------------------------ instance recovery
+
+    def _schedule_recovery(self) -> None:
+        """Start a recovery scan when one is due and none is running."""
+        if self.recovery is None or self.stop_event.is_set():
+            return
+        if self.recovery_thread is not None and self.recovery_thread.is_alive():
+            return
+        if time.monotonic() - self.last_recovery < self.recovery.interval:
+            return
+        self.last_recovery = time.monotonic()
+        self.recovery_thread = threading.Thread(target=self._recovery_run,
+                                                name="instance-recovery", daemon=True)
+        self.recovery_thread.start()
+
+    def _recovery_run(self) -> None:
+        try:
+            self.recovery_scan()
+            self.recovery_error = ""
+        except Exception as exc:  # Nova or Glance unreachable: the next scan tries again
+            text = f"{type(exc).__name__}: {exc}"
+            if text != self.recovery_error:
+                LOG.error("instance recovery scan failed: %s", text)
+            self.recovery_error = text
+
+    def recovery_scan(self) -> list[recovery_mod.Decision]:
+        """One instance-recovery scan (see the module docstring), run in the calling thread:
+        the servers started, left and given up on are acted on and returned, with those
+        waiting and those not opted in."""
+        settings = self.recovery or recovery_mod.Settings()
+        if self.recovery_nova is None:
+            nova = self.nova_factory()
+            nova.adopt_token(self.nova)  # no password check of its own
+            self.recovery_nova = nova
+        nova = self.recovery_nova
+        watched = recovery_mod.watched_hosts(nova.compute_services())
+        stopped = nova.stopped_servers(datetime.now(UTC) - recovery_mod.LOOKBACK)
+        # Forget what is no longer listed: started, deleted, or stopped too long ago.
+        listed = {s.server.id: s for s in stopped}
+        self.decided = {k: v for k, v in self.decided.items() if k in listed}
+        now = time.monotonic()
+        self.restarts = {k: recent for k, times in self.restarts.items()
+                         if (recent := recovery_mod.restarts_in_window(times, now))}
+        key = settings.marker_key
+        tagged = nova.tagged_images(key) if recovery_mod.needs_images(
+            stopped, watched, key, self.decided) else frozenset()
+        to_read, decisions = recovery_mod.triage(stopped, watched, key, tagged, self.decided)
+        for candidate in to_read:
+            if self.stop_event.is_set():
+                break
+            actions = nova.instance_actions(candidate.server.id, recovery_mod.ACTIONS_READ)
+            decision = recovery_mod.decide(candidate.server, actions,
+                                           self.restarts.get(candidate.server.id, ()),
+                                           time.monotonic(), settings.max_restarts_per_hour)
+            self._act(nova, decision, candidate.updated)
+            decisions.append(decision)
+        for decision in decisions:
+            if decision.verdict is recovery_mod.Verdict.WAIT:
+                LOG.debug("%s (%s): stopped, not now: %s", decision.name, decision.server_id,
+                          decision.why)
+        return decisions
+
+    def _act(self, nova: Nova, decision: recovery_mod.Decision, updated: str) -> None:
+        server, name, host = decision.server_id, decision.name, decision.host
+        if decision.verdict is recovery_mod.Verdict.START:
+            # Counted before Nova is asked: a start it keeps refusing is tried at most the
+            # limit's number of times too.
+            times = self.restarts.setdefault(server, [])
+            times.append(time.monotonic())
+            try:
+                nova.start(server)
+            except NovaError as exc:
+                LOG.error("%s (%s) on %s: not restarted: %s", name, server, host, exc)
+                return
+            LOG.warning("%s (%s) on %s: restarted: %s", name, server, host, decision.why)
+            timeline.record("instance_restarted", host, server=server, name=name,
+                            restarts_in_hour=len(times), why=decision.why)
+        elif decision.verdict is recovery_mod.Verdict.GIVE_UP:
+            self.decided[server] = updated
+            LOG.error("%s (%s) on %s: left SHUTOFF: %s", name, server, host, decision.why)
+            timeline.record("instance_recovery_gave_up", host, server=server, name=name,
+                            why=decision.why)
+        elif decision.verdict is recovery_mod.Verdict.LEAVE:
+            self.decided[server] = updated
+            LOG.info("%s (%s) on %s: stopped, left alone: %s", name, server, host,
+                     decision.why)
+
     # ------------------------------------------------------------------ status
 
     def status(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "by": self.by, "at": time.time(),
-                "running": sorted(self.running), "refused": dict(self.refused),
-                "error": self.last_error}
+        status = {"pid": os.getpid(), "by": self.by, "at": time.time(),
+                  "running": sorted(self.running), "refused": dict(self.refused),
+                  "error": self.last_error}
+        if self.recovery is not None:
+            status["instance_recovery_error"] = self.recovery_error
+        return status
 
     def write_status(self) -> None:
         if not self.status_file:
@@ -381,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         LOG.error("configuration: %s", exc)
         return 2
     settings = engine_mod.Settings.from_conf(conf)
+    recovery = (recovery_mod.Settings.from_conf(conf) if conf.instance_recovery.enabled
+                else None)
     by = engine_mod.engine_id()
     mirror = attributes = None
     if not args.no_pacemaker:
@@ -402,7 +520,12 @@ def main(argv: list[str] | None = None) -> int:
                     rejoined=None if args.no_pacemaker else pacemaker.rejoined,
                     unfence=None if args.no_pacemaker else (
                         lambda node: pacemaker.unfence(node, UNFENCE_TIMEOUT_SECONDS)),
-                    node_gone=None if args.no_pacemaker else pacemaker.cluster_node_gone)
+                    node_gone=None if args.no_pacemaker else pacemaker.cluster_node_gone,
+                    recovery=recovery)
+    if recovery is not None:
+        LOG.info("instance recovery on: servers with %s=true, at most %d restarts an hour"
+                 " each, a scan every %.0f s", recovery.marker_key,
+                 recovery.max_restarts_per_hour, recovery.interval)
 
     def stop(signum: int, frame: Any) -> None:
         worker.stop_event.set()

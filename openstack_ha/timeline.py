@@ -18,6 +18,14 @@ the host stays off; or its blocklist entries not removed), ``unfence_requested``
 worker, once it is done), ``storage_unfenced``, ``unfenced`` (fence_nova ``on``),
 ``host_back`` (force-down cleared, service enabled: the engine).
 
+The NovaEvacuate worker's instance recovery (``[instance_recovery]``,
+nova_evacuate/instance_recovery.py) records ``instance_restarted`` (an opted-in server that
+stopped by itself on a healthy host, started again: ``server``, ``name``,
+``restarts_in_hour``, ``why``) and ``instance_recovery_gave_up`` (one left SHUTOFF: the
+restart limit reached, or its restart did not bring it up: ``server``, ``name``, ``why``);
+``host`` is the server's host. They change no MTTR; rendering lists them with that host's
+latest recovery, or as one of their own.
+
 Recording never fails the caller: a line that cannot be written is logged and dropped.
 The agents write as root and the alert agent as hacluster (group ``haclient``), so the
 file is readable and writable by its owner and the cluster group only, never by everyone;

@@ -8,6 +8,7 @@ service forced down, the ledger's request written), then runs the CLI as a proce
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -137,6 +138,10 @@ def test_selected_servers_move_keep_their_state_and_the_rest_stay(lab, conn, nov
 def test_killed_mid_way_a_second_run_finishes_without_evacuating_twice(lab, conn, nova, tmp_path):
     ids = boot(conn, 30, "resume", image=workload.image(conn, "plain"),
                flavor=workload.flavor(conn, "lab.tiny"))
+    # Stopped servers are the ones whose lock (lock_servers = when_needed, the default)
+    # carries their status to the second run: mid-rebuild it reads REBUILD, not SHUTOFF.
+    stopped = ids[::5]
+    workload.stop(conn, stopped)
     fence(lab, nova, HOST)
     conf = write_conf(lab, tmp_path, max_concurrency=3, per_host_concurrency=2)
     first = subprocess.Popen([sys.executable, "-m", "nova_evacuate.cli", HOST, "--config-file",
@@ -161,7 +166,9 @@ def test_killed_mid_way_a_second_run_finishes_without_evacuating_twice(lab, conn
     assert set(moved) == set(ids)
     assert set(moved.values()) == {1}, "a server was evacuated twice"
     now = workload.servers(conn, ids)
-    assert all(s.compute_host != HOST and s.status == "ACTIVE" for s in now.values())
+    assert all(s.compute_host != HOST for s in now.values())
+    assert {sid for sid, s in now.items() if s.status == "SHUTOFF"} == set(stopped)
+    assert all(s.status == "ACTIVE" for sid, s in now.items() if sid not in stopped)
     assert not any(s.is_locked for s in now.values())
 
 
@@ -232,3 +239,65 @@ def test_dry_run_reports_a_capacity_shortfall_and_changes_nothing(lab, conn, nov
             conn.compute.delete_server(server.id, force=True)
         workload.wait_for(lambda: not workload.servers(conn), 120, "servers deleted")
         conn.compute.delete_flavor(huge, ignore_missing=True)
+
+
+def _system_metadata(lab, server_id: str, key: str) -> str:
+    """One key of the server's system metadata in the cell DB, where Nova keeps the image
+    properties it booted with (``image_<property>``): what the guest is rebuilt with, which
+    no API shows."""
+    from lab.openstack import _pg_bin
+    lay = lab.openstack.layout
+    done = subprocess.run(
+        [str(_pg_bin() / "psql"), "-h", lay.bind_host, "-p", str(lay.port("postgres")),
+         "-U", "postgres", "-d", "nova_cell1", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+         "-v", f"id={server_id}", "-v", f"key={key}"],
+        input="SELECT value FROM instance_system_metadata WHERE instance_uuid = :'id'"
+              " AND key = :'key' AND deleted = 0;\n",
+        capture_output=True, text=True, timeout=30, check=True)
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def watchdog_flavor_and_image(conn):
+    flavor = workload.flavor(conn, "evac.watchdog", extra_specs={"hw:watchdog_action": "reset"})
+    image = workload.image(conn, "evac-watchdog-image", hw_watchdog_action="poweroff")
+    yield flavor, image
+    conn.image.delete_image(image, ignore_missing=True)
+    conn.compute.delete_flavor(flavor, ignore_missing=True)
+
+
+def test_an_evacuated_server_keeps_its_watchdog_and_the_report_says_which(
+        lab, conn, nova, tmp_path, watchdog_flavor_and_image):
+    flavor, image = watchdog_flavor_and_image
+    plain, tiny = workload.image(conn, "plain"), workload.flavor(conn, "lab.tiny")
+    by_flavor = boot(conn, 2, "wd-flavor", image=plain, flavor=flavor)
+    by_image = boot(conn, 2, "wd-image", image=image, flavor=flavor)  # the image's wins
+    without = boot(conn, 1, "wd-none", image=plain, flavor=tiny)
+    wanted = {**dict.fromkeys(by_flavor, "reset"), **dict.fromkeys(by_image, "poweroff"),
+              **dict.fromkeys(without, "disabled")}
+    conf = write_conf(lab, tmp_path)
+    fence(lab, nova, HOST)
+
+    dry = cli(conf, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert {m["id"]: m["watchdog"] for m in json.loads(dry.stdout)["moves"]} == wanted
+
+    timeline = tmp_path / "timeline.jsonl"
+    done = subprocess.run([sys.executable, "-m", "nova_evacuate.cli", HOST, "--config-file",
+                           str(conf), "--json"], capture_output=True, text=True, timeout=300,
+                          cwd=REPO, env={**os.environ, "OPENSTACK_HA_TIMELINE": str(timeline)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert {i["id"]: i["watchdog"] for i in json.loads(done.stdout)["instances"]} == wanted
+    events = [json.loads(line) for line in timeline.read_text().splitlines()]
+    assert {e["server"]: e["watchdog"] for e in events
+            if e.get("event") == "instance_done"} == wanted
+
+    # rebuilt elsewhere with the same settings: the embedded flavor (2.47+) and the image
+    # properties Nova booted it with, which the rebuild reuses
+    for sid in wanted:
+        server = conn.compute.get_server(sid)
+        assert server.compute_host != HOST
+        specs = (server.flavor or {}).get("extra_specs") or {}
+        assert specs.get("hw:watchdog_action") == ("reset" if sid not in without else None)
+        assert _system_metadata(lab, sid, "image_hw_watchdog_action") == (
+            "poweroff" if sid in by_image else "")

@@ -54,6 +54,7 @@ class FakeNova:
     # Migrations never updated since the API created them (a destination named in the
     # request, never started): Nova's changes-since filter (updated_at) does not list them.
     fresh: set[int] = field(default_factory=set)
+    image_watchdog: dict[str, str | None] = field(default_factory=dict)  # Glance's images
 
     # ---------------------------------------------------------------- setup helpers
 
@@ -103,6 +104,9 @@ class FakeNova:
 
     def tagged_images(self) -> frozenset[str]:
         return frozenset()
+
+    def image_watchdog_actions(self, image_ids: Any) -> dict[str, str | None]:
+        return {i: self.image_watchdog.get(i) for i in image_ids if i in self.image_watchdog}
 
     def any_flavor_tagged(self) -> bool:
         return False
@@ -279,6 +283,35 @@ def test_instance_done_is_recorded_under_the_failed_host_after_a_resume(nova, ti
     # resumed, not sent again
     assert nova.count("evacuate") == 1 and len(nova.migrations) == 3
     assert not any(s.locked for s in nova.vms.values())
+
+
+def test_the_report_and_the_timeline_carry_each_servers_effective_watchdog(nova, timeline):
+    """As Nova computes it: the image's property over the embedded flavor's extra spec."""
+    nova.image_watchdog = {"img-reset": "reset", "img-plain": None}
+    reset = {"hw:watchdog_action": "reset"}
+    nova.add_server("by-flavor", image_id="img-plain", flavor_extra_specs=reset)
+    nova.add_server("by-image", image_id="img-reset")
+    nova.add_server("image-wins", image_id="img-reset",
+                    flavor_extra_specs={"hw:watchdog_action": "poweroff"})
+    nova.add_server("none", image_id="img-plain")
+    nova.add_server("from-volume", flavor_extra_specs={"hw:watchdog_action": "pause"})
+    nova.add_server("image-gone", image_id="img-deleted", flavor_extra_specs=reset)
+    report = engine(nova, Clock()).run(HOST)
+    wanted = {"by-flavor": "reset", "by-image": "reset", "image-wins": "reset",
+              "none": "disabled", "from-volume": "pause", "image-gone": "reset"}
+    assert {i["name"]: i["watchdog"] for i in report.as_dict()["instances"]} == wanted
+    assert {e["name"]: e["watchdog"] for e in events(timeline, "instance_done")} == wanted
+
+
+def test_a_watchdog_read_that_fails_is_reported_unknown_and_moves_nothing_less(nova, timeline):
+    def glance_down(image_ids: Any) -> dict[str, str | None]:
+        raise NovaError("unreachable", "list images by id: cannot reach the cloud")
+
+    nova.image_watchdog_actions = glance_down  # type: ignore[method-assign]
+    nova.add_server("vm", image_id="img")
+    report = engine(nova, Clock()).run(HOST)
+    assert report.ok and report.as_dict()["instances"][0]["watchdog"] == "unknown"
+    assert events(timeline, "instance_done")[0]["watchdog"] == "unknown"
 
 
 def test_a_request_an_earlier_run_sent_and_no_host_started_yet_is_not_sent_again(nova):

@@ -56,13 +56,15 @@ from nova_evacuate.progress import (
     WatchDestination,
     advance,
     initial_progress,
+    needs_lock,
     rebuild_unseen,
     rebuilt,
     unlock_at_exit,
 )
 
 HOST = "compute1"  # the failed host this run evacuates
-LIMITS = Limits(migration_retries=1, api_retries=3, instance_timeout=600.0)
+# lock_servers = always: the lock's own rules; when_needed is tested apart
+LIMITS = Limits(migration_retries=1, api_retries=3, instance_timeout=600.0, lock_all=True)
 LIVE = frozenset({"compute2", "compute3"})
 WATCH = WatchDestination()
 
@@ -145,6 +147,29 @@ def test_the_first_request_locks_the_server_and_names_the_planned_target():
     p = planned()
     assert step(p, Picked(LIVE)) == (p, [Lock(), Evacuate("compute2")])
     assert step(p, Picked(None))[1] == [Lock(), Evacuate("compute2")]  # liveness not read yet
+
+
+@pytest.mark.parametrize(("status", "reset_first", "locked"), [
+    ("ACTIVE", False, False), ("ERROR", False, False), ("SHUTOFF", False, True),
+    ("PAUSED", True, True), ("SUSPENDED", True, True), ("BUILD", True, False),
+])
+def test_when_needed_only_a_server_meant_to_end_other_than_active_is_locked(
+        status, reset_first, locked):
+    """Its lock's reason is all a resumed run has of its original status; any other server
+    comes back ACTIVE whatever a resumed run reads."""
+    when_needed = replace(LIMITS, lock_all=False)
+    p = planned(status, reset_first=reset_first)
+    assert needs_lock(p) is locked
+    assert (Lock() in step(p, Picked(LIVE), limits=when_needed)[1]) is locked
+    assert Lock() in step(p, Picked(LIVE))[1]  # always: every one
+    # a destination that died before starting: reset, and a SHUTOFF one locked first
+    stuck = replace(planned(status), stuck=True, attempts=1)
+    assert step(stuck, Picked(LIVE), limits=when_needed)[1] == [
+        *([Lock()] if locked else []), ResetToError(), Evacuate(None)]
+
+
+def test_when_needed_is_the_default():
+    assert Limits().lock_all is False
 
 
 def test_a_server_that_needs_it_is_reset_first_and_only_once():

@@ -199,7 +199,14 @@ def test_check_storage_is_what_load_runs(tmp_path, ceph_files):
     """Callable on its own, on options loaded with the check off and then changed."""
     loaded = confmod.load([write_storage(tmp_path)])
     storage_conf.check_storage(loaded)
-    loaded.set_override("rbd_pool", "vms", group="storage")
-    loaded.set_override("ceph_conf", str(tmp_path / "none.conf"), group="storage")
-    with pytest.raises(ConfigValueError, match=r"^\[storage\] ceph_conf: .* does not exist$"):
-        storage_conf.check_storage(loaded)
+    # oslo.config keeps overrides in the option group, which every ConfigOpts shares
+    # (register_group copies it shallowly): cleared, or the next load sees them
+    try:
+        loaded.set_override("rbd_pool", "vms", group="storage")
+        loaded.set_override("ceph_conf", str(tmp_path / "none.conf"), group="storage")
+        with pytest.raises(ConfigValueError,
+                           match=r"^\[storage\] ceph_conf: .* does not exist$"):
+            storage_conf.check_storage(loaded)
+    finally:
+        loaded.clear_override("rbd_pool", group="storage")
+        loaded.clear_override("ceph_conf", group="storage")
