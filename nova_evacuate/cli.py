@@ -159,7 +159,8 @@ def _dry_run(engine: Any, args: argparse.Namespace) -> int:
     host = engine.service(args.host, services).host
     plan, _ = engine.plan(host, services=services)
     watchdog = WatchdogRead(engine.nova, plan)
-    actions = {m.server.id: watchdog.of(m.server.id) for m in plan.moves}
+    # a dry run waits for it as for a read ([cloud] api_timeout's default; once: see .of)
+    actions = {m.server.id: watchdog.of(m.server.id, wait=30.0) for m in plan.moves}
     if args.json:
         print(json.dumps(plan_dict(plan, gates, actions), indent=2))
     else:

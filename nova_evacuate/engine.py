@@ -302,17 +302,20 @@ class WatchdogRead:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watchdog")
         self._read = pool.submit(watchdog_actions, nova, plan)
         pool.shutdown(wait=False)
-        self._warned = False
+        self._failed = False  # not answered in time once, or failed: never waited for again
 
-    def of(self, server_id: str, wait: float = 10.0) -> str:
-        """The action, or "unknown" when Glance or Nova did not answer within ``wait``."""
+    def of(self, server_id: str, wait: float = 1.0) -> str:
+        """The action, or "unknown" when Glance or Nova did not answer within ``wait``
+        seconds (the first time only: a read that is late is not waited for again)."""
+        if self._failed and not self._read.done():
+            return "unknown"
         try:
             return self._read.result(timeout=wait).get(server_id, "unknown")
         except Exception as exc:  # a report without it is still a report
-            if not self._warned:
-                self._warned = True
+            if not self._failed:
+                self._failed = True
                 LOG.warning("watchdog actions not read (%s): reported as unknown",
-                            f"{type(exc).__name__}: {exc}")
+                            f"{type(exc).__name__}: {exc}" if str(exc) else "no answer")
             return "unknown"
 
 

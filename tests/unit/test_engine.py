@@ -314,6 +314,26 @@ def test_a_watchdog_read_that_fails_is_reported_unknown_and_moves_nothing_less(n
     assert events(timeline, "instance_done")[0]["watchdog"] == "unknown"
 
 
+def test_a_watchdog_read_that_hangs_is_waited_for_once_and_briefly(nova, timeline):
+    released = threading.Event()
+
+    def glance_hangs(image_ids: Any) -> dict[str, str | None]:
+        released.wait(30)
+        return {}
+
+    nova.image_watchdog_actions = glance_hangs  # type: ignore[method-assign]
+    for i in range(5):
+        nova.add_server(f"vm{i}", image_id="img")
+    started = time.monotonic()
+    try:
+        report = engine(nova, Clock()).run(HOST)
+        assert time.monotonic() - started < 10  # one wait of about a second, not one each
+        assert report.ok and {e["watchdog"] for e in events(timeline, "instance_done")} == {
+            "unknown"}
+    finally:
+        released.set()
+
+
 def test_a_request_an_earlier_run_sent_and_no_host_started_yet_is_not_sent_again(nova):
     """The killed run's last request: accepted, never updated, so changes-since misses it."""
     sent = nova.add_server("sent", task="rebuilding", locked=True,
