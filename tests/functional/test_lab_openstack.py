@@ -41,7 +41,7 @@ def set_forced_down(conn: Any, service_id: str, value: bool) -> Any:
                             microversion=FORCE_DOWN_MV)
 
 
-def test_boot_kill_evacuate_and_recover(lab: OpenStackLab) -> None:
+def test_boot_kill_evacuate_and_recover(lab: OpenStackLab, request: pytest.FixtureRequest) -> None:
     lab.reset()
     conn = lab.connection(compute_api_version=EVACUATE_MV)
     flavor = conn.compute.find_flavor("lab.tiny") or conn.compute.create_flavor(
@@ -49,6 +49,8 @@ def test_boot_kill_evacuate_and_recover(lab: OpenStackLab) -> None:
     image = conn.image.create_image(
         name="lab-evacuable", data=b"\0" * 4096, disk_format="raw", container_format="bare",
         evacuable="true", allow_duplicates=True)
+    # anything tagged evacuable switches filtering on for every later test of the session
+    request.addfinalizer(lambda: conn.image.delete_image(image, ignore_missing=True))
     stored = conn.image.get_image(image.id)
     assert stored.status == "active"
     assert stored.properties["evacuable"] == "true"

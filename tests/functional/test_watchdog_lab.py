@@ -125,7 +125,8 @@ class Cloud:
 
     def conf(self, **evacuation: str) -> Path:
         """The suite's configuration file: a ``[cloud] cloud`` that OS_CLOUD must beat."""
-        options = {"exclude_names": "^wd-skip-", **evacuation}
+        # filtering off: every server is selected whatever else the session tagged
+        options = {"instance_filtering": "False", "exclude_names": "^wd-skip-", **evacuation}
         path = self.workdir / f"openstack-ha-{len(list(self.workdir.glob('*.conf')))}.conf"
         path.write_text("[cloud]\ncloud = not-this-one\n[evacuation]\n"
                         + "".join(f"{k} = {v}\n" for k, v in options.items()))
