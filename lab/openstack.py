@@ -434,6 +434,7 @@ class OpenStackLab:
         """
         rest = Rest(self.layout)
         started = {h: self.procs.started_at(COMPUTE_PREFIX + h) for h in hosts}
+        resynced: dict[str, float] = {}  # host → when its trait was last resynced
 
         def ready() -> bool:
             for h in hosts:
@@ -459,6 +460,17 @@ class OpenStackLab:
                     # every boot on it fails with "No valid host".
                     rest.update_service(svc["id"], status="enabled")
                     ok = False
+            if ok:
+                # Enabled while Nova still showed it up after its last nova-compute died (the
+                # new one not listening yet), the RPC that drops the trait was lost as well:
+                # disabled and enabled again once up, which Nova tells the compute at once.
+                for h in rest.providers_disabled() & set(hosts):
+                    ok = False
+                    if time.monotonic() - resynced.get(h, -1e9) > 5:
+                        resynced[h] = time.monotonic()
+                        rest.update_service(by_host[h]["id"], status="disabled",
+                                            disabled_reason="lab: trait resync")
+                        rest.update_service(by_host[h]["id"], status="enabled")
             return ok and set(hosts) <= rest.hypervisor_hosts()
 
         wait(ready, timeout, f"computes {', '.join(hosts)} up and mapped", 1.0)

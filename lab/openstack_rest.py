@@ -75,6 +75,8 @@ class Rest:
         headers = {}
         if microversion and service == "nova-api":
             headers["OpenStack-API-Version"] = f"compute {microversion}"
+        elif microversion and service == "placement":
+            headers["OpenStack-API-Version"] = f"placement {microversion}"
         for attempt in (1, 2):
             headers["X-Auth-Token"] = self.token()
             try:
@@ -127,6 +129,14 @@ class Rest:
 
     def servers(self) -> list[dict[str, Any]]:
         return list(self.call("GET", "nova-api", "/servers?all_tenants=1")["servers"])
+
+    def providers_disabled(self) -> set[str]:
+        """Names of the resource providers carrying COMPUTE_STATUS_DISABLED: the scheduler
+        places nothing there (Placement 1.18 filters on required traits)."""
+        body = self.call("GET", "placement",
+                         "/resource_providers?required=COMPUTE_STATUS_DISABLED",
+                         microversion="1.18")
+        return {rp["name"] for rp in body["resource_providers"]}
 
     def update_service(self, service_id: str, **changes: Any) -> None:
         self.call("PUT", "nova-api", f"/os-services/{service_id}", changes)
