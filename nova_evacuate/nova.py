@@ -379,36 +379,32 @@ class Nova:
         found = self._pages("/flavors/detail", {"is_public": "None"}, "flavors", "list flavors")
         return [flavor_from_wire(f) for f in found]
 
-    def images(self) -> list[Image]:
+    def images(self, ids: Iterable[str] | None = None) -> list[Image]:
         """Every image Glance has (every visibility, hidden ones too: a list without
-        ``os_hidden=true`` leaves them out), with its watchdog property. One call per page
-        of each."""
+        ``os_hidden=true`` leaves them out), with its watchdog property; with ``ids``, only
+        those (Glance's ``id=in:``, 50 a request). One call per page of each. An image
+        Glance no longer lists is left out."""
+        wanted = sorted(set(ids)) if ids is not None else None
+        # (id filter, page size) per pass
+        queries: list[tuple[dict[str, str], int]] = [({}, 1000)] if wanted is None else [
+            ({"id": "in:" + ",".join(wanted[start:start + 50])}, 50)
+            for start in range(0, len(wanted), 50)]
         images: dict[str, Image] = {}
-        for hidden in ("false", "true"):
-            path: str | None = "/images?" + urlencode(
-                {"visibility": "all", "os_hidden": hidden, "limit": 1000})
-            while path:
-                body = self._call("GET", path, "list images", service="image")
-                images.update((i["id"], image_from_wire(i)) for i in body.get("images", []))
-                # "next" is "/v2/images?marker=...", and the proxy's endpoint ends in /v2
-                path = body.get("next", "").removeprefix("/v2") or None
+        for by_id, limit in queries:
+            for hidden in ("false", "true"):
+                path: str | None = "/images?" + urlencode(
+                    {**by_id, "visibility": "all", "os_hidden": hidden, "limit": limit})
+                while path:
+                    body = self._call("GET", path, "list images", service="image")
+                    images.update((i["id"], image_from_wire(i)) for i in body.get("images", []))
+                    # "next" is "/v2/images?marker=...", and the proxy's endpoint ends in /v2
+                    path = body.get("next", "").removeprefix("/v2") or None
         return list(images.values())
 
     def image_watchdog_actions(self, image_ids: Iterable[str]) -> dict[str, str | None]:
-        """The watchdog property of each image of ``image_ids`` (None: unset), read by id
-        (Glance's ``id=in:``), 50 ids a request, hidden images in a second pass: a handful of
-        requests for one host's servers. An image Glance no longer lists is left out."""
-        ids = sorted(set(image_ids))
-        found: dict[str, str | None] = {}
-        for start in range(0, len(ids), 50):
-            chunk = ",".join(ids[start:start + 50])
-            for hidden in ("false", "true"):
-                path = "/images?" + urlencode({"id": f"in:{chunk}", "visibility": "all",
-                                               "os_hidden": hidden, "limit": 50})
-                body = self._call("GET", path, "list images by id", service="image")
-                for wire in body.get("images", []):
-                    found[wire["id"]] = image_from_wire(wire).watchdog_action
-        return found
+        """The watchdog property of each image of ``image_ids`` (None: unset): :meth:`images`
+        of those ids, a handful of requests for one host's servers."""
+        return {i.id: i.watchdog_action for i in self.images(image_ids)}
 
     def set_flavor_extra_spec(self, flavor_id: str, key: str, value: str) -> None:
         """Set one extra spec of a flavor, at 2.86: from that microversion Nova validates
