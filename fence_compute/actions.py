@@ -117,22 +117,40 @@ def _record(options: Options, event: str, host: str, **fields: str) -> None:
 
 
 def power_driver(options: Options, host: str) -> PowerDriver:
-    if options.text("power_driver") == "none":
+    """The driver for ``host``'s power, chosen per device by power_driver (one cluster may mix
+    IPMI and Redfish devices); the BMC's address from ``ip`` or the host's bmc_map entry."""
+    driver = options.text("power_driver")
+    if driver == "none":
         return NoPowerDriver()
 
-    address, port = options.text("ip"), options.number("ipport") or 623
+    # An unset ipport means the driver's port: 623 (UDP) for IPMI, 443 (HTTPS) for Redfish.
+    address, port, scheme = options.text("ip"), options.number("ipport"), None
     if options.text("bmc_map"):
         bmc = parse_bmc_map(options.text("bmc_map") or "").get(host)
         if bmc is None:
             raise FenceError(f"{host} has no BMC in bmc_map")
-        address, port = bmc.address, bmc.port or port
+        address, port, scheme = bmc.address, bmc.port or port, bmc.scheme
     if not address:
         raise FenceError(f"no BMC address for {host}: set ip or bmc_map")
     password = options.secret("bmc_password")
-    creds = BmcCredentials(
-        address=address, port=port, username=options.text("bmc_username") or "",
-        password=password.reveal() if password else "",
-    )
+    username, secret = options.text("bmc_username") or "", password.reveal() if password else ""
+    if driver == "redfish":
+        from fence_compute.redfish import RedfishCredentials, RedfishPower, bmc_url
+
+        ca_file = options.text("ssl_ca_file")
+        verify: bool | str = False if options.flag("ssl_insecure") else ca_file or True
+        try:
+            creds = RedfishCredentials(
+                url=bmc_url(address, port), username=username, password=secret,
+                system=options.text("redfish_system"), auth=options.text("redfish_auth") or "auto",
+                verify=verify,
+            )
+        except ValueError as exc:  # check_config refuses these first; never a traceback
+            raise FenceError(f"Redfish BMC of {host}: {exc}") from None
+        return RedfishPower(creds)
+    if scheme is not None:  # check_config refuses this first
+        raise FenceError(f"bmc_map entry for {host} is a Redfish URL but power_driver=ipmi")
+    creds = BmcCredentials(address=address, port=port or 623, username=username, password=secret)
     return IpmiPower(creds, lanplus=options.flag("lanplus"), cipher=options.number("cipher"))
 
 

@@ -4,14 +4,15 @@
 pcs read).  It keeps the name, aliases and meaning of every parameter of
 fence-agents' ``fence_compute``, so an existing ``pcs stonith`` configuration
 moves over unchanged, and adds the cloud (clouds.yaml) and power-driver (BMC)
-parameters.  :func:`check_config` is the cross-option validation run for
+parameters: IPMI (``power_driver=ipmi``, pyghmi) or Redfish (``power_driver=redfish``,
+sushy), chosen per device.  :func:`check_config` is the cross-option validation run for
 ``validate-all`` and before every action.
 
 The fencing sequence itself (what ``off``, ``on`` and the rest do) is in
 :mod:`fence_compute.actions`, loaded only for those actions.
 
-Importing this module must stay cheap (no openstacksdk, keystoneauth1 or
-pyghmi): Pacemaker runs ``metadata`` and ``validate-all`` often.
+Importing this module must stay cheap (no openstacksdk, keystoneauth1, pyghmi
+or sushy): Pacemaker runs ``metadata`` and ``validate-all`` often.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 import sys
 from dataclasses import replace
 
-from fence_compute.bmc_map import parse_bmc_map
+from fence_compute.bmc_map import BmcAddress, parse_bmc_map
 from fence_compute.protocol import (
     STANDARD_OPTIONS,
     FenceAction,
@@ -108,10 +109,11 @@ def check_config(options: Options) -> list[str]:
                 " 'username' and a password; missing: " + ", ".join(missing)
             )
 
+    bmc_map: dict[str, BmcAddress] = {}
     bmc_map_text = options.text("bmc_map")
     if bmc_map_text is not None:
         try:
-            parse_bmc_map(bmc_map_text)
+            bmc_map = parse_bmc_map(bmc_map_text)
         except ValueError as exc:
             errors.append(f"option 'bmc_map': {exc}")
 
@@ -119,24 +121,58 @@ def check_config(options: Options) -> list[str]:
     if port is not None and not 1 <= port <= 65535:
         errors.append(f"option 'ipport' must be between 1 and 65535 (got {port})")
 
-    if options.text("power_driver") == "ipmi":
+    driver = options.text("power_driver")
+    if driver == "ipmi":
         from fence_compute.ipmi import config_errors  # cheap: pyghmi loads on first use
 
         errors.extend(config_errors(options.flag("lanplus"), options.number("cipher")))
+        errors.extend(
+            f"bmc_map entry for {host} is a Redfish URL but power_driver=ipmi"
+            for host, bmc in bmc_map.items() if bmc.scheme is not None
+        )
+    elif driver == "redfish":
+        errors.extend(_redfish_errors(options))
+    if driver in ("ipmi", "redfish"):
         has_ip, has_map = bool(options.text("ip")), bool(bmc_map_text)
         if not has_ip and not has_map:
             errors.append(
-                "power_driver=ipmi needs the BMC address: 'ip' (one device per host) or"
+                f"power_driver={driver} needs the BMC address: 'ip' (one device per host) or"
                 " 'bmc_map' (host=address[:port],...)"
             )
         elif has_ip and has_map:
             errors.append("give either 'ip' or 'bmc_map', not both: which BMC to use is ambiguous")
         if options.secret("bmc_password") is None:
             errors.append(
-                "power_driver=ipmi needs a BMC password: 'bmc_password_script',"
+                f"power_driver={driver} needs a BMC password: 'bmc_password_script',"
                 " 'bmc_password_file' or 'bmc_password'"
             )
     errors.extend(_storage_errors(options))
+    return errors
+
+
+def _redfish_errors(options: Options) -> list[str]:
+    """power_driver=redfish: a user, the system's path, and one way of checking the BMC's
+    certificate. lanplus and cipher do not apply (they keep their defaults, unread)."""
+    from fence_compute.redfish import system_path  # cheap: sushy loads on first use
+
+    errors: list[str] = []
+    if not options.text("bmc_username"):
+        errors.append("power_driver=redfish needs 'bmc_username' (Redfish has no anonymous login)")
+    system = options.text("redfish_system")
+    if system is not None:
+        try:
+            system_path(system)
+        except ValueError as exc:
+            errors.append(f"option 'redfish_system' {exc}{_got(system)}")
+    if "://" in (options.text("ip") or ""):
+        errors.append("option 'ip' is the BMC's address, not a URL (a URL goes in bmc_map;"
+                      " the port in ipport)")
+    ca_file = options.text("ssl_ca_file")
+    if options.flag("ssl_insecure") and ca_file is not None:
+        errors.append("give either 'ssl_insecure' or 'ssl_ca_file', not both: whether the BMC's"
+                      " certificate is verified is ambiguous")
+    elif ca_file is not None and not _readable(ca_file):
+        errors.append(f"option 'ssl_ca_file' must be a readable file{_got(ca_file)}")
     return errors
 
 
@@ -367,11 +403,14 @@ _OPTIONS = (
         "How to power the host off",
         default="ipmi",
         getopt="--power-driver=[driver]",
-        choices=("ipmi", "none"),
+        choices=("ipmi", "redfish", "none"),
         longdesc=(
             "ipmi: power off through the host's BMC (IPMI 2.0) and poll until it reports off."
+            " redfish: power off through the BMC's Redfish service over HTTPS"
+            " (ComputerSystem.Reset ForceOff) and poll until the system's PowerState is Off."
             " none: do not touch power; only for a topology level where another device"
-            " (fence_ipmilan, say) powers the host off."
+            " (fence_ipmilan, say) powers the host off. The choice is per device: one"
+            " cluster may mix IPMI and Redfish devices."
         ),
     ),
     replace(
@@ -381,22 +420,31 @@ _OPTIONS = (
     ),
     replace(
         _STD["ipport"],
-        default=623,
         getopt="--ipport=[port]",
-        shortdesc="UDP port of the BMC",
+        shortdesc="Port of the BMC (ipmi: UDP 623, redfish: HTTPS 443)",
+        longdesc=(
+            "Port of the BMC at ip, and of bmc_map entries that name none. Unset: the"
+            " driver's own, 623 (UDP) with power_driver=ipmi, 443 (HTTPS) with redfish."
+        ),
     ),
     Option(
         "bmc_username",
         "BMC user name",
         getopt="--bmc-username=[name]",
-        longdesc="IPMI user with the privilege to change chassis power.",
+        longdesc=(
+            "BMC user allowed to change the host's power: an IPMI user with that privilege,"
+            " or a Redfish account with ConfigureComponents (a Redfish Operator)."
+        ),
     ),
     Option(
         "bmc_password",
         "BMC password",
         getopt="--bmc-password=[password]",
         secret=True,
-        longdesc="Prefer bmc_password_script or bmc_password_file.",
+        longdesc=(
+            "Password of bmc_username, for IPMI and Redfish alike. Prefer bmc_password_script"
+            " or bmc_password_file: a password given here is stored in the CIB."
+        ),
     ),
     Option(
         "lanplus",
@@ -420,7 +468,53 @@ _OPTIONS = (
         longdesc=(
             "For one device fencing many hosts: each host's BMC address and optional port."
             " IPv6 addresses take a port in brackets ([fd00::11]:623). Each host may appear"
-            " once."
+            " once. With power_driver=redfish an entry may be a URL,"
+            " host=https://address[:port] (no path, no user:password@); http:// is refused,"
+            " as it would send the BMC password in clear text."
+        ),
+    ),
+    Option(
+        "redfish_system",
+        "Redfish path or id of the host's system",
+        getopt="--redfish-system=[path]",
+        longdesc=(
+            "The ComputerSystem to power off: its path (/redfish/v1/Systems/1) or its id (1,"
+            " System.Embedded.1). Unset: the one system the BMC lists under"
+            " /redfish/v1/Systems; a BMC listing several needs it. With bmc_map, it applies"
+            " to every host."
+        ),
+    ),
+    Option(
+        "redfish_auth",
+        "How to log in to the Redfish service",
+        default="auto",
+        getopt="--redfish-auth=[session|basic|auto]",
+        choices=("session", "basic", "auto"),
+        longdesc=(
+            "session: create a Redfish session (X-Auth-Token) and delete it at the end."
+            " basic: send HTTP basic authentication with every request. auto: a session,"
+            " or basic when the BMC offers no session service."
+        ),
+    ),
+    Option(
+        "ssl_insecure",
+        "Do not verify the BMC's TLS certificate",
+        "boolean",
+        default=False,
+        getopt="--ssl-insecure",
+        longdesc=(
+            "Redfish: accept any certificate from the BMC. Prefer ssl_ca_file: without"
+            " verification, whoever answers at the BMC's address receives its password."
+            " (insecure is Keystone's and Nova's.)"
+        ),
+    ),
+    Option(
+        "ssl_ca_file",
+        "CA bundle that signs the BMC's TLS certificate",
+        getopt="--ssl-ca-file=[path]",
+        longdesc=(
+            "Redfish: the PEM file of the CA (or the BMC's self-signed certificate) to"
+            " verify the BMC against. Unset: the system's trust store."
         ),
     ),
     # Storage fencing (Ceph's OSD blocklist).
@@ -511,7 +605,7 @@ FENCE_NOVA = FenceAgent(
     shortdesc="Fence agent for OpenStack compute hosts: power off, mark down in Nova, evacuate",
     longdesc=(
         "Fences an OpenStack compute host for instance high availability: powers it off"
-        " through its BMC and verifies that it is off, forces its nova-compute service down"
+        " through its BMC (IPMI or Redfish) and verifies that it is off, forces its nova-compute service down"
         " and disables it, and records that its instances need evacuation; it succeeds only"
         " when all of this is confirmed. As an unfencing device (on), it refuses at once"
         " while the host's evacuation is pending, so the host stays off; once the"

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from lab.bmc_chassis import MODES, TIMED_MODES
 from lab.stack import Lab, default_state_dir
 
 
@@ -24,11 +25,17 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--token-expiration", type=int, default=3600, help="Keystone token lifetime (s)")
     up.add_argument("--ceph", action="store_true",
                     help="also a Ceph cluster (lab/ceph.py) on the control plane's address")
+    up.add_argument("--redfish", action="store_true",
+                    help="every BMC also serves Redfish (HTTPS, port 443 of its address)")
+    up.add_argument("--redfish-hosts", default="",
+                    help="comma-separated hosts whose power_driver in hosts.json is redfish "
+                         "(implies --redfish)")
     sub.add_parser("down", help="stop everything; safe to run twice")
     sub.add_parser("status", help="what runs, as JSON")
     for name in ("kill-compute", "start-compute", "power-off", "power-on"):
         sub.add_parser(name).add_argument("host")
-    fault = sub.add_parser("bmc-fault", help="none|noreply|hang-after-login|stuck-on|reject|slow|badcreds")
+    fault = sub.add_parser("bmc-fault", help="|".join(MODES) + " (SECONDS for "
+                           + ", ".join(TIMED_MODES) + "; the last four: Redfish only)")
     fault.add_argument("host")
     fault.add_argument("mode")
     fault.add_argument("seconds", nargs="?", type=float, default=0.0)
@@ -40,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.controllers != 1 and not args.cluster:
                 parser.error("--controllers needs --cluster")
             lab.up(args.computes, token_expiration=args.token_expiration, owned=False,
-                   controllers=args.controllers, ceph=args.ceph)
+                   controllers=args.controllers, ceph=args.ceph, redfish=args.redfish,
+                   redfish_hosts=[h.strip() for h in args.redfish_hosts.split(",") if h.strip()])
             print(f"lab up: {lab.clouds_yaml} (cloud 'lab'), {lab.hosts_json}")
         elif args.command == "down":
             lab.down()

@@ -23,13 +23,20 @@ other process (a test, the CLI) share one truth. Faults (:meth:`BmcLab.set_fault
                       ipmitool (1 s retry) sees 0.5 -> 0.55 s, 1.5 -> 3 s, 3 -> 9 s
     badcreds          the user's password on the BMC is changed (restored by any other mode)
 
+With ``up(hosts, redfish=True)`` each BMC also speaks Redfish, over HTTPS on port 443 of the same
+address (lab/redfish_bmc.py: sushy-tools' emulator, one process per host), on the same power
+state, hooks and fault file. ``up`` makes a lab CA (``STATE_DIR/redfish/ca.pem``, what clients
+verify with) and a certificate per BMC for its IP address. That face has four faults of its own,
+which the IPMI face treats as ``none``: conflict-when-off, badrequest-when-off, busy SECONDS,
+late-off SECONDS (see lab/redfish_bmc.py).
+
 One ipmi_sim per host, not one with several channels: a chassis script blocks its whole ipmi_sim,
 so a slow BMC would stall the others. Only one BMC lab per machine (the namespace and the
 addresses are fixed); a second up() from another state dir is refused while the first runs.
 
 Command line::
 
-    python -m lab.bmc up --hosts compute1,compute2 [--state-dir DIR]
+    python -m lab.bmc up --hosts compute1,compute2 [--redfish] [--state-dir DIR]
     python -m lab.bmc status|down [--state-dir DIR]
     python -m lab.bmc fault HOST MODE [SECONDS] [--state-dir DIR]
 """
@@ -37,6 +44,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -44,10 +52,13 @@ import re
 import secrets
 import shlex
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +79,11 @@ IPMI_PORT = 623
 SIM_PORT_BASE = 9000
 USERNAME = "admin"
 CHASSIS_PY = Path(__file__).resolve().with_name("bmc_chassis.py")
+REDFISH_PY = Path(__file__).resolve().with_name("redfish_bmc.py")
+REDFISH_PORT = 443
+OPENSSL = "/usr/bin/openssl"
+# Names the Redfish systems: the same UUID for a host in every run of the lab.
+_SYSTEM_NAMESPACE = uuid.UUID("5d2a4c1e-8a53-4f0e-9d0b-6f1d3b0c7a11")
 # Which state dir owns the (single) namespace, so that a second lab is refused, not clobbered.
 REGISTRY = Path("/run/openstack-ha-lab/bmc-owner")
 _HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -87,6 +103,20 @@ class BmcEndpoint:
 
 
 @dataclass(frozen=True)
+class RedfishEndpoint:
+    """A BMC's Redfish face. ``url``: the service's base (``https://ADDRESS:443``); ``system``:
+    the path of the host's ComputerSystem; ``ca_file``: the lab CA to verify the TLS certificate
+    with. Same user and password as the IPMI face."""
+
+    host: str
+    url: str
+    system: str
+    username: str
+    password: str
+    ca_file: str
+
+
+@dataclass(frozen=True)
 class PowerHooks:
     """argv run (on the host, in its network namespace) when the BMC powers the host on/off.
     Empty: a BMC with no real host behind it."""
@@ -100,9 +130,11 @@ def default_state_dir() -> Path:
 
 
 def _is_bmc_process(pid: int) -> bool:
-    """An ipmi_sim or relay of this lab, not a process that reused the pid of a stale state file."""
+    """An ipmi_sim, relay or Redfish face of this lab, not a process that reused the pid of a
+    stale state file."""
     argv = cmdline(pid)
-    return pid_alive(pid) and bool(argv) and (argv[0] == b"ipmi_sim" or bytes(CHASSIS_PY) in argv)
+    return pid_alive(pid) and bool(argv) and (
+        argv[0] == b"ipmi_sim" or bytes(CHASSIS_PY) in argv or bytes(REDFISH_PY) in argv)
 
 
 def _ip(*args: str, stdin: str | None = None, check: bool = True) -> str:
@@ -133,6 +165,29 @@ def _bmc_netns() -> Iterator[Callable[[], None]]:
         yield setns_preexec(fd)
     finally:
         os.close(fd)
+
+
+def _redfish_status(url: str, username: str, password: str, ca_file: Path, timeout: float) -> int:
+    """HTTP status of an authenticated GET of URL, TLS verified with CA_FILE; no proxy from the
+    environment (the lab's addresses are local)."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                         urllib.request.HTTPSHandler(context=context))
+    basic = base64.b64encode(f"{username}:{password}".encode()).decode()
+    request = urllib.request.Request(url, headers={"Authorization": f"Basic {basic}"})  # noqa: S310 (https, ours)
+    try:
+        with opener.open(request, timeout=timeout) as answer:
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _openssl(*args: str) -> None:
+    # umask 077: the private keys are never readable by others, not even for a moment.
+    proc = subprocess.run([OPENSSL, *args], capture_output=True, text=True, timeout=30,
+                          check=False, umask=0o077, env={"PATH": DAEMON_PATH})
+    if proc.returncode != 0:
+        raise LabError(f"openssl {args[0]} failed: {proc.stderr.strip()}")
 
 
 def _new_password() -> str:
@@ -168,6 +223,19 @@ class BmcLab:
         return {name: BmcEndpoint(name, h["address"], h["port"], h["username"], h["password"])
                 for name, h in self._state().get("hosts", {}).items()}
 
+    @property
+    def ca_file(self) -> Path:
+        """The lab CA that signed every Redfish face's certificate (``up(redfish=True)``)."""
+        return self.state_dir / "redfish" / "ca.pem"
+
+    def redfish_endpoints(self) -> dict[str, RedfishEndpoint]:
+        """The Redfish face of every BMC of the running lab; empty when it is down or was
+        started without ``redfish=True``."""
+        return {name: RedfishEndpoint(name, f"https://{h['address']}:{h['redfish_port']}",
+                                      f"/redfish/v1/Systems/{h['system']}", h["username"],
+                                      h["password"], str(self.ca_file))
+                for name, h in self._state().get("hosts", {}).items() if h.get("redfish_pid")}
+
     def power_state(self, host: str) -> bool:
         """The BMC's notion of the host's power, True = on."""
         self._host(host)
@@ -175,7 +243,9 @@ class BmcLab:
 
     def _pids(self) -> list[int]:
         state = self._state()
-        return [state.get("relay_pid", 0)] + [h["pid"] for h in state.get("hosts", {}).values()]
+        hosts = state.get("hosts", {}).values()
+        return [state.get("relay_pid", 0), *(h["pid"] for h in hosts),
+                *(h["redfish_pid"] for h in hosts if "redfish_pid" in h)]
 
     def running(self) -> bool:
         pids = self._pids()
@@ -186,8 +256,8 @@ class BmcLab:
     def set_fault(self, host: str, mode: str, seconds: float = 0.0) -> None:
         if mode not in chassis.MODES:
             raise ValueError(f"unknown fault {mode!r}; one of {', '.join(chassis.MODES)}")
-        if (mode == "slow") != (seconds > 0):
-            raise ValueError("SECONDS > 0 goes with 'slow', and only with it")
+        if (mode in chassis.TIMED_MODES) != (seconds > 0):
+            raise ValueError(f"SECONDS > 0 goes with {', '.join(chassis.TIMED_MODES)}, and only with them")
         info, hdir = self._host(host), host_dir(self.state_dir, host)
         # Not power.lock: the chassis script holds that while a hook runs, and ipmi_sim (which
         # the password change below talks to) is blocked for as long.
@@ -209,15 +279,18 @@ class BmcLab:
 
     # ------------------------------------------------------------------ up
 
-    def up(self, hosts: Mapping[str, PowerHooks]) -> dict[str, BmcEndpoint]:
+    def up(self, hosts: Mapping[str, PowerHooks], redfish: bool = False) -> dict[str, BmcEndpoint]:
         """Start one BMC per host (initial power: on, hooks not run) and wait until each answers
-        ``chassis power status`` from the host. Restarts this lab if it already runs."""
+        ``chassis power status`` from the host. Restarts this lab if it already runs.
+        ``redfish``: each BMC also serves Redfish (see :meth:`redfish_endpoints`), ready once it
+        answers an authenticated GET of its system from the host."""
         bad = [name for name in hosts if not _HOST_RE.match(name)]
         if not hosts or bad or len(hosts) > 200:  # 10.251.100.(10+i)
             raise LabError(f"need 1-200 host names of [A-Za-z0-9_.-]; bad: {bad}")
-        for tool in ("ipmi_sim", "ipmitool", "ip"):
+        for tool in ("ipmi_sim", "ipmitool", "ip", *([OPENSSL] if redfish else [])):
             if shutil.which(tool, path=DAEMON_PATH) is None:
-                raise LabError(f"{tool} is not installed (apt-get install openipmi ipmitool iproute2)")
+                raise LabError(f"{tool} is not installed (apt-get install openipmi ipmitool iproute2 "
+                               "openssl)")
         chassis_cmd = shlex.join([sys.executable, "-IS", str(CHASSIS_PY), "chassis",
                                   str(self.state_dir.resolve())])
         if re.search(r'["\\\n]', chassis_cmd):  # it goes into a quoted string of lan.conf
@@ -227,7 +300,9 @@ class BmcLab:
         write_atomic(REGISTRY, str(self.state_dir.resolve()))
         try:
             self._make_network(len(hosts))
-            state = self._write_config(hosts, chassis_cmd)
+            state = self._write_config(hosts, chassis_cmd, redfish)
+            if redfish:
+                self._make_certificates(state)
             self._start(state)
             self._wait_ready(state)
         except BaseException:
@@ -253,12 +328,13 @@ class BmcLab:
             f"route add 10.251.250.0/24 via {SUBNET}.1\n",
         ]))
 
-    def _write_config(self, hosts: Mapping[str, PowerHooks], chassis_cmd: str) -> dict[str, Any]:
+    def _write_config(self, hosts: Mapping[str, PowerHooks], chassis_cmd: str,
+                      redfish: bool) -> dict[str, Any]:
         state: dict[str, Any] = {"netns": NETNS, "hosts": {}}
         for index, (name, hooks) in enumerate(hosts.items(), start=1):
             hdir = host_dir(self.state_dir, name)
             (hdir / "sim").mkdir(parents=True, exist_ok=True)
-            for stale in ("chassis.log", "ipmi_sim.log"):
+            for stale in ("chassis.log", "ipmi_sim.log", "redfish.log"):
                 (hdir / stale).unlink(missing_ok=True)
             write_atomic(hdir / "hooks.json", json.dumps({"on": list(hooks.on), "off": list(hooks.off)}))
             write_atomic(hdir / "power", "1\n")
@@ -267,6 +343,9 @@ class BmcLab:
                 "address": f"{SUBNET}.{10 + index}", "port": IPMI_PORT, "username": USERNAME,
                 "password": _new_password(), "bad_password": _new_password(),
                 "sim_port": SIM_PORT_BASE + index, "pid": 0}
+            if redfish:  # read by lab/redfish_bmc.py, as the chassis script reads lan.conf
+                info.update(redfish_port=REDFISH_PORT, redfish_pid=0,
+                            system=str(uuid.uuid5(_SYSTEM_NAMESPACE, name)))
             # Only RMCP+ matters; IPMI 1.5 logins are limited to md5 so that no "none"/"straight"
             # path bypasses the password (badcreds must really fail).
             write_atomic(hdir / "lan.conf", f'name "{name}"\nset_working_mc 0x20\n  startlan 1\n'
@@ -279,10 +358,42 @@ class BmcLab:
         write_atomic(self.state_file, json.dumps(state, indent=1), 0o600)
         return state
 
+    def _make_certificates(self, state: dict[str, Any]) -> None:
+        """A new lab CA, and a certificate signed by it for each BMC's address (EC P-256: each
+        openssl run takes milliseconds). The keys are 0600, the certificates world-readable."""
+        directory = self.state_dir / "redfish"
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        curve = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30")
+        ca, ca_key = self.ca_file, directory / "ca.key"
+        _openssl("req", "-x509", "-new", *curve, "-keyout", str(ca_key), "-out", str(ca),
+                 "-subj", "/CN=openstack-ha lab BMC CA",
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        for name, info in state["hosts"].items():
+            _openssl("req", "-x509", "-new", *curve, "-keyout", str(directory / f"{name}.key"),
+                     "-out", str(directory / f"{name}.pem"), "-CA", str(ca), "-CAkey", str(ca_key),
+                     "-subj", f"/CN={info['address']}",
+                     "-addext", f"subjectAltName=IP:{info['address']}",
+                     "-addext", "basicConstraints=critical,CA:FALSE",
+                     "-addext", "extendedKeyUsage=serverAuth")
+        for cert in directory.glob("*.pem"):
+            cert.chmod(0o644)
+
     def _start(self, state: dict[str, Any]) -> None:
         hostnet = os.open("/proc/self/ns/net", os.O_RDONLY)  # for the hooks, see HOSTNET_FD_ENV
         try:
             with _bmc_netns() as enter:
+                for name, info in state["hosts"].items():
+                    if "redfish_pid" not in info:
+                        continue
+                    # First: importing Flask and sushy-tools takes the longest. -I, not -IS:
+                    # those live in the venv's site-packages.
+                    info["redfish_pid"] = self._spawn(
+                        [sys.executable, "-I", str(REDFISH_PY), str(self.state_dir.resolve()), name,
+                         info["address"], str(info["redfish_port"])],
+                        host_dir(self.state_dir, name), "redfish.log", enter,
+                        {chassis.HOSTNET_FD_ENV: str(hostnet)}, (hostnet,))
                 for name, info in state["hosts"].items():
                     # -p: no persistence, so a password changed by badcreds dies with the process.
                     info["pid"] = self._spawn(
@@ -325,11 +436,38 @@ class BmcLab:
         # Then the whole path, from the host, as a client sees it.
         procs = {n: _ipmitool(h["address"], h["port"], h["password"], "chassis", "power", "status")
                  for n, h in hosts.items()}
+        self._wait_redfish(state, deadline + 15)  # while ipmitool runs
         for name, proc in procs.items():
             out = proc.communicate(timeout=30)[0]
             if "Chassis Power is on" not in out:
                 raise LabError(f"BMC of {name} does not answer ({out.strip()}); "
                                f"see {host_dir(self.state_dir, name)}/ipmi_sim.log")
+
+    def _wait_redfish(self, state: dict[str, Any], deadline: float) -> None:
+        """Until each Redfish face answers an authenticated GET of its system, from the host."""
+        waiting = {name: h for name, h in state["hosts"].items() if h.get("redfish_pid")}
+        failure: dict[str, str] = {}
+        while waiting:
+            for name, h in list(waiting.items()):
+                url = f"https://{h['address']}:{h['redfish_port']}/redfish/v1/Systems/{h['system']}"
+                log = host_dir(self.state_dir, name) / "redfish.log"
+                if not pid_alive(h["redfish_pid"]):
+                    raise LabError(f"the Redfish face of {name} exited; see {log}")
+                try:
+                    status = _redfish_status(url, h["username"], h["password"], self.ca_file, 2)
+                except OSError as exc:  # not listening yet (or TLS failing: said at the deadline)
+                    failure[name] = str(exc)
+                    continue
+                if status != 200:
+                    raise LabError(f"the Redfish face of {name} answers {status}; see {log}")
+                del waiting[name]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                name = min(waiting)
+                raise LabError(f"no Redfish answer from {sorted(waiting)} ({name}: {failure.get(name)}); "
+                               f"see {host_dir(self.state_dir, name)}/redfish.log")
+            time.sleep(0.05)
 
     # ------------------------------------------------------------------ down
 
@@ -361,7 +499,8 @@ class BmcLab:
             _ip("link", "del", HOST_IF, check=False)
         if Path(f"/run/netns/{NETNS}").exists():
             _ip("netns", "del", NETNS)
-        for secret in [self.state_file, *self.state_dir.glob("hosts/*/lan.conf")]:
+        for secret in [self.state_file, *self.state_dir.glob("hosts/*/lan.conf"),
+                       *self.state_dir.glob("redfish/*.key")]:
             secret.unlink(missing_ok=True)  # the logs stay, for the post-mortem
         REGISTRY.unlink(missing_ok=True)  # ours, or a dead lab's: the namespace is gone either way
 
@@ -371,9 +510,15 @@ class BmcLab:
             mode, seconds = read_fault(host_dir(self.state_dir, name))
             hosts[name] = {"address": info["address"], "port": info["port"], "pid": info["pid"],
                            "alive": pid_alive(info["pid"]), "power": self.power_state(name),
-                           "fault": mode + (f" {seconds:g}" if mode == "slow" else "")}
+                           "fault": mode + (f" {seconds:g}" if mode in chassis.TIMED_MODES else "")}
+            if info.get("redfish_pid"):
+                hosts[name]["redfish"] = {
+                    "url": f"https://{info['address']}:{info['redfish_port']}",
+                    "system": f"/redfish/v1/Systems/{info['system']}", "pid": info["redfish_pid"],
+                    "alive": pid_alive(info["redfish_pid"])}
         return {"state_dir": str(self.state_dir), "credentials": str(self.state_file),
-                "up": self.running(), "hosts": hosts}
+                "up": self.running(), "hosts": hosts,
+                **({"ca_file": str(self.ca_file)} if self.redfish_endpoints() else {})}
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -391,6 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          help=f"default: {default_state_dir()} ($OPENSTACK_HA_LAB/bmc)")
         if name == "up":
             cmd.add_argument("--hosts", default="compute1", help="comma-separated (default: compute1)")
+            cmd.add_argument("--redfish", action="store_true",
+                             help="each BMC also serves Redfish (HTTPS, port 443, same address)")
         if name == "fault":
             cmd.add_argument("host")
             cmd.add_argument("mode", choices=chassis.MODES)
@@ -400,8 +547,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         if args.command == "up":
-            eps = lab.up({name.strip(): PowerHooks() for name in args.hosts.split(",") if name.strip()})
+            eps = lab.up({name.strip(): PowerHooks() for name in args.hosts.split(",") if name.strip()},
+                         redfish=args.redfish)
             print("\n".join(f"{e.host}: {e.address}:{e.port} user {e.username}" for e in eps.values()))
+            for r in lab.redfish_endpoints().values():
+                print(f"{r.host}: {r.url}{r.system} (CA {r.ca_file})")
             print(f"up in {time.monotonic() - t0:.2f}s; passwords in {lab.state_file}")
         elif args.command == "down":
             owner = lab._owner()

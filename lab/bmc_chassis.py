@@ -18,7 +18,9 @@ power request and waits for it.
     implements the two faults ipmi_sim cannot: ``noreply`` and ``hang-after-login``.
 
 Per-host files, in ``STATE_DIR/hosts/HOST/``: ``power`` ("0"/"1"), ``fault`` ("MODE SECONDS"),
-``hooks.json`` ({"on": argv, "off": argv}), ``power.lock``, ``chassis.log``.
+``hooks.json`` ({"on": argv, "off": argv}), ``power.lock``, ``chassis.log``. The host's Redfish
+face (lab/redfish_bmc.py), when the lab has one, shares them and switches power with
+:func:`_switch` too.
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ if not __package__:
 
 from lab.files import write_atomic
 
-MODES = ("none", "noreply", "hang-after-login", "stuck-on", "reject", "slow", "badcreds")
+MODES = ("none", "noreply", "hang-after-login", "stuck-on", "reject", "slow", "badcreds",
+         # Redfish only (lab/redfish_bmc.py): here they are "none", as nothing below tests them.
+         "conflict-when-off", "badrequest-when-off", "busy", "late-off")
+TIMED_MODES = ("slow", "busy", "late-off")  # the modes that take SECONDS (> 0)
 HOOK_TIMEOUT = 20.0
 # lab/bmc.py opens the host's network namespace and lets ipmi_sim inherit it under this number:
 # hooks must run on the host (they may talk to 127.0.0.1 services), not in the BMC namespace, and

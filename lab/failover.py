@@ -16,6 +16,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -70,10 +71,18 @@ class Deployment:
                  f"OS_PASSWORD_FILE={self._secret('keystone', auth['password'])}",
                  f"ENGINE_CONFIG={self.engine_config()}",
                  f'LIVENESS_CHECKS="{LIVENESS_CHECKS}"']
+        hosts = self.lab.hosts()
         for host, bmc in self.lab.bmc.endpoints().items():
             v = host.replace("-", "_")
-            lines += [f"BMC_ADDRESS_{v}={bmc.address}", f"BMC_PORT_{v}={bmc.port}",
-                      f"BMC_USERNAME_{v}={bmc.username}",
+            redfish = hosts[host].get("redfish") if hosts[host].get("power_driver") == "redfish" \
+                else None
+            if redfish is None:
+                lines += [f"BMC_ADDRESS_{v}={bmc.address}", f"BMC_PORT_{v}={bmc.port}"]
+            else:  # the same BMC, its Redfish face (lab/redfish_bmc.py): HTTPS, the lab's CA
+                url = urlsplit(redfish["url"])
+                lines += [f"BMC_DRIVER_{v}=redfish", f"BMC_ADDRESS_{v}={url.hostname}",
+                          f"BMC_PORT_{v}={url.port or 443}", f"BMC_CA_FILE_{v}={redfish['ca_file']}"]
+            lines += [f"BMC_USERNAME_{v}={bmc.username}",
                       f"BMC_PASSWORD_FILE_{v}={self._secret(f'bmc-{host}', bmc.password)}"]
         if self.lab.ceph.running():  # what scripts/configure-storage-fencing.sh reads
             ceph = self.lab.ceph

@@ -10,8 +10,13 @@ pacemaker-remoted and its nova-compute, which reaches the control plane (bound t
 its power-on boots remoted and nova-compute again. State lives under ``$OPENSTACK_HA_LAB`` (default
 ``/tmp/openstack-ha-lab``): ``openstack/`` and ``bmc/`` for the two parts,
 ``clouds.yaml`` (cloud ``lab``) and ``hosts.json`` (each compute host's BMC
-address, port, user and password, and with the cluster its ``storage_address``) at the top,
+address, port, user and password, its ``power_driver``, with ``--redfish`` its BMC's ``redfish``
+face, and with the cluster its ``storage_address``) at the top,
 and with ``--ceph`` ``ceph/`` (lab/ceph.py).
+
+With ``--redfish`` every BMC also serves Redfish over HTTPS (lab/redfish_bmc.py), on the same
+power state and faults as its IPMI face; ``--redfish-hosts`` names the hosts whose
+``power_driver`` in hosts.json is ``redfish`` (the others stay ``ipmi``).
 
 With the cluster and Ceph, compute nodes are real RBD clients: each node's nova-compute runs
 the lab's virt driver (lab/nova_guest_driver.py), which starts a process per guest in the node
@@ -19,6 +24,7 @@ the lab's virt driver (lab/nova_guest_driver.py), which starts a process per gue
 node's storage link, and writes a numbered record every half second (``guest_dir``).
 
     python -m lab up [--computes N] [--cluster [--controllers N]] [--ceph]
+                     [--redfish | --redfish-hosts HOST,...]
     python -m lab down     python -m lab status
     python -m lab kill-compute HOST     python -m lab start-compute HOST
     python -m lab bmc-fault HOST MODE [SECONDS]
@@ -31,6 +37,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -106,14 +113,21 @@ class Lab:
         self.openstack.start_compute(host)
 
     def up(self, computes: int = 3, *, token_expiration: int = 3600, owned: bool = True,
-           controllers: int | None = None, ceph: bool = False) -> None:
+           controllers: int | None = None, ceph: bool = False, redfish: bool = False,
+           redfish_hosts: Iterable[str] = ()) -> None:
         """``owned``: the cluster belongs to this process (see PacemakerLab.up); a CLI passes
         False so that its lab outlives it. ``controllers``: cluster nodes ctl1..ctlN (default:
         the constructor's), ctl2..N each in namespaces of its own (see PacemakerLab).
-        ``ceph``: also a Ceph cluster (lab/ceph.py) with a key per compute host."""
+        ``ceph``: also a Ceph cluster (lab/ceph.py) with a key per compute host.
+        ``redfish``: every BMC also serves Redfish (lab/redfish_bmc.py); ``redfish_hosts``
+        (implies it): the hosts whose ``power_driver`` in hosts.json is ``redfish``."""
         if controllers is not None:
             self.controllers = controllers
         hosts = [f"compute{i}" for i in range(1, computes + 1)]
+        redfish_hosts = set(redfish_hosts)
+        if unknown := sorted(redfish_hosts - set(hosts)):
+            raise ValueError(f"redfish_hosts {unknown} are not among the compute hosts {hosts}")
+        redfish = redfish or bool(redfish_hosts)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.pacemaker is not None:
             (self.state_dir / "cluster").touch()
@@ -139,10 +153,16 @@ class Lab:
             host: PowerHooks(on=self._hook("power-on" if self.cluster else "start-compute", host),
                              off=self._hook("power-off" if self.cluster else "kill-compute", host))
             for host in hosts
-        })
+        }, redfish=redfish)
         # Passwords, both: 0600 from the start.
         write_atomic(self.clouds_yaml, self.openstack.clouds_yaml.read_bytes(), 0o600)
         hosts_info = {h: dataclasses.asdict(e) for h, e in endpoints.items()}
+        for host, face in self.bmc.redfish_endpoints().items():
+            hosts_info[host]["redfish"] = {"url": face.url, "system": face.system,
+                                           "username": face.username, "password": face.password,
+                                           "ca_file": face.ca_file}
+        for host in hosts_info:
+            hosts_info[host]["power_driver"] = "redfish" if host in redfish_hosts else "ipmi"
         if self.pacemaker is not None:
             for index, host in enumerate(hosts, 1):
                 hosts_info[host]["storage_address"] = storage_address(index)

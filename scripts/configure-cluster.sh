@@ -9,8 +9,11 @@
 #
 #   COMPUTES            the compute nodes, as Pacemaker and Nova name them
 #   BMC_ADDRESS_<node>, BMC_PORT_<node>, BMC_USERNAME_<node>, BMC_PASSWORD_FILE_<node>
-#                       each node's IPMI BMC (a 0600 file holds the password); in the
+#                       each node's BMC (a 0600 file holds the password); in the
 #                       variable names a '-' of the node name is written '_'
+#   BMC_DRIVER_<node>   ipmi (default: IPMI 2.0, port 623) or redfish (HTTPS, port 443)
+#   BMC_CA_FILE_<node>  redfish: the CA that signed the BMC's certificate (default: the
+#                       system's trust store; verification is never switched off here)
 #   AUTH_URL, OS_USERNAME, OS_PROJECT, OS_PASSWORD_FILE   Keystone, for fence_nova
 #   ENGINE_CONFIG       the evacuation engine's oslo.config file (NovaEvacuate)
 #   LIVENESS_CHECKS     what "alive" means on a compute node (ComputeLiveness checks=)
@@ -55,11 +58,21 @@ pcs resource defaults update requires=fencing
 for node in $COMPUTES; do
     v=${node//-/_}
     address="BMC_ADDRESS_$v" port="BMC_PORT_$v" user="BMC_USERNAME_$v" secret="BMC_PASSWORD_FILE_$v"
+    driver="BMC_DRIVER_$v" ca="BMC_CA_FILE_$v"
+    # The BMC's protocol is chosen per device: IPMI and Redfish hosts mix in one cluster.
+    if [[ "${!driver:-ipmi}" == redfish ]]; then
+        # ForceOff, then PowerState polled until the BMC reports Off; a session, not the
+        # password in every request
+        power=(power_driver=redfish ipport="${!port:-443}" redfish_auth=session)
+        if [[ -n "${!ca:-}" ]]; then power+=(ssl_ca_file="${!ca}"); fi
+    else
+        power=(power_driver=ipmi ipport="${!port:-623}" lanplus=1)
+    fi
     pcs stonith create "fence-nova-$node" fence_nova \
         auth_url="$AUTH_URL" username="$OS_USERNAME" password_file="$OS_PASSWORD_FILE" \
         tenant_name="$OS_PROJECT" endpoint_type=internal \
-        ip="${!address}" ipport="${!port:-623}" bmc_username="${!user}" \
-        bmc_password_file="${!secret}" lanplus=1 login_timeout=5 power_timeout=20 \
+        ip="${!address}" "${power[@]}" bmc_username="${!user}" \
+        bmc_password_file="${!secret}" login_timeout=5 power_timeout=20 \
         max_down_percent="${MAX_DOWN_PERCENT:-50}" unfence_power="${UNFENCE_POWER:-on}" \
         pcmk_host_list="$node" pcmk_off_timeout=60s pcmk_on_timeout=60s \
         meta provides=unfencing

@@ -67,7 +67,7 @@ def require_lab():
 
 @pytest.fixture(scope="session")
 def openstack_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """Keystone, Nova with three fake-driver computes, and one BMC per compute."""
+    """Keystone, Nova with three fake-driver computes, and one BMC per compute (IPMI and Redfish)."""
     reason = lab_unavailable("ipmi_sim", "ipmitool")
     if reason is not None:
         skip_or_fail(reason)
@@ -75,7 +75,8 @@ def openstack_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
     lab = Lab(tmp_path_factory.mktemp("openstack-lab"))
     try:
-        lab.up(3, token_expiration=3600)
+        # Redfish: each BMC's second face (under 1 s for three), for fence_nova's Redfish tests
+        lab.up(3, token_expiration=3600, redfish=True)
         yield lab
     finally:
         lab.down()

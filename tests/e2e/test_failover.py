@@ -81,6 +81,27 @@ def test_pacemaker_remoted_sigkill(healthy):
     assert any(e["event"] in timeline.DETECTION for e in events), "the alert agent saw nothing"
 
 
+def test_a_redfish_host_fails_over_and_returns_through_redfish(healthy):
+    """compute3's fence device has power_driver=redfish (scripts/configure-cluster.sh with
+    BMC_DRIVER_compute3=redfish): its BMC's Redfish face powers it off (ForceOff, then Off
+    polled) and, once its evacuation is done, on again."""
+    host = "compute3"
+    assert healthy.lab.hosts()[host]["power_driver"] == "redfish"
+    log = healthy.lab.bmc.state_dir / "hosts" / host / "redfish.log"
+    seen = len(log.read_text()) if log.exists() else 0
+    ids = boot(healthy, host, 6, "redfish")
+    t0 = healthy.mark("failure_injected", host, how="SIGKILL pacemaker-remoted")
+    healthy.kill_remoted(host)
+    expect_recovery(healthy, host, ids, t0)
+    workload.wait_for(lambda: host in healthy.started_on("liveness"), 180,
+                      f"{host} serving again", 1)
+    resets = [line for line in log.read_text()[seen:].splitlines()
+              if "ComputerSystem.Reset" in line]
+    # one ForceOff (fence), one On (unfence); each answered 204 after the power changed
+    assert len(resets) >= 2 and all(" 204" in line for line in resets), resets
+    assert healthy.lab.bmc.power_state(host) is True
+
+
 def test_link_cut(healthy):
     ids = boot(healthy, VICTIM, 6, "link")
     t0 = healthy.mark("failure_injected", VICTIM, how="link down")

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -46,11 +47,20 @@ def connection_held(host: str = HOST) -> bool:
     return done.returncode == 0 and done.stdout.strip() == "Stopped"
 
 
-def fence(lab, action: str, host: str = HOST, timeout: float = 120, **extra: str):
+def fence(lab, action: str, host: str = HOST, timeout: float = 120, via: str = "ipmi",
+          **extra: str):
+    """fence_nova ACTION on HOST, through its BMC's IPMI face or (``via="redfish"``) its
+    Redfish face (HTTPS, the lab's CA, a session)."""
     bmc = lab.hosts()[host]
+    if via == "redfish":
+        face = bmc["redfish"]
+        power = {"power_driver": "redfish", "ip": urlsplit(face["url"]).hostname,
+                 "ssl_ca_file": face["ca_file"], "redfish_auth": "session"}
+    else:
+        power = {"ip": bmc["address"], "ipport": str(bmc["port"])}
     options = {
-        "action": action, "port": host, "nodename": host, "cloud": "lab",
-        "ip": bmc["address"], "ipport": str(bmc["port"]), "bmc_username": bmc["username"],
+        "action": action, "port": host, "nodename": host, "cloud": "lab", **power,
+        "bmc_username": bmc["username"],
         "bmc_password": bmc["password"], "power_timeout": "8", "login_timeout": "3",
         # The brake is the end-to-end suite's subject; here the cluster lab's only remote node
         # is rebooted through its BMC between tests, and may still look down to Pacemaker.
@@ -121,6 +131,74 @@ def test_off_fails_and_leaves_nova_untouched_when_power_off_is_not_confirmed(lab
     svc = service(lab)
     assert not svc.is_forced_down and svc.status == "enabled"
     assert evacuate_attribute() is None
+
+
+def redfish_requests(lab, host: str = HOST) -> list[str]:
+    """``METHOD PATH STATUS`` of each request HOST's Redfish face served (lab/redfish_bmc.py)."""
+    log = lab.bmc.state_dir / "hosts" / host / "redfish.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_off_through_redfish_powers_off_forces_down_and_requests_evacuation(lab):
+    before = len(redfish_requests(lab))
+    done, _ = fence(lab, "off", via="redfish")
+    assert done.returncode == 0, done.stderr
+    assert lab.bmc.power_state(HOST) is False
+    assert not lab.openstack.compute_running(HOST)
+    svc = service(lab)
+    assert svc.is_forced_down and svc.status == "disabled"
+    assert svc.disabled_reason.startswith("openstack-ha:v1 evacuation=requested ")
+    assert connection_held()
+    served = redfish_requests(lab)[before:]
+    assert any("ComputerSystem.Reset 204" in line for line in served), served
+    assert sum("SessionService/Sessions 201" in line for line in served) == 1  # one login
+    status, _ = fence(lab, "status", via="redfish")
+    assert status.returncode == 2, status.stderr
+    monitor, _ = fence(lab, "monitor", via="redfish", port=None, nodename=None)
+    assert monitor.returncode == 0, monitor.stderr
+
+
+@pytest.mark.parametrize(
+    ("fault", "seconds"),
+    [("stuck-on", 0), ("reject", 0), ("noreply", 0), ("badcreds", 0), ("hang-after-login", 0),
+     ("busy", 60)],
+)
+def test_off_through_redfish_fails_and_leaves_nova_untouched_when_not_confirmed(lab, fault,
+                                                                                seconds):
+    lab.bmc.set_fault(HOST, fault, seconds)
+    done, took = fence(lab, "off", via="redfish", login_timeout="2", power_timeout="4")
+    assert done.returncode == 1
+    assert "power-off not confirmed" in done.stderr and "Nova left untouched" in done.stderr
+    assert took < 2 + 4 + 10  # login + power timeout, with a generous margin
+    lab.bmc.set_fault(HOST, "none")
+    assert lab.bmc.power_state(HOST) is True
+    svc = service(lab)
+    assert not svc.is_forced_down and svc.status == "enabled"
+    assert evacuate_attribute() is None
+
+
+def test_off_through_redfish_waits_for_a_power_off_carried_out_late(lab):
+    # The BMC accepts ForceOff at once and cuts the power 2 s later: the fence succeeds, and
+    # Nova is touched, only once the BMC reports Off.
+    lab.bmc.set_fault(HOST, "late-off", 2)
+    done, took = fence(lab, "off", via="redfish")
+    assert done.returncode == 0, done.stderr
+    assert took >= 2
+    assert lab.bmc.power_state(HOST) is False and service(lab).is_forced_down
+
+
+def test_redfish_tls_is_verified_unless_ssl_insecure(lab):
+    # The lab's CA is not in the system's trust store: without ssl_ca_file the BMC's
+    # certificate cannot be verified, which is a failure with one line saying what to set.
+    unverified, _ = fence(lab, "monitor", via="redfish", port=None, nodename=None,
+                          ssl_ca_file=None)
+    assert unverified.returncode == 1
+    assert "TLS certificate could not be verified" in unverified.stderr
+    assert "ssl_ca_file" in unverified.stderr
+    insecure, _ = fence(lab, "monitor", via="redfish", port=None, nodename=None,
+                        ssl_ca_file=None, ssl_insecure="1")
+    assert insecure.returncode == 0, insecure.stderr
+    assert "not verified (ssl_insecure)" in insecure.stderr
 
 
 def test_off_with_keystone_down_fails_after_power_off_and_a_retry_completes(lab):

@@ -23,7 +23,10 @@ def compute_service(conn, host: str):
 def test_hosts_json_and_clouds_yaml_describe_the_lab(clean_lab, monkeypatch):
     hosts = json.loads(clean_lab.hosts_json.read_text())
     assert sorted(hosts) == ["compute1", "compute2", "compute3"]
-    assert set(hosts["compute1"]) == {"host", "address", "port", "username", "password"}
+    assert set(hosts["compute1"]) == {"host", "address", "port", "username", "password",
+                                      "power_driver", "redfish"}
+    assert hosts["compute1"]["power_driver"] == "ipmi"  # no redfish_hosts: every host by IPMI
+    assert set(hosts["compute1"]["redfish"]) == {"url", "system", "username", "password", "ca_file"}
     assert oct(clean_lab.hosts_json.stat().st_mode & 0o777) == "0o600"
     monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clean_lab.clouds_yaml))
     conn = openstack.connect(cloud="lab")

@@ -11,10 +11,13 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from fence_compute.actions import HANDLERS
 from fence_compute.bmc_map import BmcAddress, parse_bmc_map
@@ -35,6 +38,7 @@ VALID = {
     "bmc_username": "admin",
     "bmc_password": SECRET,
 }
+REDFISH = {**VALID, "power_driver": "redfish"}
 
 
 def _xml(text: str) -> ET.Element:
@@ -187,7 +191,11 @@ def test_fence_compute_passwd_script_sets_the_keystone_password():
         ("no_shared_storage", "0"),
         ("record_only", "False"),
         ("power_driver", "ipmi"),
-        ("ipport", "623"),
+        ("ipport", None),  # the driver's: 623 for ipmi, 443 for redfish
+        ("redfish_system", None),
+        ("redfish_auth", "auto"),
+        ("ssl_insecure", "0"),
+        ("ssl_ca_file", None),
         ("lanplus", "1"),
         ("cipher", "3"),
         ("leave_disabled", "0"),
@@ -209,10 +217,18 @@ def test_metadata_declares_each_parameter_with_its_default(name, default):
     assert param.find("shortdesc").text.strip()
 
 
-def test_power_driver_is_a_choice_of_ipmi_or_none():
+def test_power_driver_is_a_choice_of_ipmi_redfish_or_none():
     content = _parameters(_xml(metadata_xml(FENCE_NOVA)))["power_driver"].find("content")
     assert content.get("type") == "select"
-    assert [o.get("value") for o in content] == ["ipmi", "none"]
+    assert [o.get("value") for o in content] == ["ipmi", "redfish", "none"]
+
+
+def test_redfish_auth_is_a_choice_and_the_ssl_options_have_fence_agents_flags():
+    params = _parameters(_xml(metadata_xml(FENCE_NOVA)))
+    content = params["redfish_auth"].find("content")
+    assert [o.get("value") for o in content] == ["session", "basic", "auto"]
+    assert params["ssl_insecure"].find("getopt").get("mixed") == "--ssl-insecure"
+    assert params["ssl_ca_file"].find("getopt").get("mixed") == "--ssl-ca-file=[path]"
 
 
 def test_plug_is_required_and_secrets_are_not():
@@ -277,6 +293,13 @@ def _check(**values) -> list[str]:
         {**VALID, "domain": "example.com", "compute_domain": "example.com"},
         {**VALID, "record_only": "disabled"},
         {**VALID, "endpoint_type": "internal"},
+        {**VALID, "power_driver": "redfish"},
+        {**VALID, "power_driver": "redfish", "ipport": 8443, "redfish_system": "1",
+         "redfish_auth": "basic", "ssl_ca_file": __file__},
+        {**VALID, "power_driver": "redfish", "ssl_insecure": True, "lanplus": False, "cipher": 1},
+        {**VALID, "power_driver": "redfish", "ip": None,
+         "bmc_map": "compute-1=https://[fd00::11]:8443/,compute-2=10.0.0.12"},
+        {**VALID, "power_driver": "none", "ip": None, "bmc_map": "compute-1=https://bmc1"},
     ],
 )
 def test_a_complete_configuration_passes_the_checks(values):
@@ -299,6 +322,21 @@ def test_a_complete_configuration_passes_the_checks(values):
         ({**VALID, "domain": "a.com", "compute_domain": "b.com"}, "'compute_domain'"),
         ({**VALID, "record_only": "sometimes"}, "option 'record_only' must be a boolean"),
         ({**VALID, "endpoint_type": "privateURL"}, "option 'endpoint_type' must be one of"),
+        ({**VALID, "ip": None, "bmc_map": "compute-1=https://bmc1,compute-2=10.0.0.12"},
+         "bmc_map entry for compute-1 is a Redfish URL but power_driver=ipmi"),
+        ({**REDFISH, "ip": None}, "power_driver=redfish needs the BMC address: 'ip'"),
+        ({**REDFISH, "bmc_map": "compute-1=https://bmc1"}, "give either 'ip' or 'bmc_map', not both"),
+        ({**REDFISH, "bmc_password": None}, "power_driver=redfish needs a BMC password"),
+        ({**REDFISH, "bmc_username": None}, "power_driver=redfish needs 'bmc_username'"),
+        ({**REDFISH, "ssl_insecure": True, "ssl_ca_file": __file__},
+         "give either 'ssl_insecure' or 'ssl_ca_file', not both"),
+        ({**REDFISH, "ssl_ca_file": "/nonexistent/ca.pem"},
+         "option 'ssl_ca_file' must be a readable file (got '/nonexistent/ca.pem')"),
+        ({**REDFISH, "redfish_system": "Systems/1"}, "option 'redfish_system' must be a path"),
+        ({**REDFISH, "ip": "https://10.0.0.11"}, "option 'ip' is the BMC's address, not a URL"),
+        ({**REDFISH, "ip": None, "bmc_map": "compute-1=http://bmc1"},
+         "option 'bmc_map': entry 1 ('compute-1=http://bmc1') is an http:// URL: the BMC"
+         " password would cross the network in clear text; use https://"),
     ],
 )
 def test_an_incomplete_or_contradictory_configuration_is_refused(values, message):
@@ -320,6 +358,13 @@ def test_an_incomplete_or_contradictory_configuration_is_refused(values, message
         ),
         ("c1=[fd00::11]:623", {"c1": BmcAddress("fd00::11", 623)}),
         ("c1=fd00::11", {"c1": BmcAddress("fd00::11")}),
+        ("c1=https://10.0.0.11", {"c1": BmcAddress("10.0.0.11", None, "https")}),
+        (
+            "c1=HTTPS://bmc1.example.com:8443/,c2=10.0.0.12",
+            {"c1": BmcAddress("bmc1.example.com", 8443, "https"), "c2": BmcAddress("10.0.0.12")},
+        ),
+        ("c1=https://[fd00::11]:443", {"c1": BmcAddress("fd00::11", 443, "https")}),
+        ("c1=https://[fd00::11]", {"c1": BmcAddress("fd00::11", None, "https")}),
     ],
 )
 def test_bmc_map_parses_hosts_addresses_and_ports(text, expected):
@@ -339,12 +384,67 @@ def test_bmc_map_parses_hosts_addresses_and_ports(text, expected):
         ("c1=[fd00::1", "malformed [IPv6] address"),
         ("c1=10.0.0.1 c2=10.0.0.2", "contains white space"),
         (" , ", "no host=address entry"),
+        ("c1=10.0.0.1:\u0663", "port outside 1-65535"),  # ASCII digits only
+        ("c1=http://10.0.0.1", "entry 1 ('c1=http://10.0.0.1') is an http:// URL: the BMC"
+         " password would cross the network in clear text; use https://"),
+        ("c1=redfish://10.0.0.1", "has the scheme 'redfish'; only https:// is accepted"),
+        ("c1=https://10.0.0.1/redfish/v1", "has a path, query or fragment"),
+        ("c1=https://10.0.0.1?x=1", "has a path, query or fragment"),
+        ("c1=https://10.0.0.1//", "has a path, query or fragment"),
+        ("c1=https://fd00::11", "has an IPv6 address without brackets"),
+        ("c1=https://", "entry 1 ('c1=https://') has no address"),
+        ("c1=https://10.0.0.1:0", "port outside 1-65535"),
+        ("c1=https://[fd00::11", "malformed [IPv6] address"),
+        ("c1=https://10.0.0.1,c1=https://10.0.0.2", "host 'c1' is mapped twice"),
+        ("c1=https://admin:S3cret@10.0.0.1/", "entry 1 ('c1=https://***@10.0.0.1/') has user info"
+         " (user:password@) in its address: give the BMC's credentials in bmc_username and"
+         " bmc_password"),
+        ("c1=10.0.0.2,c2=https://admin:pa,ss@10.0.0.1", "entry 3 ('***@10.0.0.1') has user info"),
+        ("c1=admin@10.0.0.1", "entry 1 ('c1=***@10.0.0.1') has user info"),
     ],
 )
 def test_bmc_map_refuses_ambiguous_or_malformed_entries(text, message):
     with pytest.raises(ValueError) as caught:
         parse_bmc_map(text)
     assert message in str(caught.value)
+    assert "S3cret" not in str(caught.value) and "pa,ss" not in str(caught.value)
+
+
+_MAP_PIECES = st.sampled_from(["c1", "=", ",", ":", "/", "//", "://", "[", "]", "@", "?", "#",
+                               "https", "HTTPS", "http", "10.0.0.1", "fd00::11", "443", "0",
+                               "99999", " ", "\u0663", "%", "a"])
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.one_of(st.lists(_MAP_PIECES, max_size=14).map("".join), st.text(max_size=40)))
+@example("c1=https://[fd00::11]:443/")
+@example("c1=https://:443")
+@example("c1=https://[]")
+def test_bmc_map_parses_or_raises_value_error_only(text):
+    try:
+        result = parse_bmc_map(text)
+    except ValueError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    for bmc in result.values():
+        assert bmc.address and bmc.scheme in (None, "https")
+        assert bmc.port is None or 1 <= bmc.port <= 65535
+        if bmc.scheme:
+            assert "/" not in bmc.address and "@" not in bmc.address
+
+
+_PASSWORDS = st.from_regex(r"P[A-Za-z0-9!$%&*+,;=:/?#\[\]-]{6,14}", fullmatch=True)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(password=_PASSWORDS, before=st.sampled_from(["", "c0=10.0.0.9,", "c0=https://x:1/,"]),
+       scheme=st.sampled_from(["https://", "http://", "HTTPS://", "ftp://", ""]),
+       rest=st.sampled_from(["10.0.0.1", "[fd00::1]:443/", "bmc:0", "x/y", ""]))
+def test_bmc_map_never_echoes_a_password_written_in_a_url(password, before, scheme, rest):
+    text = f"{before}c1={scheme}admin:{password}@{rest}"
+    with pytest.raises(ValueError) as caught:
+        parse_bmc_map(text)
+    assert password not in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -403,6 +503,40 @@ def test_nova_actions_fail_closed_without_a_cloud(invoke, action):
     assert SECRET not in log
 
 
+def test_redfish_off_fails_closed_when_nothing_answers(invoke):
+    stdin = _stdin({**UNREACHABLE, "power_driver": "redfish"}, action="off", port="compute-1",
+                   nodename="compute-1")
+    t0 = time.monotonic()
+    rc, log = invoke(stdin)
+    assert rc == 1 and time.monotonic() - t0 < 10
+    assert "BMC https://127.0.0.1:9 is unreachable: Connection refused" in log
+    assert "power-off not confirmed" in log and "Nova left untouched" in log
+    assert SECRET not in log
+
+
+def test_an_unknown_redfish_auth_is_one_error_line_and_exit_1(invoke):
+    rc, log = invoke(_stdin(REDFISH, action="validate-all", redfish_auth="digest"))
+    assert rc == 1
+    errors = [line for line in log.splitlines() if "redfish_auth" in line]
+    assert errors == ["option 'redfish_auth' must be one of: session, basic, auto (got 'digest')"]
+
+
+def test_validate_all_of_a_redfish_device_loads_no_http_library():
+    code = (
+        "import sys\n"
+        "from fence_compute.fence_nova import FENCE_NOVA, check_config\n"
+        "from fence_compute.protocol import Options\n"
+        "options = Options.for_agent(FENCE_NOVA, {'cloud': 'c', 'power_driver': 'redfish',"
+        " 'bmc_map': 'c1=https://bmc1', 'bmc_username': 'u', 'bmc_password': 'p'})\n"
+        "print(check_config(options), sorted({m.split('.')[0] for m in sys.modules}"
+        " & {'sushy', 'requests', 'urllib3'}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert done.stdout.strip() == "[] []"
+
+
 def test_validate_all_passes_on_a_complete_configuration(invoke):
     rc, log = invoke(_stdin(VALID, action="validate-all"))
     assert rc == 0, log
@@ -427,7 +561,8 @@ def test_validate_all_errors_never_echo_secrets(invoke, tmp_path):
 def test_importing_fence_nova_loads_no_openstack_or_ipmi_library():
     code = (
         "import sys, fence_compute.fence_nova\n"
-        "heavy = ('openstack', 'keystoneauth1', 'pyghmi', 'oslo_log', 'novaclient')\n"
+        "heavy = ('openstack', 'keystoneauth1', 'pyghmi', 'oslo_log', 'novaclient', 'sushy',"
+        " 'requests')\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
     )
     done = subprocess.run(

@@ -388,6 +388,9 @@ _BMC_MAPS = st.one_of(
         "compute-1=127.0.0.1:9", "compute-1=192.0.2.1,compute-2=192.0.2.2:70000",
         "compute-1=[::1]:9", "compute-1=127.0.0.1,COMPUTE-1=192.0.2.2", ",,,", "=", "c1=",
         "c1=[::1", "c1=127.0.0.1:0", "c1=127.0.0.1:\u0663",
+        # Redfish URLs (power_driver=redfish), and the forms that must be refused
+        "c1=https://127.0.0.1:9", "c1=https://[::1]:9/", "c1=http://127.0.0.1:9",
+        f"c1=https://u:{SECRET}@127.0.0.1:9", "c1=https://127.0.0.1:9/redfish", "c1=ftp://x",
     ]),
     HOSTILE.map(lambda t: f"{t.replace(',', '').replace('=', '')}=127.0.0.1:9"),
 )
@@ -409,7 +412,11 @@ FENCE_VALUES: dict[str, st.SearchStrategy[str]] = {
     "ip": _SAFE_IPS,
     "bmc_map": _BMC_MAPS,
     "debug_file": _DEBUG_FILES,
-    "power_driver": mostly(st.sampled_from(["none", "ipmi", "NONE", "ipmi "])),
+    "power_driver": mostly(st.sampled_from(["none", "ipmi", "redfish", "NONE", "ipmi ",
+                                            "Redfish"])),
+    "redfish_auth": mostly(st.sampled_from(["session", "basic", "auto"])),
+    "redfish_system": mostly(st.sampled_from(["1", "/redfish/v1/Systems/1", "../x", "a b"])),
+    "ssl_ca_file": _SECRET_FILES,
     "unfence_power": mostly(st.sampled_from(["on", "keep-off"])),
     "record_only": mostly(st.sampled_from(["0", "1", "2", "disabled"])),
     "endpoint_type": mostly(st.sampled_from(["internalURL", "public", "admin"])),
@@ -419,7 +426,8 @@ _SECONDS_OPTIONS = ("delay", "login_timeout", "power_timeout", "power_wait", "sh
                     "stonith_status_sleep")
 _INTEGER_OPTIONS = ("ipport", "cipher", "retry_on", "max_down_percent", "verbose_level")
 _BOOLEAN_OPTIONS = ("insecure", "instance_filtering", "no_shared_storage", "leave_disabled",
-                    "lanplus", "disable_timeout", "quiet", "verbose", "help", "version")
+                    "lanplus", "ssl_insecure", "disable_timeout", "quiet", "verbose", "help",
+                    "version")
 _TEXT_OPTIONS = ("username", "tenant_name", "user_domain", "project_domain", "region_name",
                  "domain", "compute_domain", "bmc_username", "separator", "plug_separator")
 # Spellings fence-agents and fence_compute also accept.
@@ -499,13 +507,20 @@ def fence_cases(draw: st.DrawFn, action: str) -> FenceCase:
         options[source] = draw(_value_strategy(source))
     elif credentials == "cloud":
         options["cloud"] = draw(FENCE_VALUES["cloud"])
-    power = draw(st.sampled_from(["none", "ipmi-loopback", "ipmi-map", "hostile"]))
+    power = draw(st.sampled_from(["none", "ipmi-loopback", "ipmi-map", "redfish-loopback",
+                                  "redfish-map", "hostile"]))
     if power == "none":
         options["power_driver"] = "none"
     elif power == "ipmi-loopback":
         options.update(ip="127.0.0.1", ipport="9", bmc_username="fuzz", bmc_password=SECRET)
     elif power == "ipmi-map":
         options.update(bmc_map=draw(_BMC_MAPS), bmc_username="fuzz",
+                       bmc_password_file=f"{BOX}/secret")
+    elif power == "redfish-loopback":  # nothing listens on port 9: a connection refused
+        options.update(power_driver="redfish", ip="127.0.0.1", ipport="9", bmc_username="fuzz",
+                       bmc_password=SECRET)
+    elif power == "redfish-map":
+        options.update(power_driver="redfish", bmc_map=draw(_BMC_MAPS), bmc_username="fuzz",
                        bmc_password_file=f"{BOX}/secret")
     names = sorted({*FENCE_VALUES, *_SECONDS_OPTIONS, *_INTEGER_OPTIONS, *_BOOLEAN_OPTIONS,
                     *_TEXT_OPTIONS})

@@ -1,0 +1,38 @@
+"""Fixtures shared by modules of the functional suite."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+from redfish_helpers import HOSTS, Lab, why_no_lab
+
+from lab.bmc import BmcLab, PowerHooks
+
+
+@pytest.fixture(scope="module")
+def redfish_bmc_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """Three BMCs with both faces, whose hooks append "on"/"off" to a file per host; one per
+    module (a BMC lab per machine: it runs before the session's OpenStack lab, see
+    tests/conftest.py). Skips where the lab cannot run, unless OPENSTACK_HA_REQUIRE_LAB=1 (CI),
+    where a skip would pass for nothing."""
+    reason = why_no_lab()
+    if reason is not None:
+        if os.environ.get("OPENSTACK_HA_REQUIRE_LAB") == "1":
+            pytest.fail(f"OPENSTACK_HA_REQUIRE_LAB=1 but {reason}")
+        pytest.skip(reason)
+    tmp = tmp_path_factory.mktemp("redfish-lab")
+
+    def hook(host: str, action: str) -> list[str]:
+        return ["sh", "-c", f"echo {action} >> {tmp}/{host}.hooks"]
+
+    lab = BmcLab(tmp / "state")
+    t0 = time.monotonic()
+    ipmi = lab.up({h: PowerHooks(on=hook(h, "on"), off=hook(h, "off")) for h in HOSTS}, redfish=True)
+    print(f"BMC lab with Redfish up in {time.monotonic() - t0:.2f}s")  # shown with -s / -rA
+    try:
+        yield Lab(lab, ipmi, lab.redfish_endpoints(), tmp)
+    finally:
+        lab.down()
