@@ -25,6 +25,12 @@ never touched. Power off but Nova or Keystone unreachable: exit 1 with that reas
 host stays off and a retry completes the remaining steps (each step is idempotent, so an
 ``off`` on a host already fenced this way repeats no work).
 
+``record_only`` (fence_compute's option, see :class:`~fence_compute.fence_nova.RecordOnly`):
+true leaves the power to another device of the topology level, as ``power_driver=none``
+does, whatever the power options say (no BMC is ever reached); ``disabled`` makes every
+action succeed at once having done nothing (:func:`_as_configured`). Every action first logs
+the options it was given that have no effect (:func:`_log_options_without_effect`).
+
 ``on`` (unfencing) returns within seconds whatever the evacuation's state: while it is
 pending it refuses (exit 1) without touching the power, so the host stays off; once it has
 finished it powers the host on (``unfence_power=on``) and clears what Nova allows now. The
@@ -43,15 +49,23 @@ from dataclasses import dataclass
 
 from fence_compute.background import Background
 from fence_compute.bmc_map import parse_bmc_map
+from fence_compute.fence_nova import (
+    RecordOnly,
+    compat_only_options,
+    owns_power,
+    record_only,
+    unused_options,
+)
 from fence_compute.ipmi import BmcCredentials, IpmiPower
 from fence_compute.power import (
+    DELEGATED,
     NoPowerDriver,
     PowerDriver,
     PowerError,
     PowerOutcome,
     power_confirmed,
 )
-from fence_compute.protocol import ExitCode, FenceError, Options, redact_text
+from fence_compute.protocol import ExitCode, FenceError, Handler, Options, redact_text
 from fence_compute.storage import DEFAULT_EXPIRE_SECONDS, CephBlocklist, StorageError, StorageOutcome
 from nova_evacuate import brake, host_return, nova
 from nova_evacuate.brake import HostView
@@ -155,6 +169,10 @@ def power_driver(options: Options, host: str) -> PowerDriver:
 
 
 def _power(options: Options, target: Target, state: str) -> PowerOutcome:
+    if record_only(options) is RecordOnly.YES:
+        # Not even a driver: no BMC is reached, whatever power_driver, ip or bmc_map say.
+        return PowerOutcome(False, False, f"record_only: power {state} is left to another"
+                            " device of this topology level, not verified here", 0.0, DELEGATED)
     driver = power_driver(options, target.host)
     try:
         return power_confirmed(
@@ -212,9 +230,12 @@ def _nova(options: Options, target: Target) -> nova.Nova:
     timeout = max(min(10.0, target.remaining()), 1.0)
     token_cache = options.text("token_cache") or None
     if options.text("cloud"):
+        # endpoint_type overrides the clouds.yaml entry's interface only when given: its
+        # default (fence_compute's internalURL) is for explicit Keystone options.
+        interface = options.text("endpoint_type") if options.is_set("endpoint_type") else None
         return nova.connect(cloud=options.text("cloud"), region_name=options.text("region_name"),
-                            insecure=options.flag("insecure"), timeout=timeout,
-                            token_cache=token_cache)
+                            interface=interface, insecure=options.flag("insecure"),
+                            timeout=timeout, token_cache=token_cache)
     return nova.connect(
         auth_url=options.text("auth_url"), username=options.text("username"),
         password=password.reveal() if password else None,
@@ -456,7 +477,7 @@ def _unfence_storage(options: Options, target: Target) -> bool:
     power = _bmc_power_state(options, target)
     if power != "off":
         return _storage_stays(options, target, (
-            "power_driver=none cannot confirm it is off" if power is None
+            f"{_power_left_by(options)} cannot confirm it is off" if power is None
             else "it is on, so what its storage fence shut out may still run there")
             + "; it may write again only once powered off")
     outcome = blocklist.unfence(listed, target.storage_deadline)
@@ -487,9 +508,17 @@ def _log_storage_state(options: Options, target: Target) -> None:
         for address, fenced in listed.items()))
 
 
-def _bmc_power_state(options: Options, target: Target) -> str | None:
-    """"on" or "off" as the host's BMC says; None without a power driver."""
+def _power_left_by(options: Options) -> str:
+    """The option that leaves the power to another device (when this one has none)."""
+    return "record_only" if record_only(options) is RecordOnly.YES else "power_driver=none"
 
+
+def _bmc_power_state(options: Options, target: Target) -> str | None:
+    """"on" or "off" as the host's BMC says; None without a power driver (or with
+    record_only, which reaches no BMC)."""
+
+    if record_only(options) is RecordOnly.YES:
+        return None
     driver = power_driver(options, target.host)
     if isinstance(driver, NoPowerDriver):
         return None
@@ -537,7 +566,8 @@ def reboot(options: Options) -> int:
 
 
 def status(options: Options) -> int:
-    """From the BMC: on 0, off 2, unknown 1; with power_driver=none, from Nova's service."""
+    """From the BMC: on 0, off 2, unknown 1; with power_driver=none or record_only, from
+    Nova's service."""
     target = _target(options)
     if fences_storage(options):
         _log_storage_state(options, target)
@@ -562,22 +592,24 @@ def list_hosts(options: Options) -> int:
     except NovaError as exc:
         raise FenceError(f"Nova: {exc}") from None
     domain = _domain(options)
+    separator = options.text("separator") or ","  # fence-agents': name, separator, alias
     for host in sorted(hosts):
         short = host.split(".")[0]
-        print(f"{short}," if not domain else f"{short}.{domain},")
+        print(f"{short}{separator}" if not domain else f"{short}.{domain}{separator}")
     return ExitCode.SUCCESS
 
 
 def monitor(options: Options) -> int:
-    """Keystone and Nova answer; every configured BMC answers a status read; with
-    storage_fence=ceph, Ceph answers this key's ``osd blocklist ls``."""
+    """Keystone and Nova answer; every configured BMC answers a status read (none with
+    power_driver=none or record_only); with storage_fence=ceph, Ceph answers this key's
+    ``osd blocklist ls``."""
 
     target = _target(options, host="-")
     try:
         _nova(options, target).ping()
     except NovaError as exc:
         raise FenceError(f"Nova: {exc}") from None
-    if options.text("power_driver") != "none":
+    if owns_power(options):
         bmc_map = options.text("bmc_map")
         hosts = list(parse_bmc_map(bmc_map)) if bmc_map else [options.text("plug") or "-"]
         for host in hosts:
@@ -597,12 +629,92 @@ def monitor(options: Options) -> int:
     return ExitCode.SUCCESS
 
 
-HANDLERS = {
-    "off": off,
-    "on": on,
-    "reboot": reboot,
-    "status": status,
-    "list": list_hosts,
-    "list-status": list_hosts,
-    "monitor": monitor,
+def validate_all(options: Options) -> int:
+    """The configuration passed check_config; what remains is to say what it does not use."""
+    return ExitCode.SUCCESS
+
+
+# --- every action, as configured ---------------------------------------------------------
+
+# Actions that run every minute or so (the device's monitor): their notes go to debug, or
+# each would repeat all day; every other action says them at its level.
+_FREQUENT = frozenset({"monitor"})
+# Actions through which record_only=1 changes what is done to the host's power.
+_POWER_ACTIONS = frozenset({"off", "reboot", "on", "status"})
+
+
+def _log_options_without_effect(options: Options, action: str) -> None:
+    """One line per option accepted for fence_compute compatibility only that was given a
+    value of its own, and one line naming the options this configuration does not use:
+    no option is read and silently ignored."""
+
+    quiet = action in _FREQUENT
+    for option, expected in compat_only_options(options):
+        level = logging.DEBUG if quiet else logging.WARNING if expected else logging.INFO
+        LOG.log(level, "option %s has no effect in fence_nova: %s", option.name,
+                option.compat_only)
+    if record_only(options) is RecordOnly.DISABLED:
+        return  # nothing is used at all, and the action says so
+    unused = unused_options(options)
+    if unused:
+        by_reason: dict[str, list[str]] = {}
+        for name, why in unused.items():
+            by_reason.setdefault(why, []).append(name)
+        LOG.log(logging.DEBUG if quiet else logging.INFO,
+                "options given but not used by this configuration: %s", "; ".join(
+                    f"{', '.join(names)} ({why})" for why, names in by_reason.items()))
+
+
+def _log_disabled(options: Options, action: str) -> None:
+    """record_only=disabled: the one line that says nothing was done, and what the cluster
+    makes of it."""
+
+    if action in ("off", "reboot"):
+        host = options.text("plug") or options.nodename or "the target"
+        LOG.warning("%s: record_only=disabled: %s did nothing (no power action, nothing in"
+                    " Nova, no evacuation requested) and reports success; the cluster treats"
+                    " %s as fenced, which is safe only at a topology level where another"
+                    " device powers it off", host, action, host)
+    elif action == "validate-all":
+        LOG.warning("record_only=disabled: every action of this device does nothing and"
+                    " reports success; the cluster treats a host it fences as fenced, which is"
+                    " safe only at a topology level where another device powers it off")
+    else:
+        LOG.log(logging.DEBUG if action in _FREQUENT else logging.WARNING,
+                "record_only=disabled: %s did nothing and reports success", action)
+
+
+def _as_configured(action: str, handler: Handler) -> Handler:
+    """``handler`` as this device runs it: the options without effect logged first, then
+    record_only honoured (fence_compute's meaning, see :class:`RecordOnly`)."""
+
+    def run_action(options: Options) -> int:
+        _log_options_without_effect(options, action)
+        mode = record_only(options)
+        if mode is RecordOnly.DISABLED:
+            # As fence_compute: exit 0 at once. No BMC, no Nova, no ledger, no timeline.
+            _log_disabled(options, action)
+            return ExitCode.SUCCESS
+        if mode is RecordOnly.YES and action in _POWER_ACTIONS:
+            LOG.info("record_only: the host's power is left to another device of this"
+                     " topology level; this device reaches no BMC")
+        return handler(options)
+
+    run_action.__name__ = run_action.__qualname__ = handler.__name__
+    run_action.__doc__ = handler.__doc__
+    return run_action
+
+
+HANDLERS: dict[str, Handler] = {
+    action: _as_configured(action, handler)
+    for action, handler in {
+        "off": off,
+        "on": on,
+        "reboot": reboot,
+        "status": status,
+        "list": list_hosts,
+        "list-status": list_hosts,
+        "monitor": monitor,
+        "validate-all": validate_all,
+    }.items()
 }

@@ -51,8 +51,12 @@ class RecordOnly(enum.Enum):
     """The meaning of fence_compute's ``record_only``.
 
     fence_compute reads it as a string: ``2``/``disabled`` make the agent exit 0
-    without doing anything, any true value records the host as needing
-    evacuation without starting it, and false does the whole job.
+    without doing anything (every action but metadata, --help and validate-all).
+    Any other value changed nothing there (power was always another device's:
+    fence_compute only ever did Nova's part). In fence_nova, which can also cut the
+    power, a true value keeps that meaning: no power action, only Nova and the
+    ledger, the power-off being another device's at the same topology level; false
+    does the whole job.
     """
 
     NO = "no"
@@ -69,6 +73,79 @@ class RecordOnly(enum.Enum):
         if word in ("2", "disabled"):
             return cls.DISABLED
         raise ValueError("must be a boolean (1/yes/on/true, 0/no/off/false) or 2/disabled")
+
+
+def record_only(options: Options) -> RecordOnly:
+    """The device's record_only mode (check_config has refused any other value)."""
+    return RecordOnly.parse(options.text("record_only"))
+
+
+def owns_power(options: Options) -> bool:
+    """Whether this device drives the host's power itself: a power driver, and no
+    record_only (which leaves the power to another device of the topology level)."""
+    return options.text("power_driver") != "none" and record_only(options) is RecordOnly.NO
+
+
+# Options that only some configurations use (see unused_options).
+_BMC_OPTIONS = ("ip", "ipport", "bmc_map", "bmc_username", "bmc_password", "lanplus", "cipher",
+                "redfish_system", "redfish_auth", "ssl_insecure", "ssl_ca_file", "retry_on",
+                "unfence_power")
+_REDFISH_ONLY = ("redfish_system", "redfish_auth", "ssl_insecure", "ssl_ca_file")
+_IPMI_ONLY = ("lanplus", "cipher")
+_KEYSTONE_OPTIONS = ("auth_url", "username", "password", "tenant_name", "user_domain",
+                     "project_domain")
+_CEPH_OPTIONS = ("ceph_conf", "ceph_user", "ceph_keyring_file", "storage_map",
+                 "storage_address", "blocklist_expire")
+
+
+def unused_options(options: Options) -> dict[str, str]:
+    """Options given to this device that its configuration does not use, each with why
+    (another option decides); fence_nova logs them rather than ignore them silently.
+    Reads only through ``get`` and ``is_set`` (see tests/unit/test_fence_nova_options.py).
+    """
+    unused: dict[str, str] = {}
+
+    def given(names: tuple[str, ...], why: str) -> None:
+        for name in names:
+            if options.is_set(name):
+                unused.setdefault(name, why)
+
+    mode, driver = _record_only_or_no(options), options.get("power_driver")
+    if mode is RecordOnly.YES:
+        given(("power_driver", *_BMC_OPTIONS),
+              "record_only leaves the power to another device of this topology level")
+    elif driver == "none":
+        given(_BMC_OPTIONS, "power_driver=none leaves the power to another device of this"
+                            " topology level")
+    elif driver == "ipmi":
+        given(_REDFISH_ONLY, "power_driver=ipmi")
+    elif driver == "redfish":
+        given(_IPMI_ONLY, "power_driver=redfish")
+    if options.get("cloud"):
+        given(_KEYSTONE_OPTIONS, "cloud is given: its clouds.yaml entry holds the credentials")
+    if options.get("storage_fence") != "ceph":
+        given(_CEPH_OPTIONS, "storage_fence is not ceph")
+    return unused
+
+
+def compat_only_options(options: Options) -> list[tuple[Option, bool]]:
+    """The options accepted for fence_compute compatibility only that this device was given
+    a value other than their default for, each with whether that value changes what an
+    operator expects of the recovery (then worth a warning). Reads as unused_options."""
+    return [
+        (option, option.name in _EXPECTATION_CHANGING)
+        for option in _OPTIONS
+        if option.compat_only and options.is_set(option.name)
+        and options.get(option.name) != option.typed_default
+    ]
+
+
+def _record_only_or_no(options: Options) -> RecordOnly:
+    value = options.get("record_only")
+    try:
+        return RecordOnly.parse(value if isinstance(value, str) else None)
+    except ValueError:  # reported by check_config
+        return RecordOnly.NO
 
 
 def _got(value: str) -> str:
@@ -121,7 +198,9 @@ def check_config(options: Options) -> list[str]:
     if port is not None and not 1 <= port <= 65535:
         errors.append(f"option 'ipport' must be between 1 and 65535 (got {port})")
 
-    driver = options.text("power_driver")
+    # Power options are required and cross-checked only when this device drives the power:
+    # record_only leaves it to another device (a fence_compute configuration has no BMC).
+    driver = options.text("power_driver") if _record_only_or_no(options) is RecordOnly.NO else None
     if driver == "ipmi":
         from fence_compute.ipmi import config_errors  # cheap: pyghmi loads on first use
 
@@ -337,8 +416,15 @@ _OPTIONS = (
         default="False",
         getopt="-r, --record-only=[value]",
         longdesc=(
-            "True: mark the host down and record that it needs evacuation, but do not start"
-            " the evacuation. 2 or disabled: do nothing and succeed (fence_compute's meaning)."
+            "fence_compute's meaning. False: this device powers the host off itself"
+            " (power_driver). True (1, yes): no power action at all, whatever power_driver,"
+            " ip or bmc_map say: off and reboot force the host down in Nova and request its"
+            " evacuation, trusting that another device of the same topology level powered"
+            " it off (as power_driver=none; the mass-failure brake and storage_fence still"
+            " apply); on does not power it on; status reads Nova. 2 or disabled: every"
+            " action but metadata and validate-all does nothing and succeeds. The cluster"
+            " will then treat the host as fenced: use it only at a topology level where"
+            " another device powers the host off."
         ),
     ),
     Option(
@@ -347,9 +433,10 @@ _OPTIONS = (
         "boolean",
         default=True,
         getopt="--instance-filtering",
-        longdesc=(
-            "Evacuate only instances whose image or flavor is tagged evacuable=true, or all"
-            " instances when no image or flavor is tagged."
+        compat_only=(
+            "fence_nova does not choose which instances are evacuated; the evacuation"
+            " engine does, by its own option [evacuation] instance_filtering (in"
+            " NovaEvacuate's config_file)"
         ),
     ),
     Option(
@@ -358,7 +445,11 @@ _OPTIONS = (
         "boolean",
         default=False,
         getopt="--no-shared-storage",
-        longdesc="Instances' disks are not on shared storage: evacuation rebuilds them.",
+        compat_only=(
+            "from microversion 2.14 on (the evacuation engine uses a later one) Nova finds"
+            " out itself whether an instance's disk is on shared storage; there is nothing"
+            " to set"
+        ),
     ),
     Option(
         LEAVE_DISABLED.name,
@@ -588,17 +679,44 @@ _OPTIONS = (
     _STD["login_timeout"],
     _STD["power_timeout"],
     _STD["power_wait"],
-    replace(_STD["shell_timeout"], default=180),
-    _STD["stonith_status_sleep"],
+    replace(
+        _STD["shell_timeout"],
+        default=180,
+        compat_only=(
+            "fence_nova opens no shell and waits for no prompt; login_timeout, power_wait"
+            " and power_timeout bound the power step"
+        ),
+    ),
+    replace(
+        _STD["stonith_status_sleep"],
+        compat_only=(
+            "fence_nova reads the BMC's power state every 0.25 s while it waits for the"
+            " power to change, to confirm a power-off sooner"
+        ),
+    ),
     _STD["retry_on"],
-    _STD["disable_timeout"],
+    replace(
+        _STD["disable_timeout"],
+        compat_only=(
+            "fence_nova always keeps its own deadline (login_timeout + power_wait +"
+            " power_timeout for the power, then 30 s for Nova), so that it answers before"
+            " Pacemaker's timeout"
+        ),
+    ),
     _STD["separator"],
-    _STD["plug_separator"],
+    replace(
+        _STD["plug_separator"],
+        compat_only="fence_nova fences one host per action: plug names one host",
+    ),
     _STD["quiet"],
     _STD["verbose"],
     _STD["verbose_level"],
     _STD["debug_file"],
 )
+
+# Compatibility-only options whose value an operator expects to change the recovery: when
+# given a value other than their default, a warning (the others: an informational line).
+_EXPECTATION_CHANGING = frozenset({"instance_filtering", "no_shared_storage"})
 
 FENCE_NOVA = FenceAgent(
     name="fence_nova",
@@ -610,7 +728,8 @@ FENCE_NOVA = FenceAgent(
         " when all of this is confirmed. As an unfencing device (on), it refuses at once"
         " while the host's evacuation is pending, so the host stays off; once the"
         " evacuation has finished it powers the host on and clears what Nova allows."
-        " It accepts every parameter of fence_compute."
+        " It accepts every parameter of fence_compute; those that have no effect here say"
+        " so, and are logged when given."
     ),
     options=_OPTIONS,
     actions=(

@@ -1,6 +1,7 @@
 """``nova-evacuate HOST``: the evacuation engine by hand.
 
-    nova-evacuate HOST [--dry-run] [--wait] [--json] [--force] [--config-file FILE] [--cloud NAME]
+    nova-evacuate HOST [--dry-run] [--wait] [--json] [--force] [--config-file FILE]
+                       [--os-cloud NAME]
 
 Runs the same engine as ``ocf:openstack-ha:NovaEvacuate``, in the foreground, to the end:
 the safety gates, the ledger (request if nobody did, claim, done or failed), the plan, the
@@ -15,6 +16,12 @@ it reads it first, as ``before`` does: a dry run sends nothing for the read to o
 follow it until it ends instead of exiting 3. ``--force`` overrides the mass-failure brake,
 never the check that Nova sees the host down. ``--json`` prints the plan or the report as
 one JSON document.
+
+The cloud: ``--os-cloud NAME`` (or ``--cloud NAME``), else ``[cloud] cloud`` when the
+configuration file sets it, else ``OS_CLOUD``, else the ``OS_*`` variables when
+``OS_AUTH_URL`` is set (openstacksdk's ``envvars`` cloud), else ``openstack``; the
+clouds.yaml: ``[cloud] clouds_yaml`` when the file sets it, else ``OS_CLIENT_CONFIG_FILE``,
+else openstacksdk's search path (:mod:`nova_evacuate.cloud_args` says why).
 
 Exit codes: 0 every planned instance finished (dry run: the gates pass, and the capacity
 has no shortfall or was not checked); 1 some instance failed or timed out (dry run: a
@@ -32,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -42,16 +50,17 @@ from oslo_config import cfg
 
 from nova_evacuate import conf as confmod
 from nova_evacuate import engine as engine_mod
+from nova_evacuate.cloud_args import add_cloud_arguments, choose_cloud
 from nova_evacuate.engine import DONE, FAILED, TIMED_OUT, Refused, WatchdogRead
 from nova_evacuate.ledger import FINISHED, Ledger, LedgerError, State, pacemaker_mirror
-from nova_evacuate.nova import NovaError, connect_from_conf
+from nova_evacuate.nova import NovaError, connect_to_cloud
 from openstack_ha.logsetup import redacted, setup_logging
 from openstack_ha.timeline import terminal_text
 
 LOG = logging.getLogger("nova_evacuate.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
-MAX_NAME = 255  # a host or cloud name: a DNS name is at most 253 characters
+MAX_NAME = 255  # a host name: a DNS name is at most 253 characters
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,7 +71,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _name(text: str) -> str:
-    """A host or cloud name from the command line: one bounded printable token."""
+    """A host name from the command line: one bounded printable token."""
     if not text or len(text) > MAX_NAME or terminal_text(text) != text or text.split() != [text]:
         raise argparse.ArgumentTypeError(
             f"{text[:60]!r} is not a name (1 to {MAX_NAME} printable"
@@ -80,9 +89,7 @@ def parser() -> argparse.ArgumentParser:
                    help="if another engine holds the evacuation, follow it to its end")
     p.add_argument("--json", action="store_true", help="print the plan or report as JSON")
     p.add_argument("--force", action="store_true", help="override the mass-failure brake")
-    p.add_argument("--config-file", action="append", dest="config_files", metavar="FILE",
-                   help="oslo.config file (default /etc/openstack-ha/openstack-ha.conf)")
-    p.add_argument("--cloud", type=_name, help="clouds.yaml entry (overrides [cloud] cloud)")
+    add_cloud_arguments(p)  # --os-cloud (--cloud) and --config-file
     p.add_argument("--debug", action="store_true", help="log debug messages")
     return p
 
@@ -111,9 +118,12 @@ def _main(args: argparse.Namespace, interactive: bool) -> int:
         return _fail(EXIT_USAGE, f"configuration: {exc}")
     settings = engine_mod.Settings.from_conf(conf)
     display = Display(sys.stdout, interactive) if not args.json else None
+    choice = choose_cloud(args, conf, os.environ)
+    LOG.debug("cloud %r from %s, clouds.yaml from %s", choice.name, choice.source,
+              choice.clouds_yaml_source)
     try:
         # Nothing is sent yet: a cloud that cannot be used is a configuration error.
-        nova = connect_from_conf(conf, args.cloud)
+        nova = connect_to_cloud(conf, choice)
     except NovaError as exc:
         return _fail(EXIT_USAGE, f"configuration: {exc}")
     try:

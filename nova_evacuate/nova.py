@@ -6,20 +6,22 @@ the caller can decide on. Messages name the operation and the host, never a cred
 exceptions are raised ``from None`` so no chained keystoneauth error carries request details
 into a log.
 
-openstacksdk is imported inside :func:`connect` only: the fence agent's ``metadata`` path and
-the compute-node monitor import this package and must stay cheap.
+openstacksdk is imported inside the functions that connect only: the fence agent's
+``metadata`` path and the compute-node monitor import this package and must stay cheap.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from os import PathLike
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote, urlencode
 
+from nova_evacuate.cloud_args import CloudChoice, missing_cloud, select_cloud, set_in_file
 from nova_evacuate.instance_recovery import InstanceAction, StoppedServer
 from nova_evacuate.plan import Aggregate, Migration, RebuildEvent, Resources, Server, is_true
 from nova_evacuate.token_cache import TokenCache
@@ -627,7 +629,8 @@ def connect(*, cloud: str | None = None, clouds_yaml: str | PathLike[str] | None
             project_name: str | None = None, user_domain_name: str = "Default",
             project_domain_name: str = "Default", region_name: str | None = None,
             interface: str | None = None, insecure: bool = False, timeout: float = 30,
-            token_cache: str | PathLike[str] | None = None) -> Nova:
+            token_cache: str | PathLike[str] | None = None, sdk_config: Any = None,
+            cloud_source: str | None = None) -> Nova:
     """A :class:`Nova` over an openstacksdk connection (``cloud``) or keystoneauth alone
     (explicit options: :class:`KeystoneConnection`).
 
@@ -641,7 +644,10 @@ def connect(*, cloud: str | None = None, clouds_yaml: str | PathLike[str] | None
     Nothing is sent yet: the first call authenticates, and the keystoneauth session
     re-authenticates whenever its token expires (long evacuations outlive tokens).
     ``token_cache``: a directory where the token is kept for the next run
-    (:mod:`nova_evacuate.token_cache`), for short-lived commands.
+    (:mod:`nova_evacuate.token_cache`), for short-lived commands. ``sdk_config``: the
+    ``openstack.config.OpenStackConfig`` to read ``cloud`` from, instead of one reading
+    ``clouds_yaml`` (:func:`connect_to_cloud` builds it); ``cloud_source``: where the cloud's
+    name came from, for the message when it cannot be used.
     """
     options: dict[str, Any] = {"api_timeout": timeout}
     if region_name:
@@ -668,15 +674,22 @@ def connect(*, cloud: str | None = None, clouds_yaml: str | PathLike[str] | None
     else:
         import openstack.config
         import openstack.connection
+        from keystoneauth1 import exceptions as ks
         from openstack import exceptions as sdk
 
         try:
-            files = [str(clouds_yaml)] if clouds_yaml else None
-            config = openstack.config.OpenStackConfig(
-                config_files=files, **({"vendor_files": [], "secure_files": []} if files else {}))
+            config = sdk_config
+            if config is None:
+                files = [str(clouds_yaml)] if clouds_yaml else None
+                config = openstack.config.OpenStackConfig(
+                    config_files=files,
+                    **({"vendor_files": [], "secure_files": []} if files else {}))
             region = config.get_one(cloud=cloud, **options)
-        except sdk.SDKException as exc:
-            text = f"cannot use cloud {cloud!r}: {exc}"
+        # keystoneauth's: an entry without what its auth type needs ("Auth plugin requires
+        # parameters which were not given: auth_url"), raised as it loads the plugin
+        except (sdk.SDKException, ks.ClientException) as exc:
+            source = f" from {cloud_source}" if cloud_source else ""
+            text = f"cannot use cloud {cloud!r}{source}: {exc}"
             raise NovaError("auth", text.replace(password, "***") if password else text) from None
         auth = region.get_auth_args()
         secrets = [password or "", str(auth.get("password") or ""),
@@ -719,11 +732,74 @@ class KeystoneConnection:
                    interface=interface, region_name=region_name)
 
 
-def connect_from_conf(conf: Any, cloud: str | None = None) -> Nova:
-    """A :class:`Nova` for the ``[cloud]`` options (``cloud`` overrides ``[cloud] cloud``)."""
+def connect_from_conf(conf: Any, cloud: str | None = None,
+                      environ: Mapping[str, str] | None = None) -> Nova:
+    """A :class:`Nova` for the ``[cloud]`` options and the cloud
+    :func:`~nova_evacuate.cloud_args.select_cloud` chooses (``cloud``: the command line's;
+    ``environ``: the process environment, the default)."""
+    environ = os.environ if environ is None else environ
+    return connect_to_cloud(conf, select_cloud(cloud, conf, environ), environ)
+
+
+def connect_to_cloud(conf: Any, choice: CloudChoice,
+                     environ: Mapping[str, str] | None = None) -> Nova:
+    """A :class:`Nova` for ``choice`` (:mod:`nova_evacuate.cloud_args`) and the other
+    ``[cloud]`` options. Raises :class:`NovaError` (kind ``auth``), one line naming where the
+    cloud's name and its clouds.yaml came from, when the cloud cannot be used; nothing is
+    sent yet.
+
+    openstacksdk reads the environment only for the cloud of the ``OS_*`` variables (and then
+    the process's own, as it always does); for any other cloud it is given the clouds.yaml
+    files :func:`~nova_evacuate.cloud_args.select_cloud` settled, so an
+    ``OS_CLIENT_CONFIG_FILE`` cannot override a configuration file's ``[cloud] clouds_yaml``.
+    ``[cloud] interface`` applies to every cloud, as it always has, except that for the
+    ``OS_*`` cloud an ``OS_INTERFACE`` beats its default (not a configuration file's value).
+    """
+    environ = os.environ if environ is None else environ
     c = conf.cloud
-    return connect(cloud=cloud or c.cloud, clouds_yaml=c.clouds_yaml, region_name=c.region_name,
-                   interface=c.interface, timeout=c.api_timeout)
+    if not choice.name:
+        raise NovaError("auth", f"{choice.source} is empty: name a clouds.yaml entry, or leave"
+                                f" the option out")
+    interface = c.interface
+    if choice.env_cloud and environ.get("OS_INTERFACE") \
+            and set_in_file(conf, "cloud", "interface") is None:
+        interface = None  # openstacksdk takes OS_INTERFACE into the cloud
+    config = _openstack_config(choice, environ)
+    read = f", in {config.config_filename}" if config.config_filename else ""
+    return connect(cloud=choice.name, sdk_config=config, region_name=c.region_name,
+                   interface=interface, timeout=c.api_timeout,
+                   cloud_source=f"{choice.source}{read}")
+
+
+def _openstack_config(choice: CloudChoice, environ: Mapping[str, str]) -> Any:
+    """openstacksdk's configuration for ``choice``, its cloud checked to be there."""
+    import openstack.config
+    from openstack import exceptions as sdk
+    from openstack.config import loader
+
+    files: dict[str, Any] = {}
+    if choice.clouds_yaml_alone:
+        files = {"config_files": [choice.clouds_yaml], "vendor_files": [], "secure_files": []}
+    elif not choice.env_cloud:
+        # what openstacksdk does with these two variables, done here because it reads them
+        # only with every other OS_* variable (load_envvars)
+        files = {name: [environ[variable], *defaults] if environ.get(variable) else None
+                 for name, variable, defaults in (
+                     ("config_files", "OS_CLIENT_CONFIG_FILE", loader.CONFIG_FILES),
+                     ("secure_files", "OS_CLIENT_SECURE_FILE", loader.SECURE_FILES))}
+    try:
+        config = openstack.config.OpenStackConfig(load_envvars=choice.env_cloud, **files)
+    except sdk.SDKException as exc:
+        where = choice.clouds_yaml or "clouds.yaml"
+        raise NovaError("auth", f"cannot use cloud {choice.name!r} from {choice.source}:"
+                                f" {where} ({choice.clouds_yaml_source}): {exc}") from None
+    names = config.get_cloud_names()
+    if choice.name not in names:
+        # "defaults" alone: openstacksdk's stand-in when no file or variable has a cloud
+        listed = () if names == ["defaults"] else names
+        raise NovaError("auth", "cannot use " + missing_cloud(
+            choice, config.config_filename, listed))
+    return config
 
 
 # ---------------------------------------------------------------------------- watchdog

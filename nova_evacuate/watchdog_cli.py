@@ -22,9 +22,10 @@ included) is left unless given ``--override``; a second run plans nothing. Serve
 the flavor and image settings Nova copied when they were built: the plan lists the ones
 the changes reach only through a resize or a rebuild.
 
-The cloud: ``--os-cloud`` (or ``--cloud``), else ``OS_CLOUD``, else ``[cloud] cloud`` of
-the configuration file (:mod:`nova_evacuate.cloud_args`); the ``[evacuation]`` options
-of the same file select the evacuable servers, as for the engine.
+The cloud: ``--os-cloud`` (or ``--cloud``), else ``[cloud] cloud`` when the configuration
+file sets it, else ``OS_CLOUD``, else the ``OS_*`` variables when ``OS_AUTH_URL`` is set,
+else ``openstack`` (:mod:`nova_evacuate.cloud_args`, as for ``nova-evacuate``); the
+``[evacuation]`` options of the same file select the evacuable servers, as for the engine.
 
 Exit codes: 0 audit: every evacuable server's guest would be reset; enforce: the plan
 was made (and with ``--apply``, every change applied). 1 audit: some evacuable server
@@ -51,7 +52,7 @@ from nova_evacuate import conf as confmod
 from nova_evacuate import watchdog as wd
 from nova_evacuate.cloud_args import add_cloud_arguments, choose_cloud
 from nova_evacuate.engine import Settings
-from nova_evacuate.nova import Nova, NovaError, connect_from_conf
+from nova_evacuate.nova import Nova, NovaError, connect_to_cloud
 from nova_evacuate.plan import Policy
 from openstack_ha.logsetup import redacted, setup_logging
 from openstack_ha.timeline import terminal_text
@@ -133,14 +134,12 @@ def run(args: argparse.Namespace, out: TextIO, environ: Mapping[str, str]) -> in
         return _fail(EXIT_USAGE, f"configuration: {exc}")
     policy = Settings.from_conf(conf).policy  # the engine's own reading of [evacuation]
     choice = choose_cloud(args, conf, environ)
-    if not choice.name:
-        return _fail(EXIT_USAGE, "configuration: no cloud (give --os-cloud, set OS_CLOUD or"
-                                 " [cloud] cloud)")
     try:
-        # Nothing is sent yet: a cloud that cannot be used is a configuration error.
-        nova = connect_from_conf(conf, choice.name)
+        # Nothing is sent yet: a cloud that cannot be used is a configuration error, and
+        # the message names where the cloud (and its clouds.yaml) came from.
+        nova = connect_to_cloud(conf, choice, environ)
     except NovaError as exc:
-        return _fail(EXIT_USAGE, f"configuration ({choice.source}): {exc}")
+        return _fail(EXIT_USAGE, f"configuration: {exc}")
     requests = nova.count_requests()
     started = time.monotonic()
     try:

@@ -44,7 +44,7 @@ from __future__ import annotations
 # The names in __all__ are the interface.  Imported "as" themselves: limits the
 # unit tests read (they replace the secret script's runner and timeout in
 # ``protocol.secrets``, where they are used).
-from fence_compute.protocol.documents import metadata_xml, usage_text
+from fence_compute.protocol.documents import COMPAT_ONLY_MARK, metadata_xml, usage_text
 from fence_compute.protocol.options import (
     DELAY_ACTIONS,
     FENCE_AGENTS_ALIASES,
@@ -67,6 +67,7 @@ from fence_compute.protocol.runner import MAX_STDIN_BYTES as MAX_STDIN_BYTES
 from fence_compute.protocol.runner import Handler, run
 
 __all__ = [
+    "COMPAT_ONLY_MARK",
     "DELAY_ACTIONS",
     "FENCE_AGENTS_ALIASES",
     "PLUG_ACTIONS",

@@ -19,6 +19,15 @@ def _attr(value: str) -> str:
     return _xml_escape(value, {'"': "&quot;", "'": "&apos;"})
 
 
+# How metadata's shortdesc marks an option accepted for compatibility only (the
+# metadata has no long description of a parameter: pcs shows this one).
+COMPAT_ONLY_MARK = " (compatibility only: no effect)"
+
+
+def _shortdesc(option: Option) -> str:
+    return option.shortdesc + (COMPAT_ONLY_MARK if option.compat_only else "")
+
+
 def _default_text(option: Option) -> str | None:
     if option.default is None or option.secret:
         return None
@@ -35,7 +44,8 @@ def metadata_xml(agent: FenceAgent) -> str:
     It validates against fence-agents' ``metadata.rng``; deprecated spellings
     are parameters of their own with ``deprecated="1"`` and the current one says
     ``obsoletes="<old>"``.  Parameters have no ``<longdesc>`` (the schema has
-    none); the long descriptions are in ``--help``.
+    none); the long descriptions are in ``--help``.  An option accepted for
+    compatibility only says so at the end of its shortdesc.
     """
     lines = [
         '<?xml version="1.0" ?>',
@@ -83,13 +93,14 @@ def _parameter_xml(
         lines.append("\t\t</content>")
     else:
         lines.append(f'\t\t<content type="{option.type}" {default_attr} />')
-    lines.append(f'\t\t<shortdesc lang="en">{_xml_escape(option.shortdesc)}</shortdesc>')
+    lines.append(f'\t\t<shortdesc lang="en">{_xml_escape(_shortdesc(option))}</shortdesc>')
     lines.append("\t</parameter>")
     return lines
 
 
 def usage_text(agent: FenceAgent) -> str:
-    """``--help``: every option with its flags, default and long description."""
+    """``--help``: every option with its flags, default and long description; an option
+    accepted for compatibility only starts its description with why it has no effect."""
     wrap = functools.partial(
         textwrap.fill, width=79, initial_indent=" " * 8, subsequent_indent=" " * 8
     )
@@ -108,9 +119,11 @@ def usage_text(agent: FenceAgent) -> str:
         "Options:",
     ]
     for option in agent.parameters:
-        head = f"   {option.getopt_mixed:<34} {option.shortdesc}"
+        head = f"   {option.getopt_mixed:<34} {_shortdesc(option)}"
         out.append(head)
         notes = []
+        if option.compat_only:
+            notes.append(f"Accepted for compatibility only; it has no effect: {option.compat_only}.")
         if option.longdesc:
             notes.append(option.longdesc)
         default = _default_text(option)

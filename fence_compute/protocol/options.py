@@ -188,6 +188,9 @@ class Option:
     A ``url`` option's user info and query string are credentials
     (``https://user:pass@keystone/v3?token=...``): they are shown as ``***`` in
     every message, log line and repr (see :func:`redact_url`).
+    ``compat_only`` says why the option has no effect in this agent: it is
+    accepted only so that another agent's configuration loads unchanged, and
+    metadata and ``--help`` mark it so (empty: the option is used).
     """
 
     name: str
@@ -201,6 +204,7 @@ class Option:
     choices: tuple[str, ...] | None = None
     longdesc: str = ""
     url: bool = False
+    compat_only: str = ""
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -223,6 +227,8 @@ class Option:
             object.__setattr__(self, "choices", tuple(self.choices))
         if self.url and (self.type != "string" or self.secret):
             raise ValueError(f"option {self.name}: url needs a string option that is not secret")
+        if self.compat_only and self.required:
+            raise ValueError(f"option {self.name}: an option without effect cannot be required")
         if self.secret and self.required:
             # A secret comes from <name>_script or <name>_file as well, so it is
             # never required as such, and never has to be typed on a command line.

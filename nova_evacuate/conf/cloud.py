@@ -17,17 +17,29 @@ OPTS = [
         help="""
 Name of the clouds.yaml entry to use.
 
-clouds.yaml is searched where openstacksdk searches it (the OS_CLIENT_CONFIG_FILE
-environment variable, the current directory, ~/.config/openstack, /etc/openstack).
+Set here, it beats the OS_CLOUD and OS_* environment variables: a command
+run from a shell then talks to the same cloud as the cluster's
+NovaEvacuate. Left out, the commands (nova-evacuate, openstack-ha-watchdog)
+choose as the openstack client does: OS_CLOUD, else the OS_* variables
+when OS_AUTH_URL is set, else this default. --os-cloud (--cloud) on a
+command line beats them all.
 
 Possible values:
 * The name of a cloud in clouds.yaml, with admin rights on Nova.
+
+Related options:
+* ``clouds_yaml``: which clouds.yaml holds it.
 """,
     ),
     cfg.StrOpt(
         "clouds_yaml",
         help="""
-Path of the clouds.yaml to read instead of openstacksdk's search path.
+Path of the clouds.yaml to read, alone.
+
+Set here, it beats the OS_CLIENT_CONFIG_FILE environment variable. Left
+out, the clouds.yaml is the one OS_CLIENT_CONFIG_FILE names, else the
+first found in openstacksdk's search path (the current directory,
+~/.config/openstack, /etc/openstack).
 
 Keep it readable by root only: it holds the password.
 """,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from lab import workload
 from nova_evacuate.ledger import Ledger, State, parse_marker
@@ -301,3 +302,35 @@ def test_an_evacuated_server_keeps_its_watchdog_and_the_report_says_which(
         assert specs.get("hw:watchdog_action") == ("reset" if sid not in without else None)
         assert _system_metadata(lab, sid, "image_hw_watchdog_action") == (
             "poweroff" if sid in by_image else "")
+
+
+def test_nova_evacuate_chooses_its_cloud_as_the_openstack_client_does(lab, tmp_path):
+    """``OS_CLOUD`` without a configuration file that names a cloud, an openrc's ``OS_*``
+    variables alone, and a configuration file's ``[cloud] cloud`` beating ``OS_CLOUD``
+    (nova_evacuate/cloud_args.py): each dry run reaches the lab's Nova and plans for HOST."""
+    lab_cloud = yaml.safe_load(lab.clouds_yaml.read_text())["clouds"]["lab"]
+    auth = lab_cloud["auth"]
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    empty = tmp_path / "empty.conf"
+    empty.write_text("")
+    named = tmp_path / "named.conf"
+    named.write_text(f"[cloud]\ncloud = lab\nclouds_yaml = {lab.clouds_yaml}\n")
+    openrc = {"OS_AUTH_URL": auth["auth_url"], "OS_USERNAME": auth["username"],
+              "OS_PASSWORD": auth["password"], "OS_PROJECT_NAME": auth["project_name"],
+              "OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default",
+              "OS_REGION_NAME": lab_cloud.get("region_name", "RegionOne")}
+    cases = {
+        "OS_CLOUD": (empty, {"OS_CLIENT_CONFIG_FILE": str(lab.clouds_yaml), "OS_CLOUD": "lab"}),
+        "openrc": (empty, openrc),
+        "file beats OS_CLOUD": (named, {"OS_CLOUD": "not-this-one"}),
+    }
+    for case, (conf, env) in cases.items():
+        done = subprocess.run(
+            [sys.executable, "-m", "nova_evacuate.cli", HOST, "--dry-run", "--json",
+             "--config-file", str(conf)], env={**bare, **env}, capture_output=True, text=True,
+            timeout=120, cwd=REPO)
+        # 3: the host is up, so the gates refuse; the plan was made from the lab's Nova
+        assert done.returncode in (0, 3), f"{case}: {done.stderr[-2000:]}"
+        assert json.loads(done.stdout)["host"] == HOST, case
+        assert "configuration:" not in done.stderr and "Traceback" not in done.stderr, case
+        assert auth["password"] not in done.stdout + done.stderr

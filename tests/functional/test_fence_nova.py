@@ -331,6 +331,31 @@ def test_status_without_a_power_driver_reads_nova(lab):
     assert after.returncode == 2
 
 
+def test_off_with_record_only_fences_in_nova_and_leaves_the_power_on(lab):
+    # fence_compute's record_only=1: another device of the topology level owns the power, so
+    # the BMC is never reached (here nothing powers the host off: it stays on)
+    done, _ = fence(lab, "off", record_only="1")
+    assert done.returncode == 0, done.stderr
+    assert "left to another device" in done.stderr
+    assert lab.bmc.power_state(HOST) is True
+    svc = service(lab)
+    assert svc.is_forced_down and svc.status == "disabled"
+    assert svc.disabled_reason.startswith("openstack-ha:v1 evacuation=requested ")
+    status, _ = fence(lab, "status", record_only="1")  # from Nova: forced down
+    assert status.returncode == 2, status.stderr
+
+
+def test_off_with_record_only_disabled_succeeds_and_changes_nothing(lab):
+    done, _ = fence(lab, "off", record_only="disabled")
+    assert done.returncode == 0, done.stderr
+    assert "record_only=disabled" in done.stderr and "treats compute1 as fenced" in done.stderr
+    assert lab.bmc.power_state(HOST) is True
+    svc = service(lab)
+    assert not svc.is_forced_down and svc.status == "enabled" and not svc.disabled_reason
+    assert evacuate_attribute() is None
+    assert not connection_held()
+
+
 def test_a_token_kept_by_one_run_spares_the_next_its_password_check(lab, tmp_path):
     tokens = tmp_path / "tokens"
     done, _ = fence(lab, "monitor", token_cache=str(tokens))

@@ -180,8 +180,9 @@ def test_down_leaves_no_process_and_no_port(openstack_lab: Any) -> None:
         assert not [pid for pid in pids if _alive(pid)]
         assert not openstack_lab.bmc.running()
     finally:
-        # later tests share this session's lab: bring it back (a restart, ~30 s)
-        openstack_lab.up(len(COMPUTES))
+        # later tests share this session's lab: bring it back as tests/conftest.py started
+        # it, Redfish faces included (a restart, ~30 s)
+        openstack_lab.up(len(COMPUTES), token_expiration=3600, redfish=True)
 
 
 def _alive(pid: int | None) -> bool:

@@ -123,12 +123,13 @@ class Cloud:
         return {**{("flavor", n): flavor_value(self.conn, f.id) for n, f in self.flavors.items()},
                 **{("image", n): image_value(self.conn, i.id) for n, i in self.images.items()}}
 
-    def conf(self, **evacuation: str) -> Path:
-        """The suite's configuration file: a ``[cloud] cloud`` that OS_CLOUD must beat."""
+    def conf(self, cloud: str | None = None, **evacuation: str) -> Path:
+        """The suite's configuration file; without ``cloud`` it names none, so OS_CLOUD picks
+        it (a ``[cloud] cloud`` set in the file would beat OS_CLOUD: nova_evacuate/cloud_args.py)."""
         # filtering off: every server is selected whatever else the session tagged
         options = {"instance_filtering": "False", "exclude_names": "^wd-skip-", **evacuation}
         path = self.workdir / f"openstack-ha-{len(list(self.workdir.glob('*.conf')))}.conf"
-        path.write_text("[cloud]\ncloud = not-this-one\n[evacuation]\n"
+        path.write_text((f"[cloud]\ncloud = {cloud}\n" if cloud else "") + "[evacuation]\n"
                         + "".join(f"{k} = {v}\n" for k, v in options.items()))
         return path
 
@@ -257,11 +258,14 @@ def test_the_audit_exits_0_when_every_evacuable_server_is_covered(cloud: Cloud) 
 def test_the_command_line_cloud_beats_os_cloud_and_a_wrong_one_is_exit_2(cloud: Cloud) -> None:
     done = cloud.run("audit", "--os-cloud", "no-such-cloud")
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.splitlines() == [
-        "openstack-ha-watchdog: configuration (--os-cloud): cannot use cloud 'no-such-cloud':"
-        " Cloud no-such-cloud was not found."]
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("openstack-ha-watchdog: configuration: cannot use cloud"
+                           f" 'no-such-cloud' from --os-cloud: not in {cloud.workdir}/clouds.yaml")
     # and before the subcommand, as the openstack client takes it: the right one works
     done = cloud.run("--os-cloud", CLOUD, "audit", cloud="no-such-cloud")
+    assert done.returncode == 1, done.stderr
+    # a cloud the configuration file names beats OS_CLOUD (the cluster's file, an operator's shell)
+    done = cloud.run("audit", cloud="no-such-cloud", conf=cloud.conf(cloud=CLOUD))
     assert done.returncode == 1, done.stderr
 
 

@@ -43,6 +43,19 @@ def test_a_missing_or_bad_configuration_file_is_exit_2_and_one_line(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("argv", [
+    ["compute1", "--cloud", "a"], ["compute1", "--os-cloud", "a"], ["--cloud=a", "compute1"],
+    ["--os-cloud", "a", "compute1", "--config-file", "x.conf", "--config-file", "y.conf"]])
+def test_os_cloud_and_its_old_name_cloud_are_one_option(argv):
+    """``--cloud`` keeps working as before; ``--os-cloud`` is the openstack client's name."""
+    from nova_evacuate.cli import parser
+
+    args = parser().parse_args(argv)
+    assert (args.host, args.cloud) == ("compute1", "a")
+    assert args.config_files in (None, ["x.conf", "y.conf"])
+    assert parser().parse_args(["compute1"]).cloud is None
+
+
 def track(name: str, state: str, dest: str | None = None, reason: str = ""):
     server = SimpleNamespace(id=f"id-{name}", name=name)
     return SimpleNamespace(server=server, state=state, dest=dest, reason=reason)

@@ -366,8 +366,9 @@ OFF_SUCCESS = ["timeline:fence_start", *BRAKE_READS, *POWER_OFF,
 READ_NOVA = ["nova:connect", "nova:compute_service compute1"]
 
 
-def test_every_action_but_the_documents_has_a_handler() -> None:
-    declared = {a.name for a in FENCE_NOVA.actions} - {"metadata", "validate-all"}
+def test_every_action_but_the_metadata_has_a_handler() -> None:
+    # validate-all's only says what the configuration does not use (the checks ran before)
+    declared = {a.name for a in FENCE_NOVA.actions} - {"metadata"}
     assert set(actions.HANDLERS) == declared
 
 
@@ -1074,3 +1075,173 @@ def test_list_prints_the_hosts_nova_knows(world, caplog, capsys, domain, printed
     assert outcome.rc == ExitCode.SUCCESS
     assert capsys.readouterr().out == printed  # list_hosts prints, as fence-agents' list does
     assert world.log == ["nova:connect", "nova:compute_hosts"]
+
+
+# ---------------------------------------------------------------------------- record_only
+# fence_compute's option, with its meaning: 1 leaves the power to another device of the
+# topology level (no BMC is reached, whatever the power options say); disabled does nothing.
+
+RECORDED = ["timeline:fence_start", *BRAKE_READS, "timeline:power_off_confirmed", *MARKED,
+            "pacemaker:hold_connection compute1"]
+REDFISH_MAP = {"power_driver": "redfish", "ip": None, "bmc_map": "compute1=https://192.0.2.11"}
+
+
+def infos(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+
+
+@pytest.mark.parametrize("value", ["1", "yes", "True"])
+@pytest.mark.parametrize("power", [{}, REDFISH_MAP, {"power_driver": "none", "ip": None}],
+                         ids=["ipmi", "redfish", "none"])
+@pytest.mark.parametrize("action", ["off", "reboot"])
+def test_record_only_fences_in_nova_and_the_ledger_without_touching_power(
+        world, caplog, value, power, action) -> None:
+    outcome = fence(action, caplog, record_only=value, **power)
+    assert outcome.rc == ExitCode.SUCCESS, outcome.errors
+    assert world.log == RECORDED  # no power driver built, no BMC reached
+    assert world.bmc.state == "on"
+    assert "record_only" in world.fields("power_off_confirmed")["how"]
+    assert "not verified here" in world.fields("power_off_confirmed")["how"]
+    assert parse_marker(world.nova.service.disabled_reason).state is State.REQUESTED
+    assert world.attributes == {HOST: "yes"}
+    assert any("record_only: the host's power is left to another device" in line
+               for line in infos(caplog))
+
+
+def test_record_only_off_still_stops_at_the_mass_failure_brake(world, caplog) -> None:
+    world.down = {HOST: True, "compute2": True, "compute3": False}
+    outcome = fence("off", caplog, record_only="1")
+    assert outcome.rc == ExitCode.FAILURE
+    assert world.log == ["timeline:fence_start", *BRAKE_READS, "timeline:fence_failed"]
+    assert not world.nova.service.forced_down
+
+
+def test_record_only_off_still_fails_when_nova_does_not_keep_the_force_down(world,
+                                                                            caplog) -> None:
+    world.nova.keeps_forced_down = False
+    outcome = fence("off", caplog, record_only="1")
+    assert outcome.rc == ExitCode.FAILURE
+    assert "did not keep compute1 forced down" in outcome.errors[0]
+    assert not any(e.startswith("power:") for e in world.log)
+
+
+def test_record_only_on_clears_nova_without_powering_on(world, caplog) -> None:
+    world.nova.service = fenced(State.DONE, up=True)
+    world.held = {HOST}
+    outcome = fence("on", caplog, record_only="1")
+    assert outcome.rc == ExitCode.SUCCESS, outcome.errors
+    assert world.log == [*READ_NOVA, "pacemaker:release_connection compute1",
+                         "nova:force_down False", "nova:disable None",
+                         "attribute:delete evacuate compute1", "nova:enable",
+                         "timeline:unfenced"]
+    assert world.bmc.state == "on" and world.bmc.reads == 0
+
+
+def test_record_only_on_still_refuses_while_the_evacuation_is_pending(world, caplog) -> None:
+    world.nova.service = fenced(State.REQUESTED)
+    outcome = fence("on", caplog, record_only="1")
+    assert outcome.rc == ExitCode.FAILURE
+    assert world.log == [*READ_NOVA, "timeline:unfence_refused"]
+
+
+@pytest.mark.parametrize(("svc", "rc"), [
+    (service(), ExitCode.SUCCESS),
+    (service(forced_down=True), ExitCode.STATUS_OFF),
+])
+def test_record_only_status_reads_nova_not_the_bmc(world, caplog, svc, rc) -> None:
+    world.nova.service = svc
+    assert fence("status", caplog, record_only="1").rc == rc
+    assert world.log == READ_NOVA
+
+
+def test_record_only_monitor_checks_nova_and_no_bmc(world, caplog) -> None:
+    assert fence("monitor", caplog, record_only="1", **BMC_MAP).rc == ExitCode.SUCCESS
+    assert world.log == ["nova:connect", "nova:ping"]
+
+
+@pytest.mark.parametrize("value", ["2", "disabled", "Disabled"])
+@pytest.mark.parametrize("action", sorted(set(actions.HANDLERS) - {"validate-all"}))
+def test_record_only_disabled_does_nothing_and_succeeds(world, caplog, capsys, value,
+                                                        action) -> None:
+    world.nova.service = fenced(State.REQUESTED)  # an on would refuse; a status would say off
+    outcome = fence(action, caplog, record_only=value)
+    assert outcome.rc == ExitCode.SUCCESS, outcome.errors
+    assert world.log == [] and world.events == []  # no BMC, Nova, ledger, Pacemaker, timeline
+    assert capsys.readouterr().out == ""  # list: no host, as fence_compute
+    if action != "monitor":  # every minute: at debug level
+        (warning,) = outcome.warnings
+        assert "record_only=disabled" in warning and "did nothing" in warning
+
+
+def test_record_only_disabled_off_warns_that_the_cluster_counts_it_as_a_fence(world,
+                                                                             caplog) -> None:
+    outcome = fence("off", caplog, record_only="disabled")
+    (warning,) = outcome.warnings
+    assert "the cluster treats compute1 as fenced" in warning
+    assert "only at a topology level where another device powers it off" in warning
+    assert world.bmc.state == "on" and not world.nova.service.forced_down
+
+
+def test_record_only_disabled_validate_all_says_what_the_device_does(world, caplog) -> None:
+    outcome = fence("validate-all", caplog, record_only="disabled")
+    assert outcome.rc == ExitCode.SUCCESS
+    (warning,) = outcome.warnings
+    assert "every action of this device does nothing and reports success" in warning
+    assert world.log == []
+
+
+def test_a_fence_compute_configuration_needs_no_bmc_with_record_only(world, caplog) -> None:
+    # TripleO's fence-nova: Keystone options, domain, record_only=1; the power is fence_ipmilan's
+    fence_compute = {"cloud": None, "ip": None, "bmc_username": None, "bmc_password": None,
+                     "auth_url": "http://keystone:5000/v3", "login": "admin",
+                     "passwd": "keystone-secret", "tenant_name": "admin", "record_only": "1"}
+    outcome = fence("off", caplog, **fence_compute)
+    assert outcome.rc == ExitCode.SUCCESS, outcome.errors
+    assert world.log == RECORDED
+
+
+# ---------------------------------------------------------------------------- options without effect
+
+
+def test_a_compatibility_option_given_a_value_of_its_own_is_logged(world, caplog) -> None:
+    outcome = fence("off", caplog, instance_filtering="0", shell_timeout="60")
+    assert outcome.rc == ExitCode.SUCCESS, outcome.errors
+    (warning,) = outcome.warnings  # what is evacuated is not what its operator expects
+    assert warning.startswith("option instance_filtering has no effect in fence_nova:")
+    assert "[evacuation] instance_filtering" in warning
+    assert any(line.startswith("option shell_timeout has no effect in fence_nova:")
+               for line in infos(caplog))
+
+
+def test_a_compatibility_option_at_its_default_logs_nothing(world, caplog) -> None:
+    outcome = fence("off", caplog, instance_filtering="1", shell_timeout="180")
+    assert not any("has no effect" in line for line in [*infos(caplog), *outcome.warnings])
+
+
+def test_monitor_logs_options_without_effect_at_debug_level_only(world, caplog) -> None:
+    # the device's monitor runs every minute: a line each time would fill the log
+    outcome = fence("monitor", caplog, no_shared_storage="1", **BMC_MAP)
+    assert outcome.rc == ExitCode.SUCCESS
+    assert not any("has no effect" in line for line in [*infos(caplog), *outcome.warnings])
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    ({"power_driver": "none"}, "ip, bmc_username, bmc_password (power_driver=none"),
+    ({"record_only": "1"}, "ip, bmc_username, bmc_password (record_only"),
+    ({"lanplus": "1"}, "lanplus (power_driver=redfish)"),
+    ({"auth_url": "http://keystone:5000/v3", "tenant_name": "admin"},
+     "auth_url, tenant_name (cloud is given"),
+    ({"ceph_user": "admin"}, "ceph_user (storage_fence is not ceph)"),
+])
+def test_options_this_configuration_does_not_use_are_named(world, caplog, extra, named) -> None:
+    if "lanplus" in extra:
+        extra = {**extra, **REDFISH_MAP}
+    outcome = fence("status", caplog, **extra)
+    assert outcome.rc in (ExitCode.SUCCESS, ExitCode.STATUS_OFF), outcome.errors
+    (line,) = [m for m in infos(caplog) if m.startswith("options given but not used")]
+    assert named in line
+
+
+def test_list_separates_with_the_separator_option(world, caplog, capsys) -> None:
+    assert fence("list", caplog, port=None, separator=";").rc == ExitCode.SUCCESS
+    assert capsys.readouterr().out == "compute1;\ncompute2;\n"

@@ -300,6 +300,12 @@ def _check(**values) -> list[str]:
         {**VALID, "power_driver": "redfish", "ip": None,
          "bmc_map": "compute-1=https://[fd00::11]:8443/,compute-2=10.0.0.12"},
         {**VALID, "power_driver": "none", "ip": None, "bmc_map": "compute-1=https://bmc1"},
+        # record_only leaves the power to another device: a fence_compute configuration
+        # (no BMC at all) is complete, and power options it does not use are not checked
+        {"cloud": "overcloud", "record_only": "1"},
+        {"cloud": "overcloud", "record_only": "disabled"},
+        {**VALID, "record_only": "yes", "bmc_map": "compute-1=10.0.0.11"},
+        {**REDFISH, "record_only": "1", "bmc_username": None},
     ],
 )
 def test_a_complete_configuration_passes_the_checks(values):
@@ -319,6 +325,9 @@ def test_a_complete_configuration_passes_the_checks(values):
         ({**VALID, "bmc_password": None}, "power_driver=ipmi needs a BMC password"),
         ({**VALID, "ip": None, "bmc_map": "compute-1"}, "option 'bmc_map': entry 1"),
         ({**VALID, "ipport": 0}, "option 'ipport' must be between 1 and 65535"),
+        ({"cloud": "overcloud", "record_only": "0"}, "power_driver=ipmi needs the BMC address"),
+        ({**VALID, "record_only": "1", "ip": None, "bmc_map": "compute-1"},
+         "option 'bmc_map': entry 1"),  # parsed whatever uses it
         ({**VALID, "domain": "a.com", "compute_domain": "b.com"}, "'compute_domain'"),
         ({**VALID, "record_only": "sometimes"}, "option 'record_only' must be a boolean"),
         ({**VALID, "endpoint_type": "privateURL"}, "option 'endpoint_type' must be one of"),

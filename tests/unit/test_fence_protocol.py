@@ -450,6 +450,23 @@ def test_metadata_declares_secret_companions():
     assert {"password_file", "token_script", "token_file"} <= params.keys()
 
 
+def test_an_option_kept_for_compatibility_only_says_so_in_metadata_and_help():
+    kept = Option("shell_timeout", "Wait for a prompt", "second", default=3,
+                  compat_only="this agent opens no shell")
+    agent = replace(AGENT, options=(*AGENT.options, kept))
+    shortdesc = _parameters(metadata_xml(agent))["shell_timeout"].find("shortdesc").text
+    assert shortdesc == "Wait for a prompt" + protocol.COMPAT_ONLY_MARK
+    assert _parameters(metadata_xml(agent))["cipher"].find("shortdesc").text == "Cipher suite"
+    help_text = " ".join(protocol.usage_text(agent).split())
+    assert ("Wait for a prompt (compatibility only: no effect) Accepted for compatibility only;"
+            " it has no effect: this agent opens no shell. Default: 3.") in help_text
+
+
+def test_an_option_without_effect_cannot_be_required():
+    with pytest.raises(ValueError, match="without effect cannot be required"):
+        Option("plug_separator", "Separator", required=True, compat_only="one host per action")
+
+
 def test_metadata_actions_mark_on_automatic():
     root = _xml(metadata_xml(AGENT))
     actions = {a.get("name"): a.get("automatic") for a in root.find("actions")}

@@ -433,6 +433,25 @@ def test_on_of_a_storage_only_device_never_removes_entries(world, ceph, caplog) 
     assert not any(e.startswith(("nova:force_down", "pacemaker:release")) for e in world.log)
 
 
+def test_record_only_fences_storage_without_touching_power(world, ceph, caplog) -> None:
+    # storage fencing is no power action: record_only leaves only the power to another device
+    outcome = fence("off", caplog, record_only="1")
+    assert outcome.rc == ExitCode.SUCCESS, outcome.errors
+    assert world.log == ["timeline:fence_start", *BRAKE_READS, "timeline:power_off_confirmed",
+                         *CEPH_FENCE, *MARKED, "pacemaker:hold_connection compute1"]
+    assert world.bmc.state == "on"
+
+
+def test_on_with_record_only_never_removes_entries(world, ceph, caplog) -> None:
+    ceph.listed = set(ADDRESSES)
+    world.nova.service = fenced(State.DONE)
+    outcome = fence("on", caplog, record_only="1")
+    assert outcome.rc == ExitCode.FAILURE
+    assert "record_only cannot confirm it is off" in outcome.errors[0]
+    assert ceph.listed == set(ADDRESSES)
+    assert not any(e.startswith("power:") for e in world.log)
+
+
 def test_on_whose_bmc_is_silent_keeps_the_blocklist(world, ceph, caplog) -> None:
     ceph.listed = set(ADDRESSES)
     world.nova.service = fenced(State.DONE)

@@ -57,6 +57,7 @@ from hypothesis import strategies as st
 from agents import checks as liveness_checks
 from agents import ocf
 from agents.catalog import SHIPPED
+from fence_compute.fence_nova import RecordOnly
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = {agent.name: agent.module for agent in SHIPPED}
@@ -481,9 +482,20 @@ class FenceCase:
         return [_fill(a, box.path, box.secret) for a in args]
 
     def power_off_may_be_skipped(self) -> bool:
-        """Whether power_driver=none was given as an option of its own (then, and only
-        then, off may record power_off_confirmed without a BMC)."""
-        return any(k == "power_driver" and "none" in v.lower() for k, v in self.options)
+        """Whether power_driver=none or a true record_only was given as an option of its
+        own (then, and only then, off may record power_off_confirmed without a BMC)."""
+        return (any(k == "power_driver" and "none" in v.lower() for k, v in self.options)
+                or self.record_only() is RecordOnly.YES)
+
+    def record_only(self) -> RecordOnly:
+        """record_only as given (disabled: every action succeeds having done nothing)."""
+        for key, value in self.options:
+            if key == "record_only":
+                try:
+                    return RecordOnly.parse(value)
+                except ValueError:
+                    return RecordOnly.NO
+        return RecordOnly.NO
 
     def actions(self) -> str:
         return self.action.lower()
@@ -551,8 +563,11 @@ def check_fence(outcome: Outcome, case: FenceCase, box: Box, form: str) -> None:
     lines = 6 + len(case.options) + len(case.injections) + len(case.extra_argv)
     check_outcome(outcome, box, codes=codes, max_stderr_lines=lines, what=what)
     if outcome.rc == 0 and action.strip() in ("off", "reboot"):
-        # nothing can be fenced here (Nova is refused): success can only be --help/--version
-        assert outcome.stdout.startswith("fence_nova"), f"off succeeded\n{what}\n{outcome.describe()}"
+        # nothing can be fenced here (Nova is refused): success can only be --help/--version,
+        # or a device disabled by record_only (fence_compute's meaning: do nothing, succeed)
+        disabled = case.record_only() is RecordOnly.DISABLED
+        assert disabled or outcome.stdout.startswith("fence_nova"), (
+            f"off succeeded\n{what}\n{outcome.describe()}")
     confirmed = [e for e in timeline_events(box) if e.get("event") == "power_off_confirmed"]
     assert not confirmed or case.power_off_may_be_skipped(), (
         f"power_off_confirmed without power_driver=none on a line of its own\n{what}\n"
@@ -574,6 +589,13 @@ _EXPLICIT_FENCE = [
                       ("username", "u"), ("password", "x" * 12), ("power_driver", "none"),
                       ("max_down_percent", "100"), ("debug_file", f"{BOX}/log/link"),
                       ("verbose", "1"))),
+    # fence_compute's record_only: 1 reaches no BMC (Nova is refused: exit 1); disabled
+    # succeeds having done nothing
+    FenceCase("off", (("plug", "compute-1"), ("cloud", "zz-fuzz-no-such-cloud"),
+                      ("ip", "127.0.0.1"), ("ipport", "9"), ("bmc_password", SECRET),
+                      ("record_only", "1"), ("login_timeout", "0.2"), ("power_timeout", "0.2"))),
+    FenceCase("off", (("plug", "compute-1"), ("cloud", "zz-fuzz-no-such-cloud"),
+                      ("record_only", "disabled"), ("instance_filtering", "0"))),
 ]
 
 

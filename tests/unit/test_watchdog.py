@@ -1,7 +1,7 @@
 """``openstack-ha-watchdog`` without a cloud: the effective watchdog action as Nova computes
 it, the audit's grouping and verdict, the enforce plan (idempotent, explicit values kept),
-the command-line parsers, the cloud's precedence (nova_evacuate/cloud_args.py), and the
-command end to end over a fake Nova: its output, exit codes and request count."""
+the command-line parsers (the cloud's precedence is tests/unit/test_cloud_args.py's), and
+the command end to end over a fake Nova: its output, exit codes and request count."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from nova_evacuate import watchdog as wd
 from nova_evacuate import watchdog_cli
-from nova_evacuate.cloud_args import add_cloud_arguments, choose_cloud, cloud_arg, cloud_name
+from nova_evacuate.cloud_args import add_cloud_arguments, cloud_arg
 from nova_evacuate.nova import NovaError
 from nova_evacuate.plan import Aggregate, Inventory, Policy, Server, select
 from openstack_ha.timeline import terminal_text
@@ -413,26 +413,6 @@ def test_the_command_refuses_bad_arguments_in_one_line_without_a_traceback():
 # ---------------------------------------------------------------------------- cloud_args
 
 
-def conf_with(cloud: str) -> Any:
-    return SimpleNamespace(cloud=SimpleNamespace(cloud=cloud))
-
-
-@given(flag=st.one_of(st.none(), names), env=st.one_of(st.none(), st.just(""), st.just("  "),
-                                                        names),
-       configured=names)
-@settings(max_examples=200, deadline=None)
-def test_the_command_line_beats_os_cloud_which_beats_the_configuration(flag, env, configured):
-    p = argparse.ArgumentParser()
-    add_cloud_arguments(p)
-    args = p.parse_args([f"--os-cloud={flag}"] if flag else [])
-    environ = {} if env is None else {"OS_CLOUD": env}
-    expected = flag or (env or "").strip() or configured
-    choice = choose_cloud(args, conf_with(configured), environ)
-    assert choice.name == expected == cloud_name(args, conf_with(configured), environ)
-    assert choice.source == ("--os-cloud" if flag else "OS_CLOUD" if (env or "").strip()
-                             else "[cloud] cloud")
-
-
 def test_cloud_and_config_file_are_taken_before_or_after_a_subcommand():
     p = argparse.ArgumentParser()
     add_cloud_arguments(p)
@@ -513,7 +493,7 @@ def conf_file(tmp_path: Path) -> Path:
 
 
 def run_cli(monkeypatch, fake: FakeNova, *argv: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(watchdog_cli, "connect_from_conf", lambda conf, cloud: fake)
+    monkeypatch.setattr(watchdog_cli, "connect_to_cloud", lambda conf, choice, environ: fake)
     out, err = io.StringIO(), io.StringIO()
     monkeypatch.setattr(sys, "stderr", err)
     code = watchdog_cli.run(watchdog_cli.parse_args(list(argv)), out, {})
