@@ -11,10 +11,16 @@
 #   BMC_ADDRESS_<node>, BMC_PORT_<node>, BMC_USERNAME_<node>, BMC_PASSWORD_FILE_<node>
 #                       each node's BMC (a 0600 file holds the password); in the
 #                       variable names a '-' of the node name is written '_'
-#   BMC_DRIVER_<node>   ipmi (default: IPMI 2.0, port 623) or redfish (HTTPS, port 443)
+#   BMC_DRIVER_<node>   ipmi (default: IPMI 2.0, port 623), redfish (HTTPS, port 443), or
+#                       none: this device cuts no power (fence_nova power_driver=none, no BMC_*
+#                       of the node read); a device that does must come before it in the node's
+#                       level 1 (pcs stonith level clear NODE; pcs stonith level add 1 NODE
+#                       POWER-DEVICE fence-nova-NODE), else nothing is powered off
 #   BMC_CA_FILE_<node>  redfish: the CA that signed the BMC's certificate (default: the
 #                       system's trust store; verification is never switched off here)
 #   AUTH_URL, OS_USERNAME, OS_PROJECT, OS_PASSWORD_FILE   Keystone, for fence_nova
+#   ENDPOINT_TYPE       which Nova endpoint fence_nova uses (default internal; public where the
+#                       catalog has no internal one, as on a devstack)
 #   ENGINE_CONFIG       the evacuation engine's oslo.config file (NovaEvacuate)
 #   LIVENESS_CHECKS     what "alive" means on a compute node (ComputeLiveness checks=)
 #   MAX_DOWN_PERCENT    the mass-failure brake (fence_nova max_down_percent, default 50)
@@ -60,19 +66,29 @@ for node in $COMPUTES; do
     address="BMC_ADDRESS_$v" port="BMC_PORT_$v" user="BMC_USERNAME_$v" secret="BMC_PASSWORD_FILE_$v"
     driver="BMC_DRIVER_$v" ca="BMC_CA_FILE_$v"
     # The BMC's protocol is chosen per device: IPMI and Redfish hosts mix in one cluster.
-    if [[ "${!driver:-ipmi}" == redfish ]]; then
+    case "${!driver:-ipmi}" in
+    redfish)
         # ForceOff, then PowerState polled until the BMC reports Off; a session, not the
         # password in every request
         power=(power_driver=redfish ipport="${!port:-443}" redfish_auth=session)
         if [[ -n "${!ca:-}" ]]; then power+=(ssl_ca_file="${!ca}"); fi
-    else
+        ;;
+    none)
+        # Another device of the same level cuts the power (fence_nova then does Nova and
+        # the ledger only): no BMC of this node is read.
+        power=(power_driver=none)
+        ;;
+    *)
         power=(power_driver=ipmi ipport="${!port:-623}" lanplus=1)
+        ;;
+    esac
+    if [[ "${power[0]}" != power_driver=none ]]; then
+        power+=(ip="${!address}" bmc_username="${!user}" bmc_password_file="${!secret}"
+                login_timeout=5 power_timeout=20)
     fi
     pcs stonith create "fence-nova-$node" fence_nova \
         auth_url="$AUTH_URL" username="$OS_USERNAME" password_file="$OS_PASSWORD_FILE" \
-        tenant_name="$OS_PROJECT" endpoint_type=internal \
-        ip="${!address}" "${power[@]}" bmc_username="${!user}" \
-        bmc_password_file="${!secret}" login_timeout=5 power_timeout=20 \
+        tenant_name="$OS_PROJECT" endpoint_type="${ENDPOINT_TYPE:-internal}" "${power[@]}" \
         max_down_percent="${MAX_DOWN_PERCENT:-50}" unfence_power="${UNFENCE_POWER:-on}" \
         pcmk_host_list="$node" pcmk_off_timeout=60s pcmk_on_timeout=60s \
         meta provides=unfencing

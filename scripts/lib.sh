@@ -6,7 +6,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 APT_PACKAGES=(
     pacemaker pacemaker-cli-utils corosync pcs resource-agents fence-agents
-    openipmi ipmitool libxml2-utils iproute2 util-linux procps
+    openipmi ipmitool libxml2-utils iproute2 util-linux procps shellcheck
     python3 python3-venv python3-pip
     ceph-mon ceph-mgr ceph-osd ceph-common python3-rados python3-rbd
 )
