@@ -221,7 +221,7 @@ def test_a_hung_login_times_out_at_the_deadline_and_the_next_call_logs_in_again(
     t0 = time.monotonic()
     with pytest.raises(PowerError) as err:
         drv.power_state(t0 + 0.3)
-    assert err.value.kind == TIMEOUT and 0.3 <= time.monotonic() - t0 < 0.8
+    assert err.value.kind == TIMEOUT and 0.3 <= time.monotonic() - t0 < 0.3 + 1.5
     assert err.value.message.startswith(f"BMC {URL} login and get power state: no answer within")
     drv.close(soon())  # nothing to close, nothing waited for
     assert drv.power_state(soon()) == "on" and len(logins) == 2
@@ -237,7 +237,7 @@ def test_a_call_that_hangs_drops_the_client_which_forgets_its_session():
     t0 = time.monotonic()
     with pytest.raises(PowerError) as err:
         drv.power_state(t0 + 0.3)
-    assert err.value.kind == TIMEOUT and time.monotonic() - t0 < 0.8
+    assert err.value.kind == TIMEOUT and time.monotonic() - t0 < 0.3 + 1.5
     assert first.forgotten == 1 and first.closed == 0
     assert drv.power_state(soon()) == "on" and len(logins) == 2
     drv.close(soon())
@@ -252,7 +252,7 @@ def test_close_never_raises_and_does_not_wait_past_its_deadline():
     drv.power_state(soon())
     t0 = time.monotonic()
     drv.close(t0 + 0.2)
-    assert time.monotonic() - t0 < 0.6 and hangs.forgotten == 1
+    assert time.monotonic() - t0 < 0.2 + 1.5 and hangs.forgotten == 1
     release.set()
     broken = FakeClient(fail={"close": [OSError(104, "Connection reset by peer")]})
     drv, _ = fake_driver(broken)
@@ -728,12 +728,14 @@ def test_a_bmc_busy_until_the_deadline_is_a_timeout_that_says_so(bmc: FakeRedfis
     bmc.answers.append(Answer("GET", "/redfish/v1/Systems/1", 503, None, times=-1))
     drv = RedfishPower(bmc.creds())
     t0 = time.monotonic()
+    # 3 s: the login (TLS, a session) must be over before the deadline on a loaded machine,
+    # so that the deadline finds the driver waiting on the busy BMC
     with pytest.raises(PowerError) as err:
-        drv.power_state(t0 + 0.6)
+        drv.power_state(t0 + 3.0)
     elapsed = time.monotonic() - t0
     drv.close(soon())
     assert err.value.kind == TIMEOUT and "busy (HTTP 503) until the deadline" in err.value.message
-    assert elapsed < 0.6 + 0.5
+    assert elapsed < 3.0 + 1.5
 
 
 def test_a_certificate_that_cannot_be_verified_is_one_protocol_line_never_retried(bmc: FakeRedfish):
@@ -814,9 +816,9 @@ def test_a_hanging_bmc_is_a_timeout_within_the_deadline(bmc: FakeRedfish):
     t0 = time.monotonic()
     with pytest.raises(PowerError) as err:
         drv.power_state(t0 + 0.5)
-    assert err.value.kind == TIMEOUT and time.monotonic() - t0 < 0.5 + 0.5
+    assert err.value.kind == TIMEOUT and time.monotonic() - t0 < 0.5 + 1.5
     drv.close(time.monotonic() + 0.3)
-    assert time.monotonic() - t0 < 0.5 + 0.5 + 0.4
+    assert time.monotonic() - t0 < 0.5 + 0.3 + 2.0
 
 
 def test_nothing_listening_is_unreachable_at_once():
@@ -827,7 +829,7 @@ def test_nothing_listening_is_unreachable_at_once():
     t0 = time.monotonic()
     with pytest.raises(PowerError) as err:
         drv.power_state(soon())
-    assert time.monotonic() - t0 < 1.0  # no sushy retries with 2 s pauses
+    assert time.monotonic() - t0 < 1.9  # less than one of sushy's 2 s pauses between retries
     assert err.value.kind == UNREACHABLE
     assert err.value.message == f"BMC https://127.0.0.1:{port} is unreachable: Connection refused"
 
