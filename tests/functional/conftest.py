@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 
 import pytest
-from redfish_helpers import HOSTS, Lab, why_no_lab
+from bmc_helpers import HOSTS, Lab
 
 from lab.bmc import BmcLab, PowerHooks
 
 
 @pytest.fixture(scope="module")
-def redfish_bmc_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def redfish_bmc_lab(tmp_path_factory: pytest.TempPathFactory, require_lab) -> Iterator[Lab]:
     """Three BMCs with both faces, whose hooks append "on"/"off" to a file per host; one per
     module (a BMC lab per machine: it runs before the session's OpenStack lab, see
     tests/conftest.py). Skips where the lab cannot run, unless OPENSTACK_HA_REQUIRE_LAB=1 (CI),
-    where a skip would pass for nothing."""
-    reason = why_no_lab()
-    if reason is not None:
-        if os.environ.get("OPENSTACK_HA_REQUIRE_LAB") == "1":
-            pytest.fail(f"OPENSTACK_HA_REQUIRE_LAB=1 but {reason}")
-        pytest.skip(reason)
+    where a skip would pass for nothing (``require_lab``)."""
+    require_lab("ipmi_sim", "ipmitool", "openssl")
     tmp = tmp_path_factory.mktemp("redfish-lab")
 
     def hook(host: str, action: str) -> list[str]:

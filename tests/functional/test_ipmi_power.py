@@ -8,23 +8,19 @@ the PowerOutcome as JSON; its log (DEBUG) is checked along with it for the passw
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
+from bmc_helpers import Run, attempt_in_child
 
 from lab.bmc import BmcEndpoint, BmcLab, PowerHooks
 
 pytestmark = pytest.mark.lab
 
-REPO = Path(__file__).resolve().parents[2]
 HOSTS = ("compute1", "compute2", "compute3")
 DEADLINE = 8.0  # s; pyghmi gives up on a silent BMC after 4.9-5.9 s, which must fit
 MARGIN = 5.0  # s on top: interpreter start, pyghmi import, logout, a loaded CI machine
@@ -102,24 +98,11 @@ def reset(bmc: Lab, host: str) -> None:
     (bmc.tmp / f"{host}.hooks").unlink(missing_ok=True)
 
 
-@dataclass
-class Run:
-    outcome: dict[str, Any]
-    wall: float
-    output: str  # stdout and stderr, for the password check
-
-
 def attempt(ep: BmcEndpoint, action: str = "off", deadline: float = DEADLINE) -> Run:
     """One fence attempt in a fresh process (sys.executable: the suite's venv, with pyghmi)."""
     request = {"address": ep.address, "port": ep.port, "username": ep.username,
                "password": ep.password, "action": action, "deadline": deadline}
-    t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(request), cwd=REPO,
-                          capture_output=True, text=True, timeout=deadline + 60, check=False)
-    wall = time.monotonic() - t0
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    run = Run(json.loads(proc.stdout.strip().splitlines()[-1]), wall, proc.stdout + proc.stderr)
-    assert ep.password not in run.output
+    run = attempt_in_child(_CHILD, request, ep.password, deadline)
     print(f"{ep.host} {action}: {run.wall:.2f}s {run.outcome}")  # shown with -s / -rA
     return run
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import requests
-from redfish_helpers import HOSTS, Lab, ipmi, make_healthy
+from bmc_helpers import HOSTS, Lab, ipmi, make_healthy
 
 from lab.bmc import NETNS, REDFISH_PY, BmcEndpoint, BmcLab, RedfishEndpoint, pid_alive
 

@@ -10,22 +10,16 @@ JSON, and its DEBUG log is checked along with it for the password.
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from redfish_helpers import Lab, ipmi, make_healthy
+from bmc_helpers import Lab, Run, attempt_in_child, ipmi, make_healthy
 
 from lab.bmc import RedfishEndpoint
 
 pytestmark = pytest.mark.lab
 
-REPO = Path(__file__).resolve().parents[2]
 DEADLINE = 5.0  # s
 MARGIN = 5.0  # s on top: interpreter start, sushy's import, the logout, a loaded CI machine
 
@@ -66,13 +60,6 @@ def healthy(bmc: Lab):
         bmc.lab.set_fault(host, "none")
 
 
-@dataclass
-class Run:
-    outcome: dict[str, Any]
-    wall: float
-    output: str  # stdout and stderr, for the password check
-
-
 def attempt(face: RedfishEndpoint, action: str = "off", *, step: str = "sequence",
             auth: str = "session", verify: bool | str | None = None,
             deadline: float = DEADLINE) -> Run:
@@ -80,13 +67,7 @@ def attempt(face: RedfishEndpoint, action: str = "off", *, step: str = "sequence
     request = {"url": face.url, "username": face.username, "password": face.password,
                "system": face.system, "auth": auth, "action": action, "step": step,
                "verify": face.ca_file if verify is None else verify, "deadline": deadline}
-    t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(request), cwd=REPO,
-                          capture_output=True, text=True, timeout=deadline + 60, check=False)
-    wall = time.monotonic() - t0
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    run = Run(json.loads(proc.stdout.strip().splitlines()[-1]), wall, proc.stdout + proc.stderr)
-    assert face.password not in run.output
+    run = attempt_in_child(_CHILD, request, face.password, deadline)
     assert "Traceback" not in run.output
     print(f"{face.host} {action}: {run.wall:.2f}s {run.outcome}")  # shown with -s / -rA
     return run

@@ -1,27 +1,22 @@
-"""A BMC lab of its own with both faces (IPMI and Redfish), for the modules that test the lab's
-Redfish face (test_lab_redfish.py) and the Redfish power driver against it
-(test_redfish_power.py); the fixture is ``redfish_bmc_lab`` in conftest.py."""
+"""For the modules that test power drivers against the lab's BMCs: a BMC lab of its own with
+both faces (IPMI and Redfish; the fixture is ``redfish_bmc_lab`` in conftest.py), for
+test_lab_redfish.py and test_redfish_power.py, and one power attempt in a fresh process
+(:func:`attempt_in_child`), for those and test_ipmi_power.py."""
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lab.bmc import BmcEndpoint, BmcLab, RedfishEndpoint
 
 HOSTS = ("compute1", "compute2", "compute3")
-
-
-def why_no_lab() -> str | None:
-    if os.geteuid() != 0:
-        return "the BMC lab needs root (a network namespace, a veth pair)"
-    for tool in ("ipmi_sim", "ipmitool", "openssl"):
-        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
-            return f"{tool} is not installed (apt-get install openipmi ipmitool openssl)"
-    return None
 
 
 @dataclass
@@ -56,3 +51,27 @@ def make_healthy(bmc: Lab) -> None:
             proc = ipmi(bmc.ipmi[host], "on")
             assert proc.returncode == 0, proc.stderr
         (bmc.tmp / f"{host}.hooks").unlink(missing_ok=True)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Run:
+    outcome: dict[str, Any]
+    wall: float
+    output: str  # stdout and stderr, for the password check
+
+
+def attempt_in_child(child: str, request: dict[str, Any], password: str, deadline: float) -> Run:
+    """Run CHILD (Python source that reads REQUEST as JSON on stdin and prints its outcome as
+    JSON on its last line) in a fresh process of the suite's venv, as fence_nova runs one
+    process per action; the password goes on stdin, never argv, and never comes out."""
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", child], input=json.dumps(request), cwd=REPO,
+                          capture_output=True, text=True, timeout=deadline + 60, check=False)
+    wall = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = Run(json.loads(proc.stdout.strip().splitlines()[-1]), wall, proc.stdout + proc.stderr)
+    assert password not in run.output
+    return run
