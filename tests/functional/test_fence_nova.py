@@ -96,14 +96,34 @@ def evacuate_attribute(host: str = HOST) -> str | None:
     return value or None
 
 
-def test_off_powers_off_forces_down_and_requests_evacuation(lab):
-    done, _ = fence(lab, "off")
-    assert done.returncode == 0, done.stderr
-    assert lab.bmc.power_state(HOST) is False
-    assert not lab.openstack.compute_running(HOST)
+def fenced_in_nova(lab):
+    """HOST's service as fence_nova leaves it: forced down, disabled with the evacuation
+    marker. Returns the service."""
     svc = service(lab)
     assert svc.is_forced_down and svc.status == "disabled"
     assert svc.disabled_reason.startswith("openstack-ha:v1 evacuation=requested ")
+    return svc
+
+
+def powered_off_and_fenced_in_nova(lab):
+    """The BMC reports HOST off, its nova-compute is gone, and Nova has it fenced."""
+    assert lab.bmc.power_state(HOST) is False
+    assert not lab.openstack.compute_running(HOST)
+    return fenced_in_nova(lab)
+
+
+def nova_untouched(lab):
+    """HOST's service neither forced down nor disabled, no evacuation requested."""
+    svc = service(lab)
+    assert not svc.is_forced_down and svc.status == "enabled"
+    assert evacuate_attribute() is None
+    return svc
+
+
+def test_off_powers_off_forces_down_and_requests_evacuation(lab):
+    done, _ = fence(lab, "off")
+    assert done.returncode == 0, done.stderr
+    svc = powered_off_and_fenced_in_nova(lab)
     # The node attribute evacuate=yes is only the worker's wake-up signal: Pacemaker drops a
     # remote node's attributes once its connection stops (held here), and Nova's record
     # above is the ledger.
@@ -128,9 +148,7 @@ def test_off_fails_and_leaves_nova_untouched_when_power_off_is_not_confirmed(lab
     assert done.returncode == 1
     assert "power-off not confirmed" in done.stderr and "Nova left untouched" in done.stderr
     assert took < 3 + 8 + 15  # login + power timeout, with a generous margin
-    svc = service(lab)
-    assert not svc.is_forced_down and svc.status == "enabled"
-    assert evacuate_attribute() is None
+    nova_untouched(lab)
 
 
 def redfish_requests(lab, host: str = HOST) -> list[str]:
@@ -143,11 +161,7 @@ def test_off_through_redfish_powers_off_forces_down_and_requests_evacuation(lab)
     before = len(redfish_requests(lab))
     done, _ = fence(lab, "off", via="redfish")
     assert done.returncode == 0, done.stderr
-    assert lab.bmc.power_state(HOST) is False
-    assert not lab.openstack.compute_running(HOST)
-    svc = service(lab)
-    assert svc.is_forced_down and svc.status == "disabled"
-    assert svc.disabled_reason.startswith("openstack-ha:v1 evacuation=requested ")
+    powered_off_and_fenced_in_nova(lab)
     assert connection_held()
     served = redfish_requests(lab)[before:]
     assert any("ComputerSystem.Reset 204" in line for line in served), served
@@ -172,9 +186,7 @@ def test_off_through_redfish_fails_and_leaves_nova_untouched_when_not_confirmed(
     assert took < 2 + 4 + 10  # login + power timeout, with a generous margin
     lab.bmc.set_fault(HOST, "none")
     assert lab.bmc.power_state(HOST) is True
-    svc = service(lab)
-    assert not svc.is_forced_down and svc.status == "enabled"
-    assert evacuate_attribute() is None
+    nova_untouched(lab)
 
 
 def test_off_through_redfish_waits_for_a_power_off_carried_out_late(lab):
@@ -301,11 +313,7 @@ def test_unknown_host_fails_with_a_clear_message_and_changes_nothing(lab):
 def test_reboot_fences_and_leaves_the_power_off_until_the_evacuation_is_done(lab):
     done, _ = fence(lab, "reboot")
     assert done.returncode == 0, done.stderr
-    assert lab.bmc.power_state(HOST) is False
-    assert not lab.openstack.compute_running(HOST)
-    svc = service(lab)
-    assert svc.is_forced_down and svc.status == "disabled"
-    assert svc.disabled_reason.startswith("openstack-ha:v1 evacuation=requested ")
+    powered_off_and_fenced_in_nova(lab)
 
 
 def test_list_prints_the_compute_hosts_nova_knows(lab):
@@ -338,9 +346,7 @@ def test_off_with_record_only_fences_in_nova_and_leaves_the_power_on(lab):
     assert done.returncode == 0, done.stderr
     assert "left to another device" in done.stderr
     assert lab.bmc.power_state(HOST) is True
-    svc = service(lab)
-    assert svc.is_forced_down and svc.status == "disabled"
-    assert svc.disabled_reason.startswith("openstack-ha:v1 evacuation=requested ")
+    fenced_in_nova(lab)
     status, _ = fence(lab, "status", record_only="1")  # from Nova: forced down
     assert status.returncode == 2, status.stderr
 
@@ -350,9 +356,7 @@ def test_off_with_record_only_disabled_succeeds_and_changes_nothing(lab):
     assert done.returncode == 0, done.stderr
     assert "record_only=disabled" in done.stderr and "treats compute1 as fenced" in done.stderr
     assert lab.bmc.power_state(HOST) is True
-    svc = service(lab)
-    assert not svc.is_forced_down and svc.status == "enabled" and not svc.disabled_reason
-    assert evacuate_attribute() is None
+    assert not nova_untouched(lab).disabled_reason
     assert not connection_held()
 
 
