@@ -3,7 +3,11 @@
 ``off``, each step verified, all under one deadline the agent owns:
 
 1. power off through the BMC and poll until the BMC *reports* off (``power_driver=none``:
-   another device of this topology level cut the power; the topology vouches for it);
+   another device of this topology level cut the power; the topology vouches for it).
+   With ``kdump_wait``, first listen that long for the host's fence_kdump message
+   (:mod:`fence_compute.kdump`): a host that says it runs its crash kernel is harmless, so it
+   is not powered off (its crash dump is kept) and the message stands in for the power-off's
+   confirmation, as a fence_kdump device does at a topology level;
 2. Nova: force the host's nova-compute service down (by service id, microversion 2.53)
    and check the answer says so;
 3. the ledger: disable the service with the suite's marker (evacuation requested) and
@@ -57,6 +61,15 @@ from fence_compute.fence_nova import (
     unused_options,
 )
 from fence_compute.ipmi import BmcCredentials, IpmiPower
+from fence_compute.kdump import (
+    KDUMP_PORT,
+    KdumpError,
+    KdumpSeen,
+    listen_address,
+    parse_addresses,
+    resolve,
+    wait_for_kdump,
+)
 from fence_compute.power import (
     DELEGATED,
     NoPowerDriver,
@@ -87,8 +100,9 @@ NOVA_RESERVE_SECONDS = 10.0
 class Target:
     """The host to fence, as the cluster names it, and the deadlines of this action.
 
-    ``power_deadline``: login + power wait + power timeout from the start. ``deadline``:
-    the whole action, the Nova steps included (NOVA_BUDGET_SECONDS more).
+    ``power_deadline``: login + power wait + power timeout from the start (off: after its
+    kdump_wait). ``deadline``: the whole action, the Nova steps included
+    (NOVA_BUDGET_SECONDS more).
     """
 
     host: str
@@ -104,11 +118,12 @@ class Target:
         return self.deadline - NOVA_RESERVE_SECONDS
 
 
-def _target(options: Options, host: str | None = None) -> Target:
+def _target(options: Options, host: str | None = None, *, first_wait: float = 0.0) -> Target:
+    """``first_wait``: seconds the action waits before its power step (off's kdump_wait)."""
     host = host or options.text("plug")
     if not host:
         raise FenceError("no target host (plug, port or nodename)")
-    power_deadline = time.monotonic() + (
+    power_deadline = time.monotonic() + first_wait + (
         (options.seconds("login_timeout") or 0)
         + (options.seconds("power_wait") or 0)
         + (options.seconds("power_timeout") or 0)
@@ -116,15 +131,18 @@ def _target(options: Options, host: str | None = None) -> Target:
     return Target(host, power_deadline, power_deadline + NOVA_BUDGET_SECONDS)
 
 
-def _record(options: Options, event: str, host: str, **fields: str) -> None:
-    """A timeline event whose texts hold no secret and no credential of ``auth_url``.
+def _record(options: Options, event: str, host: str, *, at: float | None = None,
+            **fields: str | int) -> None:
+    """A timeline event whose texts hold no secret and no credential of ``auth_url``
+    (``at``: when it happened, default now).
 
     A reason may quote Keystone's error, and keystoneauth's names the URL as written
     (``https://user:pass@keystone/v3``); the timeline is read by people and tools.
     """
 
     secrets = options.secret_values()
-    timeline.record(event, host, **{k: redact_text(v, secrets) for k, v in fields.items()})
+    timeline.record(event, host, at=at, **{
+        k: redact_text(v, secrets) if isinstance(v, str) else v for k, v in fields.items()})
 
 
 # --- power ---------------------------------------------------------------------------
@@ -183,6 +201,67 @@ def _power(options: Options, target: Target, state: str) -> PowerOutcome:
         )
     finally:
         driver.close(time.monotonic() + 2)
+
+
+# --- the host's crash kernel (kdump) -------------------------------------------------------
+
+
+def kdump_wait(options: Options) -> float:
+    """Seconds off listens for the host's fence_kdump message before its power step; 0 for
+    a device that cuts no power (check_config refuses kdump_wait there)."""
+    return (options.seconds("kdump_wait") or 0.0) if owns_power(options) else 0.0
+
+
+def kdump_addresses(options: Options, host: str) -> tuple[str, ...]:
+    """The addresses the host's fence_kdump messages may come from: kdump_address, or what
+    its name resolves to (as fence_kdump resolves its nodename)."""
+    given = options.text("kdump_address")
+    try:
+        return parse_addresses(given) if given else resolve(host)
+    except (KdumpError, ValueError) as exc:  # check_config refuses a malformed list first
+        raise FenceError(f"{host}: kdump_address: {exc}" if given else f"{host}: {exc}") from None
+
+
+def _kdump_seen(options: Options, target: Target) -> KdumpSeen | None:
+    """With kdump_wait: the host's crash kernel said so in time (it is dumping, harmless),
+    or None (no message: power it off). FenceError when the wait cannot be made."""
+    wait = kdump_wait(options)
+    if wait <= 0:
+        return None
+    addresses = kdump_addresses(options, target.host)
+    port = options.number("kdump_port") or KDUMP_PORT
+    LOG.info("%s: listening up to %gs on UDP port %d for a fence_kdump message from %s before"
+             " powering it off", target.host, wait, port, ", ".join(addresses))
+    try:
+        seen = wait_for_kdump(addresses, listen_address(addresses), port, wait)
+    except KdumpError as exc:
+        raise FenceError(f"{target.host}: {exc}") from None
+    if seen is None:
+        LOG.info("%s: no fence_kdump message within %gs; powering it off", target.host, wait)
+    return seen
+
+
+def _crash_kernel_or_power_off(options: Options, target: Target) -> str | None:
+    """Step 1 of off, recorded either way: the host is harmless, because its crash kernel
+    said so (kdump_wait; its power is left on, so its dump is kept) or because its power-off
+    is confirmed; how, for the messages that follow ("is powered off"). None, logged, when
+    neither."""
+    seen = _kdump_seen(options, target)
+    if seen is not None:
+        LOG.info("%s: fence_kdump message from %s after %.1fs: it runs its crash kernel; not"
+                 " powering it off", target.host, seen.source, seen.elapsed)
+        _record(options, "kdump_detected", target.host, source=seen.source,
+                waited=f"{seen.elapsed:.1f}s")
+        return "runs its crash kernel"
+    outcome = _power(options, target, "off")
+    if not outcome.may_proceed:
+        LOG.error("%s: power-off not confirmed (%s); Nova left untouched", target.host, outcome.reason)
+        _record(options, "fence_failed", target.host,
+                reason=f"power-off not confirmed: {outcome.reason}")
+        return None
+    LOG.info("%s: %s", target.host, outcome.reason)
+    _record(options, "power_off_confirmed", target.host, how=outcome.reason)
+    return "is powered off"
 
 
 # --- storage (Ceph's OSD blocklist) ------------------------------------------------------
@@ -275,9 +354,11 @@ def _answer_of(nova_read: NovaRead, target: Target) -> tuple[nova.Nova, ComputeS
     return nova_read.result()
 
 
-def _mark_failed_over(options: Options, target: Target, nova_read: NovaRead) -> None:
+def _mark_failed_over(options: Options, target: Target, nova_read: NovaRead,
+                      harmless: str = "is powered off") -> None:
     """Steps 2 and 3 of off: force down, verified, then the durable request. ``nova_read``:
-    :func:`_read_nova`, started before the power-off; its errors surface here."""
+    :func:`_read_nova`, started before the power-off; its errors surface here, after
+    ``harmless`` (what step 1 established)."""
 
     try:
         client, service = _answer_of(nova_read, target)
@@ -297,9 +378,9 @@ def _mark_failed_over(options: Options, target: Target, nova_read: NovaRead) -> 
     except FenceError:
         raise
     except NovaError as exc:
-        raise FenceError(f"{target.host} is powered off, but Nova: {exc}") from None
+        raise FenceError(f"{target.host} {harmless}, but Nova: {exc}") from None
     except Exception as exc:  # the pacemaker mirror, the ledger
-        raise FenceError(f"{target.host} is powered off, but {type(exc).__name__}: {exc}") from None
+        raise FenceError(f"{target.host} {harmless}, but {type(exc).__name__}: {exc}") from None
     LOG.info("%s: forced down, disabled, evacuation %s", target.host, entry.state)
 
 
@@ -335,30 +416,33 @@ def mass_failure(options: Options, target: str) -> str | None:
 
 
 def off(options: Options) -> int:
-    target = _target(options)
-    _record(options, "fence_start", target.host, by="fence_nova")
+    target = _target(options, first_wait=kdump_wait(options))
+    started = time.time()
     # Keystone and the service read, while the brake is asked and the BMC cuts the power:
     # only _mark_failed_over, once every fence is confirmed, waits for the answer.
     nova_read = Background(functools.partial(_read_nova, options, target), "nova-read")
     refusal = mass_failure(options, target.host)
     if refusal is not None:
         LOG.error("%s: %s; power and Nova left untouched", target.host, refusal)
-        _record(options, "fence_failed", target.host, reason=refusal)
+        # Pacemaker retries a refused fence again and again while the brake holds: the
+        # timeline gets one attempt a minute per host, the next one counting those held back.
+        held = timeline.admit_repeated("brake", target.host)
+        if held is not None:
+            _record(options, "fence_start", target.host, at=started, by="fence_nova")
+            _record(options, "fence_failed", target.host, reason=refusal,
+                    **({"suppressed": held} if held else {}))
         return ExitCode.FAILURE
+    _record(options, "fence_start", target.host, at=started, by="fence_nova")
     try:
         # Known before anything is touched: a host without storage addresses fails at once.
         addresses = storage_addresses(options, target.host) if fences_storage(options) else ()
-        outcome = _power(options, target, "off")
-    except FenceError as exc:  # no power driver (not in bmc_map, say) or storage address
+        harmless = _crash_kernel_or_power_off(options, target)
+    except FenceError as exc:  # no power driver (not in bmc_map, say), storage address, or
+        # no listening for the crash kernel (its port taken, the host's name unresolved)
         _record(options, "fence_failed", target.host, reason=str(exc))
         raise
-    if not outcome.may_proceed:
-        LOG.error("%s: power-off not confirmed (%s); Nova left untouched", target.host, outcome.reason)
-        _record(options, "fence_failed", target.host,
-                reason=f"power-off not confirmed: {outcome.reason}")
+    if harmless is None:
         return ExitCode.FAILURE
-    LOG.info("%s: %s", target.host, outcome.reason)
-    _record(options, "power_off_confirmed", target.host, how=outcome.reason)
     if addresses:
         stored = _fence_storage(options, target, addresses)
         if not stored.confirmed:
@@ -370,7 +454,7 @@ def off(options: Options) -> int:
         LOG.info("%s: %s", target.host, stored.reason)
         _record(options, "storage_fenced", target.host, addresses=" ".join(addresses))
     try:
-        _mark_failed_over(options, target, nova_read)
+        _mark_failed_over(options, target, nova_read, harmless)
     except FenceError as exc:
         _record(options, "fence_failed", target.host, reason=str(exc))
         raise

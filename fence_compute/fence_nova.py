@@ -24,6 +24,7 @@ import sys
 from dataclasses import replace
 
 from fence_compute.bmc_map import BmcAddress, parse_bmc_map
+from fence_compute.kdump import KDUMP_PORT, parse_addresses
 from fence_compute.protocol import (
     STANDARD_OPTIONS,
     FenceAction,
@@ -96,6 +97,9 @@ _KEYSTONE_OPTIONS = ("auth_url", "username", "password", "tenant_name", "user_do
                      "project_domain")
 _CEPH_OPTIONS = ("ceph_conf", "ceph_user", "ceph_keyring_file", "storage_map",
                  "storage_address", "blocklist_expire")
+_KDUMP_OPTIONS = ("kdump_port", "kdump_address")
+# The longest kdump_wait: a crash kernel that has not spoken by then is not coming.
+MAX_KDUMP_WAIT = 3600.0
 
 
 def unused_options(options: Options) -> dict[str, str]:
@@ -125,6 +129,8 @@ def unused_options(options: Options) -> dict[str, str]:
         given(_KEYSTONE_OPTIONS, "cloud is given: its clouds.yaml entry holds the credentials")
     if options.get("storage_fence") != "ceph":
         given(_CEPH_OPTIONS, "storage_fence is not ceph")
+    if not options.get("kdump_wait"):
+        given(_KDUMP_OPTIONS, "kdump_wait is 0: off waits for no fence_kdump message")
     return unused
 
 
@@ -226,6 +232,40 @@ def check_config(options: Options) -> list[str]:
                 " 'bmc_password_file' or 'bmc_password'"
             )
     errors.extend(_storage_errors(options))
+    errors.extend(_kdump_errors(options))
+    return errors
+
+
+def _kdump_errors(options: Options) -> list[str]:
+    """kdump_wait within its bound and only where this device cuts the power; the port and
+    the addresses well formed whatever kdump_wait says (a malformed one is an error before it
+    is ever used)."""
+    errors: list[str] = []
+    wait = options.seconds("kdump_wait") or 0.0
+    if wait > MAX_KDUMP_WAIT:
+        errors.append(f"option 'kdump_wait' must be at most {MAX_KDUMP_WAIT:g} seconds"
+                      f" (got {wait:g})")
+    port = options.number("kdump_port")
+    if port is not None and not 1 <= port <= 65535:
+        errors.append(f"option 'kdump_port' must be between 1 and 65535 (got {port})")
+    address = options.text("kdump_address")
+    if address is not None:
+        try:
+            parse_addresses(address)
+        except ValueError as exc:
+            errors.append(f"option 'kdump_address' {exc}")
+        if options.text("bmc_map"):
+            errors.append("option 'kdump_address' holds one host's addresses and bmc_map makes"
+                          " this device fence many: leave kdump_address unset (each host's"
+                          " name is resolved) or give each host a device of its own")
+    mode = _record_only_or_no(options)
+    if wait > 0 and (mode is RecordOnly.YES or options.text("power_driver") == "none"):
+        # Another device of this topology level cuts the power, before this one runs: a wait
+        # here would save no dump. The level's own fence_kdump device is the way there.
+        left_by = "record_only" if mode is RecordOnly.YES else "power_driver=none"
+        errors.append(f"option 'kdump_wait' needs a device that powers the host off; with"
+                      f" {left_by} another device of the topology level does, before this one"
+                      " runs: put fence_kdump first in that level instead")
     return errors
 
 
@@ -606,6 +646,48 @@ _OPTIONS = (
         longdesc=(
             "Redfish: the PEM file of the CA (or the BMC's self-signed certificate) to"
             " verify the BMC against. Unset: the system's trust store."
+        ),
+    ),
+    # The host's crash kernel (kdump): a host that is dumping is harmless.
+    Option(
+        "kdump_wait",
+        "Seconds to wait for the host's fence_kdump message before powering it off",
+        "second",
+        default=0,
+        getopt="--kdump-wait=[seconds]",
+        longdesc=(
+            "off (and reboot) first listen this long for a fence_kdump message from the host"
+            " (fence_kdump_send, run by its kdump crash kernel). One arrives: the host runs"
+            " its crash kernel and is harmless, so it is not powered off (its crash dump is"
+            " kept) and the rest follows as after a confirmed power-off: storage fence if"
+            " configured, force-down, disable, evacuation request. None by then: the host"
+            " is powered off as usual. 0: no wait; at most 3600. Only for a device that"
+            " powers the host off (an error with power_driver=none or record_only: there,"
+            " put fence_kdump first in the topology level). The wait comes before the power"
+            " step: the device's pcmk_off_timeout must exceed kdump_wait + login_timeout +"
+            " power_wait + power_timeout + 30 s (Nova's steps), or Pacemaker kills the agent"
+            " first. Nothing else on the node running the device may listen on kdump_port"
+            " meanwhile (a fence_kdump device, another fence_nova waiting): off then fails."
+        ),
+    ),
+    Option(
+        "kdump_port",
+        "UDP port the host's fence_kdump messages are sent to",
+        "integer",
+        default=KDUMP_PORT,
+        getopt="--kdump-port=[port]",
+        longdesc="fence_kdump_send's -p and fence_kdump's ipport; used with kdump_wait.",
+    ),
+    Option(
+        "kdump_address",
+        "Addresses the host's fence_kdump messages come from",
+        getopt="--kdump-address=[addresses]",
+        longdesc=(
+            "IP addresses, separated by commas, from which the host's crash kernel sends"
+            " (its address on the network towards this node); a message from any other"
+            " address is ignored. Unset: every address the host's name (plug) resolves to"
+            " (getaddrinfo), as fence_kdump resolves its nodename. For a device that fences"
+            " one host; used with kdump_wait."
         ),
     ),
     # Storage fencing (Ceph's OSD blocklist).

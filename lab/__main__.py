@@ -30,10 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--redfish-hosts", default="",
                     help="comma-separated hosts whose power_driver in hosts.json is redfish "
                          "(implies --redfish)")
+    sub.add_parser("configure", help="with --cluster: the reference configuration "
+                   "(scripts/configure-cluster.sh, as lab/failover.py's Deployment runs it)")
     sub.add_parser("down", help="stop everything; safe to run twice")
     sub.add_parser("status", help="what runs, as JSON")
     for name in ("kill-compute", "start-compute", "power-off", "power-on"):
         sub.add_parser(name).add_argument("host")
+    sub.add_parser("crash", help="the host stops serving at once (hosts.json's crash command)"
+                   ).add_argument("host")
+    sub.add_parser("restore", help="the host serves again, powered on through its BMC "
+                   "(hosts.json's restore command)").add_argument("host")
     fault = sub.add_parser("bmc-fault", help="|".join(MODES) + " (SECONDS for "
                            + ", ".join(TIMED_MODES) + "; the last four: Redfish only)")
     fault.add_argument("host")
@@ -50,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
                    controllers=args.controllers, ceph=args.ceph, redfish=args.redfish,
                    redfish_hosts=[h.strip() for h in args.redfish_hosts.split(",") if h.strip()])
             print(f"lab up: {lab.clouds_yaml} (cloud 'lab'), {lab.hosts_json}")
+        elif args.command == "configure":
+            from lab.failover import Deployment
+
+            Deployment(lab).configure()
+            print(f"configured: {lab.hosts_json} describes the target (tests/target.py)")
         elif args.command == "down":
             lab.down()
         elif args.command == "status":
@@ -63,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
             lab.power_off(args.host)
         elif args.command == "power-on":
             lab.power_on(args.host)
+        elif args.command == "crash":
+            lab.crash(args.host)
+        elif args.command == "restore":
+            lab.restore(args.host)
         elif args.command == "bmc-fault":
             lab.bmc.set_fault(args.host, args.mode, args.seconds)
     except Exception as exc:  # a lab CLI: one line, not a traceback

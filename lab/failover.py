@@ -29,6 +29,9 @@ from lab.stack import REPO, Lab
 from openstack_ha import pacemaker
 
 TIMELINE = Path("/var/log/openstack-ha/timeline.jsonl")
+# The NovaEvacuate worker's metrics endpoint (on loopback of the controller that runs it);
+# not the default 9464, which something of the machine's own may serve.
+METRICS_PORT = 19464
 LIVENESS_CHECKS = ("process:nova-compute; "
                    "cmd:/usr/bin/test ! -e /run/resource-agents/ohalab-broken")
 
@@ -41,7 +44,125 @@ def _sh(*argv: str, check: bool = True, timeout: float = 120) -> subprocess.Comp
     return done
 
 
-class Deployment:
+class ClusterView:
+    """A deployment of the reference configuration as the end-to-end scenarios see it through
+    the cluster and the cloud alone: Pacemaker's status and tools on this machine (a
+    controller), the cloud's API, the recovery timeline. :class:`Deployment` is the lab's;
+    tests/target.py's ``TargetDeployment`` any other (``OPENSTACK_HA_TARGET``).
+
+    A subclass gives ``hosts`` (the compute hosts), ``controllers``, ``connection`` and
+    ``crash`` (how a host fails at once)."""
+
+    hosts: list[str]
+    controllers: list[str]
+    pacemaker_log = Path("/var/log/pacemaker/pacemaker.log")
+
+    def connection(self, **kw: Any) -> Any:
+        """An openstacksdk connection to the deployment's cloud."""
+        raise NotImplementedError
+
+    def crash(self, host: str) -> None:
+        """HOST stops serving at once, as a power cut or a kernel crash stops it."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ state
+
+    def crm_mon(self) -> ET.Element:
+        # The cluster's own status, produced by Pacemaker's crm_mon: not untrusted input.
+        return ET.fromstring(_sh("crm_mon", "-1", "--output-as=xml", timeout=30).stdout)
+
+    def started_on(self, resource: str) -> set[str]:
+        """Nodes where ``resource`` (or its clone instances) runs."""
+        mon = self.crm_mon()
+        return {n.get("name", "") for r in mon.iter("resource")
+                if r.get("id", "").split(":")[0] == resource and r.get("role") == "Started"
+                for n in r.iter("node")}
+
+    def serving(self) -> bool:
+        try:
+            live = self.started_on("liveness")
+            engine = self.started_on("nova-evacuate")
+        except Exception:
+            return False
+        return set(self.hosts) <= live and len(engine) == 1 and engine <= set(self.controllers)
+
+    def wait_serving(self, timeout: float = 240) -> None:
+        workload.wait_for(self.serving, timeout, "liveness on every compute, nova-evacuate up", 1)
+
+    def service(self, host: str) -> Any:
+        conn = self.connection()
+        (svc,) = [s for s in conn.compute.services(binary="nova-compute") if s.host == host]
+        return svc
+
+    def ledger(self, host: str) -> Any:
+        from nova_evacuate.ledger import parse_marker
+
+        return parse_marker(self.service(host).disabled_reason)
+
+    def fenced(self, host: str, since: float) -> bool:
+        """Pacemaker fenced ``host`` successfully after ``since`` (epoch seconds), as its
+        fencing alert says (``stonith_admin --history`` keeps only a node's latest action,
+        and unfencing follows fencing at once)."""
+        return any(e["event"] == "fenced" for e in self.events(since, host))
+
+    @staticmethod
+    def events(since: float, host: str | None = None) -> list[dict[str, Any]]:
+        """Timeline events from ``since`` (epoch seconds) on."""
+        if not TIMELINE.exists():
+            return []
+        found = []
+        for line in TIMELINE.read_text().splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("ts", 0) >= since and (host is None or event.get("host") == host):
+                found.append(event)
+        return sorted(found, key=lambda e: e["ts"])
+
+    def diagnostics(self, since: float) -> str:
+        """What a failed scenario needs to be understood from a CI log alone: the cluster's
+        state with fail counts, the connection holds, the node attributes, the fencing
+        history, the timeline since ``since`` and the Pacemaker log's notable lines."""
+        parts = []
+        for title, argv in (
+                ("crm_mon", ("crm_mon", "-1", "-rfA", "--show-detail")),
+                ("holds (connection resources' meta)", ("cibadmin", "--query", "--scope",
+                                                        "resources", "--xpath",
+                                                        "//primitive[@type='remote']")),
+                ("fencing history", ("stonith_admin", "--history", "*", "--verbose"))):
+            try:
+                done = _sh(*argv, check=False, timeout=20)
+                parts.append(f"--- {title}\n{(done.stdout + done.stderr).strip()}")
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                parts.append(f"--- {title}: {exc}")
+        events = "\n".join(
+            f"{e['ts'] - since:8.1f} {e.get('host')} {e['event']} "
+            + json.dumps({k: v for k, v in e.items() if k not in ("ts", "event", "host")})[:200]
+            for e in self.events(since - 60))
+        parts.append(f"--- timeline from 60 s before the scenario\n{events}")
+        notable = ("notice: Actions:", "error:", "warning:", "will not be started",
+                   "Clearing failure", "C_TIMER_POPPED", "Calculated transition")
+        try:
+            lines = [line for line in self.pacemaker_log.read_text(
+                errors="replace").splitlines()[-20000:] if any(n in line for n in notable)]
+            parts.append("--- pacemaker.log, notable lines (last 250)\n"
+                         + "\n".join(line[:300] for line in lines[-250:]))
+        except OSError as exc:
+            parts.append(f"--- pacemaker.log: {exc}")
+        return "\n".join(parts)
+
+    @staticmethod
+    def mark(event: str, host: str, **fields: Any) -> float:
+        """Record a lab event (``failure_injected``) in the timeline; its time."""
+        from openstack_ha import timeline
+
+        now = round(time.time(), 3)  # as the timeline stores it: events(now) includes it
+        timeline.record(event, host, at=now, by="lab", **fields)
+        return now
+
+
+class Deployment(ClusterView):
     def __init__(self, lab: Lab) -> None:
         if lab.pacemaker is None:
             raise ValueError("the deployment needs the lab with its cluster (Lab(cluster=True))")
@@ -50,6 +171,7 @@ class Deployment:
         self.dir = lab.state_dir / "ha"
         self.hosts = sorted(lab.bmc.endpoints())
         self.controllers = self.pcmk.controllers()
+        self.pacemaker_log = self.pcmk.pacemaker_log
 
     # ------------------------------------------------------------------ configuration
 
@@ -97,10 +219,12 @@ class Deployment:
     def engine_config(self, evacuation: str = "", *, disk_check: bool = False) -> Path:
         """The engine's configuration; ``evacuation``: more ``[evacuation]`` lines;
         ``disk_check``: a ``[storage]`` section (the lab's Ceph), so that no server is rebuilt
-        while the failed host still holds its disk."""
+        while the failed host still holds its disk. The worker serves its metrics on
+        127.0.0.1:``METRICS_PORT``."""
         path = self.dir / "openstack-ha.conf"
         path.write_text(
             f"[cloud]\ncloud = lab\nclouds_yaml = {self.lab.clouds_yaml}\n"
+            f"[metrics]\nenabled = true\nlisten_address = 127.0.0.1\nport = {METRICS_PORT}\n"
             f"[evacuation]\npoll_interval = 1\n{evacuation}"
             + (self.storage_section() if disk_check else ""))
         return path
@@ -164,102 +288,18 @@ class Deployment:
             _sh("pcs", "stonith", "update", f"fence-nova-{host}", "storage_fence=none",
                 "ceph_conf=", "ceph_user=", "ceph_keyring_file=", "storage_map=")
 
-    # ------------------------------------------------------------------ state
+    # ------------------------------------------------------------------ failures
+
+    def connection(self, **kw: Any) -> Any:
+        return self.lab.connection(**kw)
 
     def crm_mon(self) -> ET.Element:
-        return self.pcmk.crm_mon_xml()
+        return self.pcmk.crm_mon_xml()  # its error names the lab's Pacemaker log
 
-    def started_on(self, resource: str) -> set[str]:
-        """Nodes where ``resource`` (or its clone instances) runs."""
-        mon = self.crm_mon()
-        return {n.get("name", "") for r in mon.iter("resource")
-                if r.get("id", "").split(":")[0] == resource and r.get("role") == "Started"
-                for n in r.iter("node")}
+    def crash(self, host: str) -> None:
+        """A power cut its BMC does not know of (lab/stack.py's Lab.crash)."""
+        self.lab.crash(host)
 
-    def serving(self) -> bool:
-        try:
-            live = self.started_on("liveness")
-            engine = self.started_on("nova-evacuate")
-        except Exception:
-            return False
-        return set(self.hosts) <= live and len(engine) == 1 and engine <= set(self.controllers)
-
-    def wait_serving(self, timeout: float = 240) -> None:
-        workload.wait_for(self.serving, timeout, "liveness on every compute, nova-evacuate up", 1)
-
-    def service(self, host: str) -> Any:
-        conn = self.lab.openstack.connection()
-        (svc,) = [s for s in conn.compute.services(binary="nova-compute") if s.host == host]
-        return svc
-
-    def ledger(self, host: str) -> Any:
-        from nova_evacuate.ledger import parse_marker
-
-        return parse_marker(self.service(host).disabled_reason)
-
-    def fenced(self, host: str, since: float) -> bool:
-        """Pacemaker fenced ``host`` successfully after ``since`` (epoch seconds), as its
-        fencing alert says (``stonith_admin --history`` keeps only a node's latest action,
-        and unfencing follows fencing at once)."""
-        return any(e["event"] == "fenced" for e in self.events(since, host))
-
-    @staticmethod
-    def events(since: float, host: str | None = None) -> list[dict[str, Any]]:
-        """Timeline events from ``since`` (epoch seconds) on."""
-        if not TIMELINE.exists():
-            return []
-        found = []
-        for line in TIMELINE.read_text().splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("ts", 0) >= since and (host is None or event.get("host") == host):
-                found.append(event)
-        return sorted(found, key=lambda e: e["ts"])
-
-    def diagnostics(self, since: float) -> str:
-        """What a failed scenario needs to be understood from a CI log alone: the cluster's
-        state with fail counts, the connection holds, the node attributes, the fencing
-        history, the timeline since ``since`` and the Pacemaker log's notable lines."""
-        parts = []
-        for title, argv in (
-                ("crm_mon", ("crm_mon", "-1", "-rfA", "--show-detail")),
-                ("holds (connection resources' meta)", ("cibadmin", "--query", "--scope",
-                                                        "resources", "--xpath",
-                                                        "//primitive[@type='remote']")),
-                ("fencing history", ("stonith_admin", "--history", "*", "--verbose"))):
-            try:
-                done = _sh(*argv, check=False, timeout=20)
-                parts.append(f"--- {title}\n{(done.stdout + done.stderr).strip()}")
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                parts.append(f"--- {title}: {exc}")
-        events = "\n".join(
-            f"{e['ts'] - since:8.1f} {e.get('host')} {e['event']} "
-            + json.dumps({k: v for k, v in e.items() if k not in ("ts", "event", "host")})[:200]
-            for e in self.events(since - 60))
-        parts.append(f"--- timeline from 60 s before the scenario\n{events}")
-        notable = ("notice: Actions:", "error:", "warning:", "will not be started",
-                   "Clearing failure", "C_TIMER_POPPED", "Calculated transition")
-        try:
-            lines = [line for line in self.pcmk.pacemaker_log.read_text(
-                errors="replace").splitlines()[-20000:] if any(n in line for n in notable)]
-            parts.append("--- pacemaker.log, notable lines (last 250)\n"
-                         + "\n".join(line[:300] for line in lines[-250:]))
-        except OSError as exc:
-            parts.append(f"--- pacemaker.log: {exc}")
-        return "\n".join(parts)
-
-    @staticmethod
-    def mark(event: str, host: str, **fields: Any) -> float:
-        """Record a lab event (``failure_injected``) in the timeline; its time."""
-        from openstack_ha import timeline
-
-        now = round(time.time(), 3)  # as the timeline stores it: events(now) includes it
-        timeline.record(event, host, at=now, by="lab", **fields)
-        return now
-
-    # ------------------------------------------------------------------ failures
 
     def _veth(self, host: str) -> str:
         return node_link(self.pcmk._index(host))

@@ -14,6 +14,7 @@ a node cannot get back to the host's namespace), so the host side is set up in o
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -52,6 +53,18 @@ def netns_name(name: str) -> str:
 
 def node_address(index: int) -> str:
     return f"10.251.{index}.2"
+
+
+def node_addresses(netns: str) -> tuple[str, str]:
+    """The compute node's management address, read in its namespace NETNS, and the host side
+    of its link (where ctl1, the host itself, is reached from the node)."""
+    shown = run(["ip", "-n", netns, "-4", "-o", "addr", "show"]).stdout
+    for line in shown.splitlines():
+        fields = line.split()
+        interface = ipaddress.ip_interface(fields[fields.index("inet") + 1])
+        if str(interface.ip).startswith("10.251."):
+            return str(interface.ip), str(interface.network.network_address + 1)
+    raise LabError(f"no 10.251.x address in {netns}: {shown}")
 
 
 def node_link(index: int) -> str:

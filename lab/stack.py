@@ -80,19 +80,46 @@ class Lab:
         self.ceph = CephLab(self.state_dir / "ceph",
                             STORAGE_CONTROL_ADDRESS if self.cluster else "127.0.0.1")
 
+    # The cloud's name in clouds_yaml
+    cloud = "lab"
+
     @property
     def clouds_yaml(self) -> Path:
         return self.state_dir / "clouds.yaml"
+
+    def connection(self, **kw: Any) -> Any:
+        """An openstacksdk connection to the lab's cloud (as tests/target.py's Target)."""
+        return self.openstack.connection(**kw)
+
+    def crash(self, host: str) -> None:
+        """HOST stops serving at once: a power cut with the cluster, else its nova-compute
+        killed (as tests/target.py's Target runs a hosts file's ``crash`` command)."""
+        self.power_off(host)
+
+    def restore(self, host: str) -> None:
+        """HOST serves again, whatever brought it down: its BMC healthy and on (through the
+        BMC, whose power-on hook boots the node), the node's processes running."""
+        self.bmc.set_fault(host, "none")
+        if not self.bmc.power_state(host):
+            done = self.ipmitool(host, "chassis", "power", "on")
+            if done.returncode != 0:
+                raise RuntimeError(f"cannot power {host} on: {done.stderr.strip()}")
+        else:
+            self.power_on(host)  # the node died without its BMC knowing: it boots again
 
     @property
     def hosts_json(self) -> Path:
         return self.state_dir / "hosts.json"
 
+    def _cli(self, *args: str) -> list[str]:
+        """This lab's own CLI (``python -m lab``), by the same interpreter."""
+        return ["/usr/bin/env", f"PYTHONPATH={REPO}", sys.executable, "-m", "lab",
+                "--state-dir", str(self.state_dir), *args]
+
     def _hook(self, command: str, host: str) -> list[str]:
         """What a BMC runs on power change: this lab's own CLI, by the same interpreter."""
         if self.cluster:
-            return ["/usr/bin/env", f"PYTHONPATH={REPO}", sys.executable, "-m", "lab",
-                    "--state-dir", str(self.state_dir), command, host]
+            return self._cli(command, host)
         return [
             "/usr/bin/env", f"PYTHONPATH={REPO}", sys.executable, "-m", "lab.openstack",
             command, host, "--state-dir", str(self.openstack.state_dir),
@@ -163,6 +190,10 @@ class Lab:
                                            "ca_file": face.ca_file}
         for host in hosts_info:
             hosts_info[host]["power_driver"] = "redfish" if host in redfish_hosts else "ipmi"
+            # How the suites, pointed at this lab as at any other target (tests/target.py),
+            # make the host fail and bring it back
+            hosts_info[host]["crash"] = self._cli("crash", host)
+            hosts_info[host]["restore"] = self._cli("restore", host)
         if self.pacemaker is not None:
             for index, host in enumerate(hosts, 1):
                 hosts_info[host]["storage_address"] = storage_address(index)
@@ -226,12 +257,5 @@ class Lab:
     def reset(self) -> None:
         """Per-test clean state: BMCs healthy and on, no servers, every compute up and enabled."""
         for host in self.bmc.endpoints():
-            self.bmc.set_fault(host, "none")
-            if not self.bmc.power_state(host):
-                # through the BMC, so its power-on hook starts nova-compute
-                done = self.ipmitool(host, "chassis", "power", "on")
-                if done.returncode != 0:
-                    raise RuntimeError(f"cannot power {host} on: {done.stderr.strip()}")
-            elif self.pacemaker is not None and not self.pacemaker.is_powered(host):
-                self.pacemaker.power_on(host)  # the node died without its BMC knowing
+            self.restore(host)
         self.openstack.reset()

@@ -18,11 +18,17 @@ itself. Counting it would deadlock a second failure during a recovery: the secon
 fence or evacuation would wait for the first host to return, which waits for Pacemaker.
 
 Pure: callers read Pacemaker or Nova and pass what they saw.
+
+While the brake holds, whoever it stops asks again and again (the worker at every scan,
+Pacemaker at every fencing attempt); :class:`LineLimiter` keeps the timeline to one line
+per host a minute, the next line saying how many were held back (``suppressed=N``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nova_evacuate.plan import Aggregate
@@ -35,6 +41,12 @@ class HostView:
     host: str
     down: bool  # Pacemaker: offline or unclean; Nova: down or forced down
     handled: bool = False  # fenced by this suite: its power-off was confirmed
+
+
+# Every reason an engaged brake gives ends its sentence with one of these: how a reason
+# read back from the timeline (fence_nova's ``fence_failed``, the worker's
+# ``evacuation_refused``) is told apart from a BMC's or Nova's failure.
+_ENGAGED_PHRASES = ("not acting automatically", "acting on nothing automatically")
 
 
 @dataclass(frozen=True)
@@ -77,3 +89,44 @@ def mass_failure(hosts: Sequence[HostView], target: str, max_down_fraction: floa
                                        f" more than max_down_per_aggregate="
                                        f"{max_down_per_aggregate}; not acting automatically")
     return Brake(False, f"{len(down)} of {len(hosts)} {what} down{not_counted}")
+
+
+def is_brake_reason(text: str) -> bool:
+    """Whether ``text`` (a refusal's reason, as written to the timeline) is an engaged
+    brake's reason, given by :func:`mass_failure`."""
+    return any(phrase in text for phrase in _ENGAGED_PHRASES)
+
+
+class LineLimiter:
+    """At most one timeline line per key (a host) every ``interval`` seconds.
+
+    :meth:`admit` says whether a line may be written now and, when it may, how many were
+    held back since the last one, for the line to carry (``suppressed=N``): the timeline
+    keeps the first refusal at once and a count of the repeats, not a line per scan.
+    Thread-safe (the worker's evacuation threads share one); ``clock`` is monotonic seconds.
+    """
+
+    def __init__(self, interval: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}  # key → when its last line was admitted
+        self._held: dict[str, int] = {}  # key → lines held back since then
+
+    def admit(self, key: str) -> int | None:
+        """None: hold this line back (counted). Otherwise write it, with the count
+        returned (0: none held back)."""
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval:
+                self._held[key] = self._held.get(key, 0) + 1
+                return None
+            self._last[key] = now
+            return self._held.pop(key, 0)
+
+    def held_back(self) -> int:
+        """Lines held back and not yet reported by a later line, over every key."""
+        with self._lock:
+            return sum(self._held.values())

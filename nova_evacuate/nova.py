@@ -681,9 +681,12 @@ def connect(*, cloud: str | None = None, clouds_yaml: str | PathLike[str] | None
             config = sdk_config
             if config is None:
                 files = [str(clouds_yaml)] if clouds_yaml else None
+                # a clouds.yaml named here is read alone: OS_CLIENT_CONFIG_FILE (which
+                # openstacksdk puts first when it reads the environment) cannot replace it
                 config = openstack.config.OpenStackConfig(
                     config_files=files,
-                    **({"vendor_files": [], "secure_files": []} if files else {}))
+                    **({"vendor_files": [], "secure_files": [], "load_envvars": False}
+                       if files else {}))
             region = config.get_one(cloud=cloud, **options)
         # keystoneauth's: an entry without what its auth type needs ("Auth plugin requires
         # parameters which were not given: auth_url"), raised as it loads the plugin

@@ -41,6 +41,15 @@ stopped in the last hour once more, and may restart a server up to the limit aga
 bounded, since a server it gave up on less than an hour ago gets that many more restarts
 at most.
 
+A refused evacuation (a gate: the mass-failure brake, or Nova seeing the host up) is
+asked again at every scan; the timeline gets ``evacuation_refused`` (``reason``, ``brake``)
+at most once a minute per host, the next line saying how many were held back
+(``suppressed``; :class:`~nova_evacuate.brake.LineLimiter`).
+
+Metrics (``[metrics] enabled``, off by default; :mod:`nova_evacuate.metrics`): served over
+HTTP from a thread of their own, refreshed at the end of each successful scan from the
+ledger it read and the timeline's new lines.
+
     python -m nova_evacuate.worker [--config-file FILE] [--cloud NAME] --status-file PATH
 """
 
@@ -64,7 +73,9 @@ from nova_evacuate import conf as confmod
 from nova_evacuate import engine as engine_mod
 from nova_evacuate import host_return
 from nova_evacuate import instance_recovery as recovery_mod
+from nova_evacuate import metrics as metrics_mod
 from nova_evacuate import plan as planning
+from nova_evacuate.brake import LineLimiter, is_brake_reason
 from nova_evacuate.ledger import (
     ATTRIBUTE,
     FINISHED,
@@ -101,7 +112,8 @@ class Worker:
                  rejoined: Callable[[str], bool] | None = None,
                  unfence: Callable[[str], None] | None = None,
                  node_gone: Callable[[str], bool] | None = None,
-                 recovery: recovery_mod.Settings | None = None) -> None:
+                 recovery: recovery_mod.Settings | None = None,
+                 metrics: metrics_mod.Metrics | None = None) -> None:
         self.nova_factory = nova_factory
         self.settings = settings
         self.leave_disabled = leave_disabled
@@ -140,6 +152,9 @@ class Worker:
         self.recovery_error = ""
         self.restarts: dict[str, list[float]] = {}  # server → monotonic times of our starts
         self.decided: dict[str, str] = {}  # server → its ``updated`` when left or given up
+        # A refused evacuation is asked again every scan: one timeline line a host a minute.
+        self.refusal_lines = LineLimiter()
+        self.metrics = metrics  # None: [metrics] off
 
     # ------------------------------------------------------------------ loop
 
@@ -188,12 +203,14 @@ class Worker:
     def scan(self) -> None:
         services = self.nova.compute_services()
         now = datetime.now(UTC)
+        entries: dict[str, LedgerEntry | None] = {}
         for service in services:
             try:
                 entry = parse_marker(service.disabled_reason)
             except LedgerError as exc:
                 LOG.error("%s: %s", service.host, exc)
                 continue
+            entries[service.host] = entry
             self._reconcile_mirror(service.host, entry)
             if entry is None:
                 self._recheck(service)
@@ -202,6 +219,10 @@ class Worker:
             elif entry.state in FINISHED:
                 self._host_return(service, entry)
         self._reap()
+        if self.metrics is not None:
+            self.metrics.scanned(
+                entries, held_back=self.refusal_lines.held_back(),
+                brake_here=any(is_brake_reason(r) for r in list(self.refused.values())))
 
     # ------------------------------------------------------------------ evacuations
 
@@ -240,6 +261,7 @@ class Worker:
                 if self.refused.get(host) != str(exc):
                     LOG.error("%s: NOT evacuating automatically: %s", host, exc)
                 self.refused[host] = str(exc)
+                self._record_refusal(host, str(exc))
             except (engine_mod.ClaimLost, engine_mod.Stopped) as exc:
                 LOG.info("%s: %s", host, exc)
             except (NovaError, LedgerError) as exc:
@@ -250,6 +272,16 @@ class Worker:
         thread = threading.Thread(target=run, name=f"evacuate-{host}", daemon=True)
         self.running[host] = thread
         thread.start()
+
+    def _record_refusal(self, host: str, reason: str) -> None:
+        """``evacuation_refused`` in the timeline, at most once a minute per host: the
+        next line carries how many were held back (``suppressed``)."""
+        held = self.refusal_lines.admit(host)
+        if held is None:
+            return
+        extra = {"suppressed": held} if held else {}
+        timeline.record("evacuation_refused", host, reason=reason,
+                        brake=is_brake_reason(reason), **extra)
 
     def _reap(self) -> None:
         for host, thread in list(self.running.items()):
@@ -478,6 +510,20 @@ class Worker:
         os.replace(tmp, self.status_file)
 
 
+def start_metrics(address: str, port: int) -> metrics_mod.Metrics | None:
+    """The metrics, served at ``address:port``; None (logged) when the port cannot be
+    bound: evacuation goes on without metrics rather than not at all."""
+    metrics = metrics_mod.Metrics(timeline.path())
+    try:
+        metrics_mod.serve(metrics, address, port)
+    except OSError as exc:
+        LOG.error("metrics not served on %s port %d: %s", address, port, exc)
+        return None
+    LOG.info("metrics served at http://%s/metrics",
+             f"[{address}]:{port}" if ":" in address else f"{address}:{port}")
+    return metrics
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="nova-evacuate-worker")
     p.add_argument("--config-file", action="append", dest="config_files")
@@ -522,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
                         lambda node: pacemaker.unfence(node, UNFENCE_TIMEOUT_SECONDS)),
                     node_gone=None if args.no_pacemaker else pacemaker.cluster_node_gone,
                     recovery=recovery)
+    if conf.metrics.enabled:
+        worker.metrics = start_metrics(conf.metrics.listen_address, conf.metrics.port)
     if recovery is not None:
         LOG.info("instance recovery on: servers with %s=true, at most %d restarts an hour"
                  " each, a scan every %.0f s", recovery.marker_key,

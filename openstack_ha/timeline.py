@@ -9,14 +9,19 @@ value turns recording off)::
 Events, in the order of a recovery: ``failure_injected`` (the lab or an operator's test),
 ``detected`` or ``node_lost`` (Pacemaker's alerts: a failed operation of the node's
 connection or of a resource on it; the node leaving), ``fence_start``,
-``power_off_confirmed``, ``storage_fenced`` (with ``storage_fence=ceph``), ``forced_down``,
+``power_off_confirmed`` (or ``kdump_detected``: the host was heard from its crash kernel,
+fence_nova ``kdump_wait``, and its power left on), ``storage_fenced`` (with
+``storage_fence=ceph``), ``forced_down``,
 ``evacuation_requested`` (fence_nova),
 ``claimed``, ``instance_done`` / ``instance_failed`` (one per instance),
 ``evacuation_done`` / ``evacuation_failed`` (the engine), ``fence_failed`` (fence_nova,
 with the reason), ``unfence_refused`` (fence_nova ``on`` while the evacuation is pending:
 the host stays off; or its blocklist entries not removed), ``unfence_requested`` (the
 worker, once it is done), ``storage_unfenced``, ``unfenced`` (fence_nova ``on``),
-``host_back`` (force-down cleared, service enabled: the engine).
+``host_back`` (force-down cleared, service enabled: the engine); ``evacuation_refused`` (the
+NovaEvacuate worker: a gate, the mass-failure brake or Nova seeing the host up, refused the
+evacuation; ``reason``, ``brake``; at most one line a minute per host, the next one with
+``suppressed``: how many were held back).
 
 The NovaEvacuate worker's instance recovery (``[instance_recovery]``,
 nova_evacuate/instance_recovery.py) records ``instance_restarted`` (an opted-in server that
@@ -48,6 +53,7 @@ the number of events.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import grp
 import json
 import logging
@@ -131,6 +137,76 @@ def record(event: str, host: str, *, at: float | None = None, **fields: Any) -> 
         _append(target, line.encode())  # ASCII: json.dumps escapes the rest
     except Exception as exc:  # best effort: a recovery never fails over its timeline
         LOG.warning("timeline %s not written: %s", target, exc)
+
+
+# A line a refusal repeats (Pacemaker retries a fence the mass-failure brake refuses, each
+# attempt a process of its own) is written at most this often per host.
+REPEAT_INTERVAL = 60.0
+# What may name a file of the repeated lines' state: a key and a host name as Nova and
+# Pacemaker spell them. Anything else is not limited.
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+_HELD_BYTES = 256  # the state file: {"last": epoch, "held": count}
+
+
+def admit_repeated(key: str, host: str, *, interval: float = REPEAT_INTERVAL,
+                   now: float | None = None) -> int | None:
+    """Whether a repeated line (``key``: what repeats, e.g. ``brake``) for ``host`` may be
+    written now: None to hold it back (and count it), else how many were held back since
+    the last one written (for that line's ``suppressed``).
+
+    Shared by every process on this machine through a small file beside the timeline
+    (``.held/KEY@HOST``, root's alone), read and written under an exclusive lock. When that
+    file cannot be used, or the names cannot name a file, the line is written: one line
+    too many is better than one lost."""
+    target = path()
+    if target is None or not (_FILE_NAME.fullmatch(key) and _FILE_NAME.fullmatch(host)):
+        return 0
+    when = time.time() if now is None else now
+    directory = os.path.join(os.path.dirname(target) or ".", ".held")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(directory, f"{key}@{host}"),
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK
+                     | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        LOG.warning("timeline: repeated lines not limited (%s)", exc)
+        return 0
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return 0
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        last, held = held_state(os.pread(fd, _HELD_BYTES, 0))
+        # a clock set back (now before last) starts a new minute rather than hold forever
+        if last is not None and 0 <= when - last < interval:
+            last, held, admitted = last, held + 1, None
+        else:
+            last, held, admitted = when, 0, held
+        data = json.dumps({"last": last, "held": held}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+        return admitted
+    except OSError as exc:
+        LOG.warning("timeline: repeated lines not limited (%s)", exc)
+        return 0
+    finally:
+        os.close(fd)
+
+
+def held_state(raw: bytes) -> tuple[float | None, int]:
+    """The state file's (last line's time, lines held since); (None, 0) for anything that
+    is not one (empty, cut short, tampered with)."""
+    try:
+        data = json.loads(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None, 0
+    if not isinstance(data, dict):
+        return None, 0
+    last, held = data.get("last"), data.get("held")
+    if isinstance(last, bool) or not isinstance(last, int | float) or not math.isfinite(last):
+        return None, 0
+    if isinstance(held, bool) or not isinstance(held, int) or not 0 <= held < 2**31:
+        held = 0
+    return float(last), held
 
 
 def _bounded(value: Any) -> Any:

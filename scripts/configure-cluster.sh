@@ -28,6 +28,19 @@
 #   STORAGE_FENCE       ceph: also fence each node's storage (Ceph's OSD blocklist) after the
 #                       power-off, and on its own as topology level 2 for a node whose BMC
 #                       is dead: see scripts/configure-storage-fencing.sh for its settings
+#   KDUMP_<node>        1: keep the node's crash dump. Its level 1 becomes fence-agents'
+#                       fence_kdump (success once the node's kdump kernel reports with
+#                       fence_kdump_send: a node that is dumping is harmless) followed by a
+#                       fence_nova power_driver=none device for Nova's part; its usual
+#                       fence_nova device (power off, then Nova) becomes level 2, for a node
+#                       that never reports. The node's kdump.conf needs fence_kdump_nodes (the
+#                       controllers) and, recommended, final_action poweroff. Not with
+#                       BMC_DRIVER_<node>=none.
+#   KDUMP_ADDRESS_<node>  the address the node's kdump kernel sends from, as fence_kdump's
+#                       nodename (default: the node's name, which must then resolve to it on
+#                       every controller)
+#   KDUMP_TIMEOUT       seconds fence_kdump waits for the node's message (default 60): a node
+#                       that failed without a crash waits this long longer for its power-off
 #
 # The controllers keep the fence devices they already have: fence_nova provides unfencing,
 # and Pacemaker unfences every node that runs a fencing device with provides=unfencing, the
@@ -61,10 +74,16 @@ pcs resource defaults update requires=fencing
 # finished (unfence_power=keep-off leaves it off for inspection).
 # max_down_percent: with more of the compute nodes down than this, fencing refuses (a
 # partition, not hardware).
+KDUMP_TIMEOUT=${KDUMP_TIMEOUT:-60}
 for node in $COMPUTES; do
     v=${node//-/_}
     address="BMC_ADDRESS_$v" port="BMC_PORT_$v" user="BMC_USERNAME_$v" secret="BMC_PASSWORD_FILE_$v"
-    driver="BMC_DRIVER_$v" ca="BMC_CA_FILE_$v"
+    driver="BMC_DRIVER_$v" ca="BMC_CA_FILE_$v" kdump="KDUMP_$v" kdump_address="KDUMP_ADDRESS_$v"
+    if [[ "${!kdump:-0}" == 1 && "${!driver:-ipmi}" == none ]]; then
+        echo "$node: KDUMP_$v=1 needs a fence_nova device that powers the node off as its" \
+             "level 2; BMC_DRIVER_$v=none has none" >&2
+        exit 1
+    fi
     # The BMC's protocol is chosen per device: IPMI and Redfish hosts mix in one cluster.
     case "${!driver:-ipmi}" in
     redfish)
@@ -86,15 +105,37 @@ for node in $COMPUTES; do
         power+=(ip="${!address}" bmc_username="${!user}" bmc_password_file="${!secret}"
                 login_timeout=5 power_timeout=20)
     fi
-    pcs stonith create "fence-nova-$node" fence_nova \
-        auth_url="$AUTH_URL" username="$OS_USERNAME" password_file="$OS_PASSWORD_FILE" \
-        tenant_name="$OS_PROJECT" endpoint_type="${ENDPOINT_TYPE:-internal}" "${power[@]}" \
-        max_down_percent="${MAX_DOWN_PERCENT:-50}" unfence_power="${UNFENCE_POWER:-on}" \
+    nova=(auth_url="$AUTH_URL" username="$OS_USERNAME" password_file="$OS_PASSWORD_FILE"
+          tenant_name="$OS_PROJECT" endpoint_type="${ENDPOINT_TYPE:-internal}"
+          max_down_percent="${MAX_DOWN_PERCENT:-50}" unfence_power="${UNFENCE_POWER:-on}")
+    pcs stonith create "fence-nova-$node" fence_nova "${nova[@]}" "${power[@]}" \
         pcmk_host_list="$node" pcmk_off_timeout=60s pcmk_on_timeout=60s \
         meta provides=unfencing
-    # --force: pcs checks the node against the nodes it knows, and remote nodes made without
-    # pcsd (as in the lab) are not among them
-    pcs stonith level add 1 "$node" "fence-nova-$node" --force
+    if [[ "${!kdump:-0}" != 1 ]]; then
+        # --force: pcs checks the node against the nodes it knows, and remote nodes made
+        # without pcsd (as in the lab) are not among them
+        pcs stonith level add 1 "$node" "fence-nova-$node" --force
+        continue
+    fi
+    # KDUMP_<node>=1. Level 1: fence_kdump waits for the node's kdump kernel to report
+    # (a node that is dumping runs none of its instances; the dump explains the failure),
+    # then fence_nova without power does Nova's part, trusting the level as after a
+    # power-off. Level 2, when no report comes in time: the usual device powers it off.
+    # fence_kdump's own monitor looks for crashkernel= on the controller running it, so the
+    # device's monitor only reads its metadata; one try (pcmk_off_retries=1), or a silent
+    # node would wait twice. It cannot power on: unfencing skips it, and the node's
+    # fence_nova devices (provides=unfencing) unfence it as usual.
+    kdump_node=()
+    if [[ -n "${!kdump_address:-}" ]]; then kdump_node=(nodename="${!kdump_address}"); fi
+    pcs stonith create "fence-kdump-$node" fence_kdump "${kdump_node[@]}" \
+        timeout="$KDUMP_TIMEOUT" pcmk_host_list="$node" pcmk_reboot_action=off \
+        pcmk_off_timeout="$((KDUMP_TIMEOUT + 10))s" pcmk_off_retries=1 \
+        pcmk_monitor_action=metadata
+    pcs stonith create "fence-nova-kdump-$node" fence_nova "${nova[@]}" power_driver=none \
+        pcmk_host_list="$node" pcmk_off_timeout=60s pcmk_on_timeout=60s \
+        meta provides=unfencing
+    pcs stonith level add 1 "$node" "fence-kdump-$node" "fence-nova-kdump-$node" --force
+    pcs stonith level add 2 "$node" "fence-nova-$node" --force
 done
 
 # What "alive" means on a compute node. A failed monitor restarts the resource; start

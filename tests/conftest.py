@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.target import TARGET_VARIABLE, Target
+
 
 def lab_unavailable(*tools: str) -> str | None:
     """Why the lab cannot run here, or None."""
@@ -51,8 +53,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     A few modules bring up a BMC lab of their own, and there is one per machine:
     they must run before the session lab takes it (a stable sort keeps the rest
     of the order as collected).
+
+    Against an outside target (``OPENSTACK_HA_TARGET``, tests/target.py), only the tests
+    that can run there do: the lab's tests skip unless their module is marked ``target``, and
+    a ``lab_only`` test of such a module skips with its reason.
     """
     items.sort(key=lambda item: "openstack_lab" in getattr(item, "fixturenames", ()))
+    if not os.environ.get(TARGET_VARIABLE):
+        return
+    for item in items:
+        lab_only = item.get_closest_marker("lab_only")
+        if lab_only is not None:
+            item.add_marker(pytest.mark.skip(reason="lab only: " + " ".join(lab_only.args)))
+        elif (item.get_closest_marker("lab") or item.get_closest_marker("cluster")) \
+                and not item.get_closest_marker("target"):
+            item.add_marker(pytest.mark.skip(
+                reason=f"lab only: its module does not run against {TARGET_VARIABLE}"))
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +83,14 @@ def require_lab():
 
 @pytest.fixture(scope="session")
 def openstack_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """Keystone, Nova with three fake-driver computes, and one BMC per compute (IPMI and Redfish)."""
+    """Keystone, Nova with three fake-driver computes, and one BMC per compute (IPMI and Redfish).
+
+    With ``OPENSTACK_HA_TARGET``, the outside target instead (tests/target.py): started and
+    stopped by whoever owns it, not by this session."""
+    target = Target.from_environment()
+    if target is not None:
+        yield target
+        return
     reason = lab_unavailable("ipmi_sim", "ipmitool")
     if reason is not None:
         skip_or_fail(reason)
@@ -90,6 +113,8 @@ def pacemaker_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     online). Where the lab cannot run it skips, unless OPENSTACK_HA_REQUIRE_LAB=1 (CI), where a
     silently skipped cluster suite would pass for the wrong reason.
     """
+    if os.environ.get(TARGET_VARIABLE):
+        pytest.skip(f"lab only: the session's cluster lab is not started against {TARGET_VARIABLE}")
     reason = lab_unavailable("pacemakerd", "corosync", "pcs")
     if reason is not None:
         skip_or_fail(reason)

@@ -7,17 +7,20 @@ its BMC and really forces its Nova service down.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 from cluster_helpers import nova_service, sh
 
+from lab.netns import node_addresses
+
 pytestmark = [pytest.mark.cluster, pytest.mark.lab]
 
 NODE = "compute1"
-
-
 
 
 def fencing_history() -> list[dict[str, str]]:
@@ -70,6 +73,75 @@ def test_topology_of_fence_ipmilan_then_fence_nova_without_power(cluster):
     assert done.returncode == 0, done.stdout + done.stderr
     # fence_ipmilan cut the power through the BMC; fence_nova, trusting the level,
     # marked the host in Nova.
+    assert lab.bmc.power_state(NODE) is False
+    svc = nova_service(lab, NODE)
+    assert svc.is_forced_down and svc.disabled_reason.startswith("openstack-ha:v1 evacuation=")
+
+
+# ---------------------------------------------------------------------------- kdump (KDUMP_<node>)
+
+FENCE_KDUMP_SEND = "/usr/libexec/fence-agents/fence_kdump_send"
+KDUMP_TIMEOUT = 5  # fence_kdump's wait for the node's message: short, the lab's node is near
+
+
+@pytest.fixture
+def kdump_topology(cluster):
+    """scripts/configure-cluster.sh's KDUMP_<node>=1 for NODE: level 1 fence_kdump, then
+    fence_nova without power (Nova's part); level 2 the usual fence_nova device (power off,
+    then Nova). fence_kdump's nodename is the node's address: its name does not resolve here."""
+    pcmk, lab, keystone, ipmi, _, _ = cluster
+    if not os.access(FENCE_KDUMP_SEND, os.X_OK):
+        pytest.skip(f"{FENCE_KDUMP_SEND} is not installed (Debian: fence-agents)")
+    netns = pcmk.netns(NODE)
+    node, runner = node_addresses(netns)
+    pcmk.pcs("stonith", "create", "fence-kdump", "fence_kdump", f"nodename={node}",
+             f"timeout={KDUMP_TIMEOUT}", f"pcmk_host_list={NODE}", "pcmk_reboot_action=off",
+             f"pcmk_off_timeout={KDUMP_TIMEOUT + 10}s", "pcmk_off_retries=1",
+             "pcmk_monitor_action=metadata")
+    pcmk.pcs("stonith", "create", "fence-nova-kdump", "fence_nova", *keystone,
+             "power_driver=none", f"pcmk_host_list={NODE}")
+    pcmk.pcs("stonith", "create", "fence-nova", "fence_nova", *keystone, *ipmi,
+             f"pcmk_host_list={NODE}")
+    pcmk.pcs("stonith", "level", "add", "1", NODE, "fence-kdump", "fence-nova-kdump", "--force")
+    pcmk.pcs("stonith", "level", "add", "2", NODE, "fence-nova", "--force")
+    pcmk.pcs("property", "set", "stonith-enabled=true")
+    yield lab, netns, runner
+    pcmk.pcs("property", "set", "stonith-enabled=false", check=False)
+    pcmk.pcs("stonith", "level", "clear", check=False)
+    for device in ("fence-kdump", "fence-nova-kdump"):  # the cluster fixture deletes the rest
+        pcmk.pcs("stonith", "delete", device, check=False)
+
+
+def fence_node() -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    done = sh("stonith_admin", "--fence", NODE, "--timeout", "90", check=False, timeout=150)
+    return done, time.monotonic() - started
+
+
+def test_kdump_topology_keeps_a_dumping_node_on_and_fences_it_in_nova(kdump_topology):
+    lab, netns, runner = kdump_topology
+    # the node's crash kernel, as kdump.conf's fence_kdump_nodes runs it: one message a second
+    sender = subprocess.Popen(["ip", "netns", "exec", netns, FENCE_KDUMP_SEND, "-i", "1",
+                               "-c", "0", runner], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        done, took = fence_node()
+    finally:
+        sender.terminate()
+        sender.wait(5)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert took < KDUMP_TIMEOUT + 30  # level 1 ended at the first message, level 2 unused
+    assert lab.bmc.power_state(NODE) is True  # its dump goes on
+    svc = nova_service(lab, NODE)
+    assert svc.is_forced_down and svc.disabled_reason.startswith("openstack-ha:v1 evacuation=")
+    assert any(e.get("status") == "success" for e in fencing_history())
+
+
+def test_kdump_topology_powers_a_silent_node_off_through_level_2(kdump_topology):
+    lab, _, _ = kdump_topology
+    done, took = fence_node()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert took >= KDUMP_TIMEOUT  # level 1 failed at fence_kdump's timeout, once
     assert lab.bmc.power_state(NODE) is False
     svc = nova_service(lab, NODE)
     assert svc.is_forced_down and svc.disabled_reason.startswith("openstack-ha:v1 evacuation=")

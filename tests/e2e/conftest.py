@@ -14,9 +14,18 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.target import Target, TargetDeployment
+
 
 @pytest.fixture(scope="session")
 def deployment(tmp_path_factory: pytest.TempPathFactory, require_lab) -> Iterator:
+    """The lab's deployment, or with ``OPENSTACK_HA_TARGET`` the outside one
+    (tests/target.py: deployed and configured by its owner, only the scenarios marked
+    ``target`` run)."""
+    target = Target.from_environment()
+    if target is not None:
+        yield TargetDeployment(target)
+        return
     require_lab("pacemakerd", "corosync", "pcs", "ipmi_sim", "ipmitool")
     from lab.failover import Deployment
     from lab.stack import Lab

@@ -23,10 +23,14 @@ import yaml
 from lab import workload
 from nova_evacuate.ledger import Ledger, State, parse_marker
 from nova_evacuate.nova import connect
+from tests.target import target_host_names
 
-pytestmark = [pytest.mark.lab, pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")]
+pytestmark = [pytest.mark.lab, pytest.mark.target,
+              pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")]
 
-HOST = "compute1"
+# The failed host and the others: against an outside target (tests/target.py), the hosts of
+# its hosts file (the first one fails)
+HOST, *SURVIVORS = target_host_names() or ["compute1", "compute2", "compute3"]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -37,18 +41,19 @@ def lab(clean_lab):
 
 @pytest.fixture
 def conn(lab):
-    return lab.openstack.connection(compute_api_version=workload.MICROVERSION)
+    return lab.connection(compute_api_version=workload.MICROVERSION)
 
 
 @pytest.fixture
 def nova(lab):
-    return connect(cloud="lab", clouds_yaml=lab.clouds_yaml)
+    return connect(cloud=lab.cloud, clouds_yaml=lab.clouds_yaml)
 
 
 def write_conf(lab, tmp_path: Path, **evacuation: Any) -> Path:
     options = {"poll_interval": 1, **evacuation}
     path = tmp_path / "openstack-ha.conf"
-    path.write_text(f"[cloud]\ncloud = lab\nclouds_yaml = {lab.clouds_yaml}\n[evacuation]\n"
+    path.write_text(f"[cloud]\ncloud = {lab.cloud}\nclouds_yaml = {lab.clouds_yaml}\n"
+                    "[evacuation]\n"
                     + "".join(f"{k} = {v}\n" for k, v in options.items()))
     return path
 
@@ -62,7 +67,7 @@ def cli(conf: Path, *args: str, timeout: float = 300) -> subprocess.CompletedPro
 def fence(lab, nova, *hosts: str, request: bool = True) -> None:
     """What fence_nova leaves behind: nova-compute dead, forced down, evacuation requested."""
     for host in hosts:
-        lab.openstack.kill_compute(host)
+        lab.crash(host)
         service = nova.compute_service(host)
         nova.force_down(service.id, True)
         if request:
@@ -125,7 +130,7 @@ def test_selected_servers_move_keep_their_state_and_the_rest_stay(lab, conn, nov
     # is paused again, SUSPENDED comes back SHUTOFF, an ERROR server is rebuilt ACTIVE
     final = {**dict.fromkeys(stopped, "SHUTOFF"), paused: "PAUSED", suspended: "SHUTOFF"}
     for sid in selected:
-        assert now[sid].compute_host in ("compute2", "compute3"), now[sid].name
+        assert now[sid].compute_host in SURVIVORS, now[sid].name
         assert now[sid].status == final.get(sid, "ACTIVE"), now[sid].name
         assert not now[sid].is_locked, now[sid].name
     for sid in [*untagged, excluded]:
@@ -173,6 +178,7 @@ def test_killed_mid_way_a_second_run_finishes_without_evacuating_twice(lab, conn
     assert not any(s.is_locked for s in now.values())
 
 
+@pytest.mark.lab_only("sets Keystone's token lifetime and restarts nova-api")
 def test_run_survives_token_expiry_and_a_nova_api_restart(lab, conn, nova, tmp_path):
     ids = boot(conn, 20, "outage", image=workload.image(conn, "plain"),
                flavor=workload.flavor(conn, "lab.tiny"))
@@ -198,11 +204,12 @@ def test_run_survives_token_expiry_and_a_nova_api_restart(lab, conn, nova, tmp_p
     assert all(s.compute_host != HOST for s in workload.servers(conn, ids).values())
 
 
+@pytest.mark.lab_only("the brake's default threshold is measured against the lab's three hosts")
 def test_two_of_three_hosts_down_nothing_moves_and_the_refusal_says_why(lab, conn, nova,
                                                                         tmp_path):
     ids = boot(conn, 3, "brake", image=workload.image(conn, "plain"),
                flavor=workload.flavor(conn, "lab.tiny"))
-    fence(lab, nova, HOST, "compute2", request=False)
+    fence(lab, nova, HOST, SURVIVORS[0], request=False)
     conf = write_conf(lab, tmp_path)
 
     refused = cli(conf)
@@ -215,13 +222,14 @@ def test_two_of_three_hosts_down_nothing_moves_and_the_refusal_says_why(lab, con
     assert nova.compute_service(HOST).disabled_reason is None  # no request, no claim
 
 
+@pytest.mark.lab_only("the flavor is sized for the fake driver's 800000 MB per host")
 def test_dry_run_reports_a_capacity_shortfall_and_changes_nothing(lab, conn, nova, tmp_path):
     image = workload.image(conn, "plain")
     # The fake driver offers 800000 MB per host: one of these fills a host.
     huge = workload.flavor(conn, "evac.huge", ram=600000)
     try:
         victim = boot(conn, 1, "huge", image=image, flavor=huge)
-        for host in ("compute2", "compute3"):
+        for host in SURVIVORS:
             boot(conn, 1, f"huge-{host}", image=image, flavor=huge, host=host)
         fence(lab, nova, HOST, request=False)
         before = nova.compute_service(HOST)
@@ -267,6 +275,7 @@ def watchdog_flavor_and_image(conn):
     conn.compute.delete_flavor(flavor, ignore_missing=True)
 
 
+@pytest.mark.lab_only("reads the image properties Nova keeps in its cell database")
 def test_an_evacuated_server_keeps_its_watchdog_and_the_report_says_which(
         lab, conn, nova, tmp_path, watchdog_flavor_and_image):
     flavor, image = watchdog_flavor_and_image
@@ -308,19 +317,19 @@ def test_nova_evacuate_chooses_its_cloud_as_the_openstack_client_does(lab, tmp_p
     """``OS_CLOUD`` without a configuration file that names a cloud, an openrc's ``OS_*``
     variables alone, and a configuration file's ``[cloud] cloud`` beating ``OS_CLOUD``
     (nova_evacuate/cloud_args.py): each dry run reaches the lab's Nova and plans for HOST."""
-    lab_cloud = yaml.safe_load(lab.clouds_yaml.read_text())["clouds"]["lab"]
+    lab_cloud = yaml.safe_load(lab.clouds_yaml.read_text())["clouds"][lab.cloud]
     auth = lab_cloud["auth"]
     bare = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     empty = tmp_path / "empty.conf"
     empty.write_text("")
     named = tmp_path / "named.conf"
-    named.write_text(f"[cloud]\ncloud = lab\nclouds_yaml = {lab.clouds_yaml}\n")
+    named.write_text(f"[cloud]\ncloud = {lab.cloud}\nclouds_yaml = {lab.clouds_yaml}\n")
     openrc = {"OS_AUTH_URL": auth["auth_url"], "OS_USERNAME": auth["username"],
               "OS_PASSWORD": auth["password"], "OS_PROJECT_NAME": auth["project_name"],
               "OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default",
               "OS_REGION_NAME": lab_cloud.get("region_name", "RegionOne")}
     cases = {
-        "OS_CLOUD": (empty, {"OS_CLIENT_CONFIG_FILE": str(lab.clouds_yaml), "OS_CLOUD": "lab"}),
+        "OS_CLOUD": (empty, {"OS_CLIENT_CONFIG_FILE": str(lab.clouds_yaml), "OS_CLOUD": lab.cloud}),
         "openrc": (empty, openrc),
         "file beats OS_CLOUD": (named, {"OS_CLOUD": "not-this-one"}),
     }

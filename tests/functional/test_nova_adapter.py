@@ -12,17 +12,21 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import yaml
 
-from lab.openstack_config import ADMIN_PASSWORD, REGION
 from nova_evacuate.ledger import Ledger, State, format_marker
 from nova_evacuate.nova import ForceUpRefused, Nova, NovaError, connect
+from tests.target import target_host_names
 
-pytestmark = [pytest.mark.lab, pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
+pytestmark = [pytest.mark.lab, pytest.mark.target,
+              pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 # From 2.95 an evacuated server lands stopped; 2.94 keeps it ACTIVE (research/nova-lab.md).
 EVACUATE_MV = "2.94"
 ENGINE = "controller-1/4242"
+# Against an outside target (tests/target.py), the first three hosts of its hosts file
+FIRST, SECOND, THIRD = (target_host_names() or ["compute1", "compute2", "compute3"])[:3]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
@@ -37,12 +41,12 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
 @pytest.fixture
 def conn(clean_lab: Any) -> Any:
     """A plain openstacksdk admin connection: the independent witness."""
-    return clean_lab.openstack.connection()
+    return clean_lab.connection()
 
 
 @pytest.fixture
 def nova(clean_lab: Any) -> Nova:
-    return connect(cloud="lab", clouds_yaml=clean_lab.clouds_yaml)
+    return connect(cloud=clean_lab.cloud, clouds_yaml=clean_lab.clouds_yaml)
 
 
 def raw_service(conn: Any, host: str) -> dict[str, Any]:
@@ -51,6 +55,7 @@ def raw_service(conn: Any, host: str) -> dict[str, Any]:
     return svc
 
 
+@pytest.mark.lab_only("the lab's hosts are in the lab.example domain")
 def test_a_service_is_found_by_short_name_and_by_fqdn_with_domain(nova: Nova, conn: Any) -> None:
     witness = raw_service(conn, "compute2")
     assert nova.compute_service("compute2").id == witness["id"]
@@ -65,20 +70,20 @@ def test_a_service_is_found_by_short_name_and_by_fqdn_with_domain(nova: Nova, co
 
 def test_an_unknown_host_is_not_found(nova: Nova) -> None:
     with pytest.raises(NovaError) as err:
-        nova.compute_service("compute9")
+        nova.compute_service("no-such-compute9")
     assert err.value.kind == "not_found"
-    assert "compute9" in str(err.value)
+    assert "no-such-compute9" in str(err.value)
 
 
 def test_force_down_disable_and_enable_show_in_nova(nova: Nova, conn: Any) -> None:
-    svc = nova.compute_service("compute3")
+    svc = nova.compute_service(THIRD)
     answer = nova.force_down(svc.id, True)
     assert answer.forced_down
-    raw = raw_service(conn, "compute3")
+    raw = raw_service(conn, THIRD)
     assert (raw["forced_down"], raw["state"]) == (True, "down")
 
     nova.disable(svc.id, "adapter test: maintenance")
-    raw = raw_service(conn, "compute3")
+    raw = raw_service(conn, THIRD)
     assert (raw["status"], raw["disabled_reason"]) == ("disabled", "adapter test: maintenance")
     with pytest.raises(NovaError) as err:
         nova.disable(svc.id, "x" * 256)
@@ -88,36 +93,36 @@ def test_force_down_disable_and_enable_show_in_nova(nova: Nova, conn: Any) -> No
     assert not nova.force_down(svc.id, False).forced_down
     enabled = nova.enable(svc.id)
     assert (enabled.status, enabled.disabled_reason) == ("enabled", None)
-    raw = raw_service(conn, "compute3")
+    raw = raw_service(conn, THIRD)
     assert (raw["status"], raw["disabled_reason"], raw["forced_down"]) == ("enabled", None, False)
 
 
 def test_the_ledger_cycle_is_visible_in_the_service_record(nova: Nova, conn: Any) -> None:
     values: dict[str, str] = {}
     sot = Ledger(nova, domain=None, mirror=_mirror(values))
-    requested = sot.request("compute1")
-    assert raw_service(conn, "compute1")["disabled_reason"] == format_marker(requested)
-    assert raw_service(conn, "compute1")["disabled_reason"].startswith(
+    requested = sot.request(FIRST)
+    assert raw_service(conn, FIRST)["disabled_reason"] == format_marker(requested)
+    assert raw_service(conn, FIRST)["disabled_reason"].startswith(
         "openstack-ha:v1 evacuation=requested at=")
-    assert values == {"compute1": "yes"}
+    assert values == {FIRST: "yes"}
 
-    claimed = sot.claim("compute1", ENGINE, None, timedelta(minutes=2))
-    raw = raw_service(conn, "compute1")["disabled_reason"]
+    claimed = sot.claim(FIRST, ENGINE, None, timedelta(minutes=2))
+    raw = raw_service(conn, FIRST)["disabled_reason"]
     assert raw == format_marker(claimed)
     assert f" by={ENGINE}" in raw
-    assert values["compute1"].startswith("controller-1@")
+    assert values[FIRST].startswith("controller-1@")
 
-    done = sot.finish("compute1", True, 2, 0, "both ACTIVE", by=ENGINE)
-    raw = raw_service(conn, "compute1")
+    done = sot.finish(FIRST, True, 2, 0, "both ACTIVE", by=ENGINE)
+    raw = raw_service(conn, FIRST)
     assert raw["disabled_reason"] == format_marker(done)
     assert ' evacuation=done ' in raw["disabled_reason"]
     assert raw["disabled_reason"].endswith(' evacuated=2 failed=0 note="both ACTIVE"')
     assert raw["status"] == "disabled"
-    assert sot.read("compute1").state is State.DONE
-    assert values["compute1"] == "no"
+    assert sot.read(FIRST).state is State.DONE
+    assert values[FIRST] == "no"
 
-    sot.clear("compute1")
-    raw = raw_service(conn, "compute1")
+    sot.clear(FIRST)
+    raw = raw_service(conn, FIRST)
     assert (raw["status"], raw["disabled_reason"]) == ("disabled", None)
     assert values == {}
 
@@ -136,8 +141,7 @@ def _mirror(values: dict[str, str]) -> Any:
 
 def test_force_up_is_refused_while_done_evacuations_remain(clean_lab: Any, nova: Nova,
                                                            conn: Any) -> None:
-    lab = clean_lab.openstack
-    victim = "compute1"
+    victim = FIRST
     flavor = conn.compute.find_flavor("lab.tiny") or conn.compute.create_flavor(
         name="lab.tiny", ram=64, vcpus=1, disk=1)
     image = conn.image.find_image("lab-adapter") or conn.image.create_image(
@@ -152,7 +156,7 @@ def test_force_up_is_refused_while_done_evacuations_remain(clean_lab: Any, nova:
     wait_for(lambda: all(s.status == "ACTIVE" for s in servers()), 90, "2 servers ACTIVE", 2)
     assert {s.compute_host for s in servers()} == {victim}
 
-    lab.kill_compute(victim)
+    clean_lab.crash(victim)
     svc = nova.compute_service(victim)
     assert nova.force_down(svc.id, True).forced_down
     for sid in ids:
@@ -173,7 +177,7 @@ def test_force_up_is_refused_while_done_evacuations_remain(clean_lab: Any, nova:
     assert victim in str(err.value)
     assert raw_service(conn, victim)["forced_down"] is True
 
-    lab.start_compute(victim)
+    clean_lab.restore(victim)
     wait_for(lambda: migrations() == {"completed"}, 90, "evacuation records completed")
 
     def force_up() -> bool:
@@ -203,10 +207,12 @@ def test_a_wrong_password_is_an_auth_error_that_never_shows_the_password(
     for name in ("keystoneauth", "openstack"):
         caplog.set_level(logging.DEBUG, logger=name)
     wrong = "Wr0ng-Pa55word-for-the-lab"
-    auth_url = clean_lab.openstack.layout.url("keystone", "/v3")
-    nova = connect(auth_url=auth_url, username="admin", password=wrong, project_name="admin",
-                   region_name=REGION)
-    for call in (nova.ping, lambda: nova.compute_service("compute1")):
+    cloud = yaml.safe_load(clean_lab.clouds_yaml.read_text())["clouds"][clean_lab.cloud]
+    auth, region = cloud["auth"], cloud.get("region_name")
+    identity = {"auth_url": auth["auth_url"], "username": auth["username"],
+                "project_name": auth["project_name"], "region_name": region}
+    nova = connect(password=wrong, **identity)
+    for call in (nova.ping, lambda: nova.compute_service(FIRST)):
         with pytest.raises(NovaError) as err:
             call()
         assert err.value.kind == "auth"
@@ -215,12 +221,12 @@ def test_a_wrong_password_is_an_auth_error_that_never_shows_the_password(
     assert caplog.records, "DEBUG logging of keystoneauth was expected to say something"
     assert wrong not in caplog.text
 
-    right = connect(auth_url=auth_url, username="admin", password=ADMIN_PASSWORD,
-                    project_name="admin", region_name=REGION, interface="internalURL")
+    right = connect(password=auth["password"], interface="internalURL", **identity)
     right.ping()
-    assert right.compute_service("compute1").host == "compute1"
+    assert right.compute_service(FIRST).host == FIRST
 
 
+@pytest.mark.lab_only("stops Keystone")
 def test_keystone_stopped_is_unreachable(clean_lab: Any) -> None:
     lab = clean_lab.openstack
     lab.stop_service("keystone")
@@ -242,14 +248,14 @@ def test_free_resources_are_each_providers_inventory_minus_its_usage(clean_lab: 
     checked against each provider's own inventories and usages read one by one."""
     from lab import workload
 
-    api = clean_lab.openstack.connection(compute_api_version=workload.MICROVERSION)
-    ids = workload.boot(api, "compute2", 2, prefix="capacity",
+    api = clean_lab.connection(compute_api_version=workload.MICROVERSION)
+    ids = workload.boot(api, SECOND, 2, prefix="capacity",
                         image_id=workload.image(api, "plain").id,
                         flavor_id=workload.flavor(api, "lab.tiny").id)
     workload.wait_active(api, ids)
 
     free = nova.free_resources()
-    assert set(free) == {"compute1", "compute2", "compute3"}
+    assert {FIRST, SECOND, THIRD} <= set(free)
     for rp in conn.placement.get("/resource_providers").json()["resource_providers"]:
         base = f"/resource_providers/{rp['uuid']}"
         inventories = conn.placement.get(f"{base}/inventories").json()["inventories"]
@@ -259,5 +265,5 @@ def test_free_resources_are_each_providers_inventory_minus_its_usage(clean_lab: 
                     for rc in ("VCPU", "MEMORY_MB", "DISK_GB")]
         got = free[rp["name"]]
         assert [got.vcpus, got.ram_mb, got.disk_gb] == expected, rp["name"]
-    assert free["compute2"].ram_mb < free["compute1"].ram_mb  # the two servers' use
-    assert set(nova.free_resources(["compute1"])) == {"compute1"}
+    assert free[SECOND].ram_mb < free[FIRST].ram_mb  # the two servers' use
+    assert set(nova.free_resources([FIRST])) == {FIRST}

@@ -35,8 +35,10 @@ from lab import workload
 from nova_evacuate import watchdog as wd
 from nova_evacuate import watchdog_cli
 from nova_evacuate.nova import connect
+from tests.target import target_host_names
 
-pytestmark = [pytest.mark.lab, pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
+pytestmark = [pytest.mark.lab, pytest.mark.target,
+              pytest.mark.filterwarnings("ignore::PendingDeprecationWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,6 +48,8 @@ PASSWORD = "Wd-Aud1t-Pa55word-7f3c9e"  # the test user's: must never be printed
 WRONG_PASSWORD = "Wd-Wr0ng-Pa55word-b81d24"
 IMAGE_PATCH = "application/openstack-images-v2.1-json-patch"
 MV = workload.MICROVERSION
+# Against an outside target (tests/target.py), the first three hosts of its hosts file
+FIRST, SECOND, THIRD = (target_host_names() or ["compute1", "compute2", "compute3"])[:3]
 
 # name → hw:watchdog_action (None: unset)
 FLAVORS = {"wd.none": None, "wd.reset": "reset", "wd.disabled": "disabled",
@@ -56,20 +60,20 @@ IMAGES = {"wd-plain": None, "wd-img-reset": "reset", "wd-img-poweroff": "powerof
 # server name → flavor, image, host, then what the audit must say: action, source,
 # covered, evacuable (the configuration excludes ^wd-skip- from evacuation)
 TABLE = {
-    "wd-ok-flavor-only": ("wd.reset", "wd-plain", "compute1", "reset", "flavor", True, True),
-    "wd-ok-image-only": ("wd.none", "wd-img-reset", "compute2", "reset", "image", True, True),
-    "wd-ok-image-over-flavor": ("wd.poweroff", "wd-img-reset", "compute3",
+    "wd-ok-flavor-only": ("wd.reset", "wd-plain", FIRST, "reset", "flavor", True, True),
+    "wd-ok-image-only": ("wd.none", "wd-img-reset", SECOND, "reset", "image", True, True),
+    "wd-ok-image-over-flavor": ("wd.poweroff", "wd-img-reset", THIRD,
                                 "reset", "image", True, True),
-    "wd-image-poweroff-over-reset": ("wd.reset", "wd-img-poweroff", "compute1",
+    "wd-image-poweroff-over-reset": ("wd.reset", "wd-img-poweroff", FIRST,
                                      "poweroff", "image", False, True),
-    "wd-flavor-disabled": ("wd.disabled", "wd-plain", "compute2",
+    "wd-flavor-disabled": ("wd.disabled", "wd-plain", SECOND,
                            "disabled", "flavor", False, True),
-    "wd-flavor-poweroff": ("wd.poweroff", "wd-plain", "compute3",
+    "wd-flavor-poweroff": ("wd.poweroff", "wd-plain", THIRD,
                            "poweroff", "flavor", False, True),
-    "wd-image-disabled": ("wd.none", "wd-img-disabled", "compute1",
+    "wd-image-disabled": ("wd.none", "wd-img-disabled", FIRST,
                           "disabled", "image", False, True),
-    "wd-none": ("wd.none", "wd-plain", "compute2", "disabled", "default", False, True),
-    "wd-skip-none": ("wd.none", "wd-plain", "compute3", "disabled", "default", False, False),
+    "wd-none": ("wd.none", "wd-plain", SECOND, "disabled", "default", False, True),
+    "wd-skip-none": ("wd.none", "wd-plain", THIRD, "disabled", "default", False, False),
 }
 BULK = 20  # more servers for the second request count
 
@@ -156,7 +160,7 @@ def write_clouds_yaml(lab: Any, path: Path) -> None:
     (JSON is YAML)."""
     import yaml  # openstacksdk's dependency
 
-    base = yaml.safe_load(lab.clouds_yaml.read_text())["clouds"]["lab"]
+    base = yaml.safe_load(lab.clouds_yaml.read_text())["clouds"][lab.cloud]
     entries = {}
     for name, password in ((CLOUD, PASSWORD), (f"{CLOUD}-wrong", WRONG_PASSWORD)):
         entries[name] = {**base, "auth": {**base["auth"], "username": USER,
@@ -168,7 +172,7 @@ def write_clouds_yaml(lab: Any, path: Path) -> None:
 @pytest.fixture(scope="module")
 def cloud(openstack_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     openstack_lab.reset()
-    conn = openstack_lab.openstack.connection(compute_api_version=MV)
+    conn = openstack_lab.connection(compute_api_version=MV)
     remove_leftovers(conn)
     workdir = tmp_path_factory.mktemp("watchdog")
     test = Cloud(openstack_lab, conn, workdir)
@@ -384,7 +388,7 @@ def test_a_value_nova_refuses_is_reported_in_one_line(cloud: Cloud) -> None:
 
 def test_the_audits_requests_do_not_grow_with_the_servers(cloud: Cloud) -> None:
     small = cloud.json("audit", expect=1)
-    bulk = workload.boot(cloud.conn, "compute3", BULK, prefix="wd-bulk",
+    bulk = workload.boot(cloud.conn, THIRD, BULK, prefix="wd-bulk",
                          image_id=cloud.images["wd-plain"].id,
                          flavor_id=cloud.flavors["wd.none"].id)
     try:

@@ -33,7 +33,7 @@ from nova_evacuate.cloud_args import (
     missing_cloud,
     select_cloud,
 )
-from nova_evacuate.nova import NovaError, connect_from_conf
+from nova_evacuate.nova import NovaError, connect, connect_from_conf
 
 # openstacksdk's CloudRegion warns of its InfluxDB support, whatever the configuration
 pytestmark = pytest.mark.filterwarnings("ignore:Support for InfluxDB")
@@ -200,6 +200,16 @@ def test_the_pacemaker_worker_reads_its_configuration_file_whatever_the_environm
     for key, value in ENV_AUTH.items():
         clean_env.setenv(key, value)
     assert auth_url(connect_from_conf(conf)) == "http://127.0.0.1:9/lab/v3"
+
+
+def test_a_clouds_yaml_named_to_connect_is_read_alone_whatever_the_environment(
+        clean_env, tmp_path):
+    """nova.connect(cloud=, clouds_yaml=): the file it is given, even when
+    OS_CLIENT_CONFIG_FILE names another (openstacksdk would read that one first)."""
+    given_file = clouds_yaml(tmp_path / "given.yaml", ("lab",))
+    clean_env.setenv("OS_CLIENT_CONFIG_FILE", str(clouds_yaml(tmp_path / "env.yaml", ("other",))))
+    clean_env.setenv("OS_CLOUD", "other")
+    assert auth_url(connect(cloud="lab", clouds_yaml=given_file)) == "http://127.0.0.1:9/lab/v3"
 
 
 # ---------------------------------------------------------------------------- OS_* variables

@@ -260,6 +260,28 @@ def test_zuul_run_playbook_joins_the_computes_and_names_the_target() -> None:
     assert "OPENSTACK_HA_TARGET" in text
 
 
+def test_zuul_run_playbook_writes_a_hosts_file_the_suites_read() -> None:
+    """The playbook's hosts file, rendered as Ansible renders it (Jinja2) for two compute
+    nodes, is one tests/target.py reads: each node's crash and restore over ssh."""
+    import jinja2
+
+    from tests.target import parse_hosts
+
+    [play] = [p for p in yaml.safe_load((REPO / "playbooks/devstack/run.yaml").read_text())
+              if p.get("hosts") == "controller" and "vars" in p]
+    [task] = [t for t in play["tasks"] if t.get("name") == "Describe the deployed cloud for"
+              " the suites"]
+    template = task["ansible.builtin.copy"]["content"]
+    nodes = {"sub1": ("compute1", "10.0.0.11"), "sub2": ("compute2", "10.0.0.12")}
+    hostvars = {n: {"ansible_nodename": name, "nodepool": {"private_ipv4": ip}}
+                for n, (name, ip) in nodes.items()}
+    text = jinja2.Template(template).render(groups={"subnode": list(nodes)}, hostvars=hostvars)
+    hosts = parse_hosts(text)
+    assert list(hosts) == ["compute1", "compute2"]
+    assert hosts["compute2"].crash[0] == "ssh" and "10.0.0.12" in hosts["compute2"].crash
+    assert "systemctl start" in hosts["compute1"].restore[-1]
+
+
 # --- the phases ----------------------------------------------------------------------------
 
 

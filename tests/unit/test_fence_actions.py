@@ -44,8 +44,10 @@ from nova_evacuate import ledger
 from nova_evacuate import nova as nova_module
 from nova_evacuate.ledger import AttributeMirror, LedgerEntry, State, format_marker, parse_marker
 from nova_evacuate.nova import ComputeService, ForceUpRefused, NovaError
-from openstack_ha import pacemaker
+from openstack_ha import pacemaker, timeline
 from openstack_ha.pacemaker import NoCluster, PacemakerError
+
+REAL_ADMIT_REPEATED = timeline.admit_repeated  # the world fixture replaces it
 
 HOST = "compute1"
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -164,6 +166,7 @@ class World:
     nova: FakeNova
     bmcs: dict[str, FakeBmc]
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    times: list[float | None] = field(default_factory=list)  # each record's ``at``
     # Pacemaker's view for the brake: pacemaker_remote node → looks down
     down: dict[str, bool] = field(default_factory=lambda: {HOST: True, "compute2": False,
                                                            "compute3": False})
@@ -269,10 +272,11 @@ def world(monkeypatch: pytest.MonkeyPatch) -> World:
             raise w.nova.failures["connect"]
         return w.nova
 
-    def record(event: str, host: str, **fields: Any) -> None:
+    def record(event: str, host: str, *, at: float | None = None, **fields: Any) -> None:
         assert host == HOST
         log.append(f"timeline:{event}")
         w.events.append((event, fields))
+        w.times.append(at)
 
     def remote_nodes_down(timeout: float = 10) -> dict[str, bool]:
         log.append("pacemaker:remote_nodes_down")
@@ -313,6 +317,8 @@ def world(monkeypatch: pytest.MonkeyPatch) -> World:
     monkeypatch.setattr(actions, "_nova", nova_client)
     monkeypatch.setattr(actions, "Background", Deferred)  # the real thread: `threaded`
     monkeypatch.setattr(actions.timeline, "record", record)  # _record's redaction stays real
+    # every refused attempt is written (the limit has tests of its own, on a real file)
+    monkeypatch.setattr(actions.timeline, "admit_repeated", lambda key, host: 0)
     monkeypatch.setattr(actions.pacemaker, "remote_nodes_down", remote_nodes_down)
     monkeypatch.setattr(actions.pacemaker, "held_connections", held_connections)
     monkeypatch.setattr(actions.pacemaker, "hold_connection", hold_connection)
@@ -361,7 +367,7 @@ POWER_ALREADY = ["power:driver compute1", "power:state", "power:close"]
 MARKED = ["nova:connect", "nova:compute_service compute1", "nova:force_down True",
           "timeline:forced_down", "nova:disable marker=requested",
           "attribute:set evacuate=yes compute1", "timeline:evacuation_requested"]
-OFF_SUCCESS = ["timeline:fence_start", *BRAKE_READS, *POWER_OFF,
+OFF_SUCCESS = [*BRAKE_READS, "timeline:fence_start", *POWER_OFF,
                "timeline:power_off_confirmed", *MARKED, "pacemaker:hold_connection compute1"]
 READ_NOVA = ["nova:connect", "nova:compute_service compute1"]
 
@@ -379,9 +385,22 @@ def test_off_with_the_brake_engaged_touches_neither_power_nor_nova(world, caplog
     world.down = {HOST: True, "compute2": True, "compute3": False}
     outcome = fence("off", caplog)
     assert outcome.rc == ExitCode.FAILURE
-    assert world.log == ["timeline:fence_start", *BRAKE_READS, "timeline:fence_failed"]
+    assert world.log == [*BRAKE_READS, "timeline:fence_start", "timeline:fence_failed"]
     assert "2 of 3 compute nodes look down" in world.fields("fence_failed")["reason"]
     assert "power and Nova left untouched" in outcome.errors[0]
+    assert world.bmc.state == "on" and not world.nova.service.forced_down
+
+
+def test_while_the_brake_holds_a_host_gets_one_attempt_a_minute_in_the_timeline(
+        world, caplog, monkeypatch, tmp_path) -> None:
+    """Pacemaker retries the refused fence: the second attempt within the minute writes no
+    line (the real limit, on a file beside a real timeline path)."""
+    monkeypatch.setenv("OPENSTACK_HA_TIMELINE", str(tmp_path / "timeline.jsonl"))
+    monkeypatch.setattr(actions.timeline, "admit_repeated", REAL_ADMIT_REPEATED)
+    world.down = {HOST: True, "compute2": True, "compute3": False}
+    assert fence("off", caplog).rc == ExitCode.FAILURE
+    assert fence("off", caplog).rc == ExitCode.FAILURE
+    assert world.timeline() == ["fence_start", "fence_failed"]
     assert world.bmc.state == "on" and not world.nova.service.forced_down
 
 
@@ -389,7 +408,7 @@ def test_off_when_the_cluster_view_cannot_be_read_refuses(world, caplog) -> None
     world.cluster_failure = PacemakerError("crm_mon exited 1: timeout")
     outcome = fence("off", caplog)
     assert outcome.rc == ExitCode.FAILURE
-    assert world.log == ["timeline:fence_start", "pacemaker:remote_nodes_down",
+    assert world.log == ["pacemaker:remote_nodes_down", "timeline:fence_start",
                          "timeline:fence_failed"]
     assert "cannot read the cluster's view" in world.fields("fence_failed")["reason"]
 
@@ -413,7 +432,7 @@ def test_without_a_cluster_or_with_the_brake_off_nothing_holds_the_fence_back(
     else:
         extra, reads = {"max_down_percent": "100"}, []
     assert fence("off", caplog, **extra).rc == ExitCode.SUCCESS
-    assert world.log == ["timeline:fence_start", *reads, *OFF_SUCCESS[3:]]
+    assert world.log == [*reads, "timeline:fence_start", *OFF_SUCCESS[3:]]
 
 
 # ---------------------------------------------------------------------------- off: the power
@@ -429,7 +448,7 @@ def test_off_whose_power_off_fails_never_touches_nova(world, caplog, kind, fail_
     assert outcome.rc == ExitCode.FAILURE
     power_calls = {"read": ["power:state"], "set": ["power:state", "power:set off"],
                    "poll": ["power:state", "power:set off", "power:state"]}[fail_at]
-    assert world.log == ["timeline:fence_start", *BRAKE_READS, "power:driver compute1",
+    assert world.log == [*BRAKE_READS, "timeline:fence_start", "power:driver compute1",
                          *power_calls, "power:close", "timeline:fence_failed"]
     assert world.fields("fence_failed")["reason"].startswith("power-off not confirmed: ")
     assert "Nova left untouched" in outcome.errors[0]
@@ -440,7 +459,7 @@ def test_off_whose_bmc_acknowledges_but_stays_on_never_touches_nova(world, caplo
     outcome = fence("off", caplog)
     assert outcome.rc == ExitCode.FAILURE
     assert world.bmc.reads > 2  # polled until the deadline
-    assert collapsed(world.log) == ["timeline:fence_start", *BRAKE_READS, *POWER_OFF,
+    assert collapsed(world.log) == [*BRAKE_READS, "timeline:fence_start", *POWER_OFF,
                                     "timeline:fence_failed"]
     assert "still reports on at the deadline" in world.fields("fence_failed")["reason"]
 
@@ -451,7 +470,7 @@ def test_off_for_a_host_without_a_bmc_never_touches_nova(world, caplog, monkeypa
     outcome = fence("off", caplog, ip=None, bmc_map="compute2=192.0.2.12")
     assert outcome.rc == ExitCode.FAILURE
     assert outcome.errors == ["compute1 has no BMC in bmc_map"]
-    assert world.log[:3] == ["timeline:fence_start", *BRAKE_READS]
+    assert world.log[:3] == [*BRAKE_READS, "timeline:fence_start"]
     assert not any(e.startswith(("nova:", "power:")) for e in world.log)
 
 
@@ -471,6 +490,8 @@ def test_off_powers_off_then_forces_down_then_requests_the_evacuation(world, cap
     assert world.timeline() == ["fence_start", "power_off_confirmed", "forced_down",
                                 "evacuation_requested"]
     assert world.fields("fence_start") == {"by": "fence_nova"}
+    # written once the brake agreed, dated when the fence began
+    assert world.times[0] is not None and world.times[0] <= time.time()
     assert world.fields("power_off_confirmed") == {"how": "BMC 192.0.2.11:623 reports off"}
     assert world.fields("evacuation_requested") == {"state": "requested"}
     svc = world.nova.service
@@ -497,7 +518,7 @@ def test_off_repeated_on_a_fenced_host_repeats_no_work(world, caplog) -> None:
     assert fence("off", caplog).rc == ExitCode.SUCCESS
     # read again after the power-off: the first read, made while the BMC was powering off,
     # may predate a return that cleared the force-down (see the concurrency tests)
-    assert world.log == ["timeline:fence_start", *BRAKE_READS, *POWER_ALREADY,
+    assert world.log == [*BRAKE_READS, "timeline:fence_start", *POWER_ALREADY,
                          "timeline:power_off_confirmed", *READ_NOVA,
                          "nova:compute_service compute1", "timeline:forced_down",
                          "attribute:set evacuate=yes compute1", "timeline:evacuation_requested",
@@ -507,7 +528,7 @@ def test_off_repeated_on_a_fenced_host_repeats_no_work(world, caplog) -> None:
 def test_off_without_a_power_driver_trusts_the_topology_level(world, caplog) -> None:
     outcome = fence("off", caplog, power_driver="none", ip=None)
     assert outcome.rc == ExitCode.SUCCESS, outcome.errors
-    assert world.log == ["timeline:fence_start", *BRAKE_READS, "power:driver compute1",
+    assert world.log == [*BRAKE_READS, "timeline:fence_start", "power:driver compute1",
                          "timeline:power_off_confirmed", *MARKED,
                          "pacemaker:hold_connection compute1"]
     assert "not verified here" in world.fields("power_off_confirmed")["how"]
@@ -533,7 +554,7 @@ def test_off_whose_nova_steps_fail_after_the_power_off_fails_with_one_reason(
     world.nova.failures[failing] = error
     outcome = fence("off", caplog)
     assert outcome.rc == ExitCode.FAILURE
-    assert world.log == ["timeline:fence_start", *BRAKE_READS, *POWER_OFF,
+    assert world.log == [*BRAKE_READS, "timeline:fence_start", *POWER_OFF,
                          "timeline:power_off_confirmed", *done, "timeline:fence_failed"]
     assert len(outcome.errors) == 1 and outcome.errors[0].startswith(message)
     assert world.fields("fence_failed")["reason"] == outcome.errors[0]
@@ -544,7 +565,7 @@ def test_off_whose_marker_nova_does_not_keep_fails(world, caplog) -> None:
     world.nova.keeps_marker = False
     outcome = fence("off", caplog)
     assert outcome.rc == ExitCode.FAILURE
-    assert world.log == ["timeline:fence_start", *BRAKE_READS, *POWER_OFF,
+    assert world.log == [*BRAKE_READS, "timeline:fence_start", *POWER_OFF,
                          "timeline:power_off_confirmed", *MARKED[:5], "timeline:fence_failed"]
     assert outcome.errors == ["compute1 is powered off, but LedgerError: Nova did not keep the"
                               " marker for compute1: disabled None"]
@@ -555,7 +576,7 @@ def test_off_whose_force_down_nova_does_not_keep_fails(world, caplog) -> None:
     world.nova.keeps_forced_down = False
     outcome = fence("off", caplog)
     assert outcome.rc == ExitCode.FAILURE
-    assert world.log == ["timeline:fence_start", *BRAKE_READS, *POWER_OFF,
+    assert world.log == [*BRAKE_READS, "timeline:fence_start", *POWER_OFF,
                          "timeline:power_off_confirmed", *READ_NOVA, "nova:force_down True",
                          "timeline:fence_failed"]
     assert outcome.errors == ["Nova did not keep compute1 forced down"]
@@ -699,7 +720,7 @@ def test_a_refused_off_writes_nothing_and_waits_for_no_keystone(world, caplog, m
     assert time.monotonic() - started < 5  # a hanging Keystone holds up no refusal
     assert outcome.rc == ExitCode.FAILURE
     assert len(outcome.errors) == 1 and "power and Nova left untouched" in outcome.errors[0]
-    assert main_thread(world.log) == ["timeline:fence_start", *BRAKE_READS,
+    assert main_thread(world.log) == [*BRAKE_READS, "timeline:fence_start",
                                       "timeline:fence_failed"]
     assert ("nova:compute_service compute1" in world.log) is (how == "answers")
     assert writes(world.log) == [] and world.bmc.state == "on"
@@ -741,7 +762,7 @@ def test_an_off_whose_nova_read_failed_fails_after_the_power_off_with_the_same_r
     assert outcome.rc == ExitCode.FAILURE
     assert len(outcome.errors) == 1 and outcome.errors[0].startswith(message)
     assert world.fields("fence_failed")["reason"] == outcome.errors[0]
-    assert main_thread(world.log) == ["timeline:fence_start", *BRAKE_READS, *POWER_OFF,
+    assert main_thread(world.log) == [*BRAKE_READS, "timeline:fence_start", *POWER_OFF,
                                       "timeline:power_off_confirmed", "timeline:fence_failed"]
     assert writes(world.log) == [] and world.bmc.state == "off"
 
@@ -775,7 +796,7 @@ def test_off_reads_a_forced_down_service_again_after_the_power_off(world, caplog
     outcome = fence("off", caplog)
     assert outcome.rc == ExitCode.SUCCESS, outcome.errors
     assert waited == [True]
-    assert main_thread(world.log) == ["timeline:fence_start", *BRAKE_READS, *POWER_OFF,
+    assert main_thread(world.log) == [*BRAKE_READS, "timeline:fence_start", *POWER_OFF,
                                       "timeline:power_off_confirmed",
                                       "nova:compute_service compute1", *MARKED[2:],
                                       "pacemaker:hold_connection compute1"]
@@ -989,7 +1010,7 @@ def test_reboot_whose_off_fails_fails_without_powering_on(world, caplog) -> None
     world.bmc.failure = PowerError(power_module.UNREACHABLE, "BMC 192.0.2.11:623: no answer")
     outcome = fence("reboot", caplog)
     assert outcome.rc == ExitCode.FAILURE
-    assert world.log == ["timeline:fence_start", *BRAKE_READS, "power:driver compute1",
+    assert world.log == [*BRAKE_READS, "timeline:fence_start", "power:driver compute1",
                          "power:state", "power:close", "timeline:fence_failed"]
 
 
@@ -1081,7 +1102,7 @@ def test_list_prints_the_hosts_nova_knows(world, caplog, capsys, domain, printed
 # fence_compute's option, with its meaning: 1 leaves the power to another device of the
 # topology level (no BMC is reached, whatever the power options say); disabled does nothing.
 
-RECORDED = ["timeline:fence_start", *BRAKE_READS, "timeline:power_off_confirmed", *MARKED,
+RECORDED = [*BRAKE_READS, "timeline:fence_start", "timeline:power_off_confirmed", *MARKED,
             "pacemaker:hold_connection compute1"]
 REDFISH_MAP = {"power_driver": "redfish", "ip": None, "bmc_map": "compute1=https://192.0.2.11"}
 
@@ -1112,7 +1133,7 @@ def test_record_only_off_still_stops_at_the_mass_failure_brake(world, caplog) ->
     world.down = {HOST: True, "compute2": True, "compute3": False}
     outcome = fence("off", caplog, record_only="1")
     assert outcome.rc == ExitCode.FAILURE
-    assert world.log == ["timeline:fence_start", *BRAKE_READS, "timeline:fence_failed"]
+    assert world.log == [*BRAKE_READS, "timeline:fence_start", "timeline:fence_failed"]
     assert not world.nova.service.forced_down
 
 

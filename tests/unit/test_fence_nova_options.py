@@ -51,6 +51,7 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
         "storage_fence": "ceph", "ceph_conf": "/etc/ceph/ceph.conf", "ceph_user": "ha",
         "ceph_keyring_file": "/etc/ceph/keyring", "storage_address": "10.0.1.11",
         "blocklist_expire": 3600, "separator": ";", "leave_disabled": True,
+        "kdump_wait": 5, "kdump_port": 7411, "kdump_address": "10.0.0.11",
     },
     "redfish, clouds.yaml, maps": {
         "plug": HOST, "cloud": "overcloud", "endpoint_type": "internal",
@@ -173,6 +174,8 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Run]:
     monkeypatch.setattr(actions, "IpmiPower", lambda creds, **kwargs: FakeBmc())
     monkeypatch.setattr(redfish_module, "RedfishPower", lambda creds, **kwargs: FakeBmc())
     monkeypatch.setattr(actions, "CephBlocklist", FakeCeph)
+    # kdump_wait: no crash kernel speaks, and no port is bound
+    monkeypatch.setattr(actions, "wait_for_kdump", lambda *args, **kwargs: None)
     monkeypatch.setattr(nova_module, "connect", connect)
     monkeypatch.setattr(actions.timeline, "record", lambda *args, **kwargs: None)
     monkeypatch.setattr(actions, "pacemaker_mirror",

@@ -6,9 +6,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agents import timeline_alert
 from openstack_ha import timeline
+
+REPO = Path(__file__).resolve().parents[2]
 
 T = 1796000000.0
 
@@ -101,3 +107,57 @@ def test_alert_fencing_results():
     unfence = "Operation on of ctl1 by the cluster for pacemaker-controld.1@ctl1: No fence device"
     assert alert(kind="fencing", node="ctl1", rc="1", desc=unfence) is None
     assert alert(kind="node", node="ctl2", desc="lost") == ("node_lost", "ctl2", {})
+
+
+# ---------------------------------------------------------------------------- repeated lines
+
+
+def test_a_repeated_line_is_admitted_once_a_minute_with_the_count_held_back(tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.setenv(timeline.ENV, str(tmp_path / "timeline.jsonl"))
+    assert timeline.admit_repeated("brake", "compute1", now=1000.0) == 0
+    assert timeline.admit_repeated("brake", "compute1", now=1010.0) is None
+    assert timeline.admit_repeated("brake", "compute1", now=1059.0) is None
+    assert timeline.admit_repeated("brake", "compute2", now=1059.0) == 0  # a host of its own
+    assert timeline.admit_repeated("brake", "compute1", now=1060.0) == 2
+    assert timeline.admit_repeated("brake", "compute1", now=1061.0) is None
+    # a clock set back does not hold the lines for ever
+    assert timeline.admit_repeated("brake", "compute1", now=500.0) == 1
+    state = tmp_path / ".held" / "brake@compute1"
+    assert oct(state.stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_count_is_shared_by_processes(tmp_path):
+    """Each fencing attempt is a process of its own: the state lives in the file."""
+    code = ("import sys; from openstack_ha import timeline; "
+            "print(timeline.admit_repeated('brake', 'compute1', now=float(sys.argv[1])))")
+    env = {"OPENSTACK_HA_TIMELINE": str(tmp_path / "timeline.jsonl"), "PYTHONPATH": str(REPO)}
+    seen = [subprocess.run([sys.executable, "-c", code, str(now)], env=env, check=True,
+                           capture_output=True, text=True).stdout.strip()
+            for now in (1000, 1030, 1070)]
+    assert seen == ["0", "None", "1"]
+
+
+def test_without_a_usable_state_file_every_line_is_written(tmp_path, monkeypatch):
+    monkeypatch.setenv(timeline.ENV, "")  # recording off: nothing to limit
+    assert timeline.admit_repeated("brake", "compute1", now=1.0) == 0
+    monkeypatch.setenv(timeline.ENV, str(tmp_path / "timeline.jsonl"))
+    for name in ("../etc", "a/b", "", ".hidden", "x" * 300):
+        assert timeline.admit_repeated("brake", name, now=1.0) == 0
+        assert timeline.admit_repeated("brake", name, now=2.0) == 0
+    held = tmp_path / ".held"
+    held.mkdir()
+    (held / "brake@compute9").symlink_to(tmp_path / "elsewhere")
+    assert timeline.admit_repeated("brake", "compute9", now=1.0) == 0  # not followed
+    assert timeline.admit_repeated("brake", "compute9", now=2.0) == 0
+    assert not (tmp_path / "elsewhere").exists()
+    (held / "brake@compute8").write_text("{not json")
+    assert timeline.admit_repeated("brake", "compute8", now=1.0) == 0  # a bad file: restarted
+    assert timeline.admit_repeated("brake", "compute8", now=2.0) is None
+
+
+@given(st.binary(max_size=300))
+def test_any_state_file_is_read_or_ignored(raw):
+    last, held = timeline.held_state(raw)
+    assert last is None or isinstance(last, float)
+    assert isinstance(held, int) and held >= 0
