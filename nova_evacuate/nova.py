@@ -257,7 +257,7 @@ class Nova:
     def rebuild_events(self, server_id: str, since: datetime) -> list[RebuildEvent]:
         """The compute hosts' ``compute_rebuild_instance`` events of the server's evacuate
         actions since ``since``: which host ran each rebuild, and how it ended."""
-        actions = self._call("GET", f"/servers/{server_id}/os-instance-actions?"
+        actions = self._call("GET", f"{_server_path(server_id)}/os-instance-actions?"
                              f"{urlencode({'changes-since': _nova_format(since)})}",
                              "list actions of server", server_id,
                              microversion=ENGINE_MICROVERSION).get("instanceActions", [])
@@ -265,8 +265,9 @@ class Nova:
         for action in actions:
             if action.get("action") != "evacuate":
                 continue
-            detail = self._call("GET", f"/servers/{server_id}/os-instance-actions/"
-                                f"{action['request_id']}", "read action of server", server_id,
+            detail = self._call("GET", f"{_server_path(server_id)}/os-instance-actions/"
+                                f"{quote(str(action['request_id']), safe='')}",
+                                "read action of server", server_id,
                                 microversion=ENGINE_MICROVERSION).get("instanceAction", {})
             events += [RebuildEvent(e.get("host") or "", e.get("result") or "")
                        for e in detail.get("events") or []
@@ -293,7 +294,7 @@ class Nova:
         self._action(server_id, {"pause": None}, "pause")
 
     def _action(self, server_id: str, body: dict[str, Any], op: str) -> None:
-        self._call("POST", f"/servers/{server_id}/action", f"{op} server", server_id, body,
+        self._call("POST", f"{_server_path(server_id)}/action", f"{op} server", server_id, body,
                    microversion=ENGINE_MICROVERSION)
 
     # ------------------------------------------------------------------ what selection reads
@@ -312,15 +313,20 @@ class Nova:
                 for a in body["aggregates"]]
 
     def tagged_images(self, key: str = "evacuable") -> frozenset[str]:
-        """Ids of the images whose property ``key`` is true; Glance filters on it."""
+        """Ids of the images whose property ``key`` is true; Glance filters on it. Every
+        visibility (community images too) and hidden images as well, which Glance's default
+        list leaves out (as :meth:`images` reads them): a server booted from one is evacuable
+        all the same."""
         ids: set[str] = set()
         for value in ("true", "True"):  # Glance's property filter is an exact match
-            path: str | None = "/images?" + urlencode({key: value, "limit": 1000})
-            while path:
-                body = self._call("GET", path, "list evacuable images", service="image")
-                ids |= {i["id"] for i in body.get("images", [])}
-                # "next" is "/v2/images?marker=...", and the proxy's endpoint ends in /v2
-                path = body.get("next", "").removeprefix("/v2") or None
+            for hidden in ("false", "true"):
+                path: str | None = "/images?" + urlencode(
+                    {key: value, "visibility": "all", "os_hidden": hidden, "limit": 1000})
+                while path:
+                    body = self._call("GET", path, "list evacuable images", service="image")
+                    ids |= {i["id"] for i in body.get("images", [])}
+                    # "next" is "/v2/images?marker=...", and the proxy's endpoint ends in /v2
+                    path = body.get("next", "").removeprefix("/v2") or None
         return frozenset(ids)
 
     def free_resources(self, hosts: Iterable[str] | None = None) -> dict[str, Resources]:
@@ -451,7 +457,8 @@ class Nova:
     # ------------------------------------------------------------------ plumbing
 
     def _update(self, service_id: str, body: dict[str, Any], op: str) -> ComputeService:
-        answer = self._call("PUT", f"/os-services/{service_id}", op, service_id, body)
+        answer = self._call("PUT", f"/os-services/{quote(service_id, safe='')}", op, service_id,
+                            body)
         return ComputeService.from_wire(answer["service"])
 
     def _pages(self, path: str, query: dict[str, Any], key: str, op: str,
@@ -549,7 +556,7 @@ class Nova:
         """The server's ``limit`` newest instance actions, newest first (one request; 2.58
         and later take ``limit``). ``user_id`` and ``project_id`` are None where Nova
         recorded the action under its own admin context (its power-state sync)."""
-        body = self._call("GET", f"/servers/{server_id}/os-instance-actions?"
+        body = self._call("GET", f"{_server_path(server_id)}/os-instance-actions?"
                           f"{urlencode({'limit': limit})}", "list actions of server",
                           server_id, microversion=ENGINE_MICROVERSION)
         return [InstanceAction(action=a.get("action") or "", request_id=a.get("request_id") or "",
@@ -622,6 +629,12 @@ def _nova_message(response: Any) -> str:
     except (ValueError, AttributeError):
         pass
     return (response.text or response.reason or "").strip()[:300]
+
+
+def _server_path(server_id: str) -> str:
+    """``/servers/<id>``, the id quoted: a value read from an API goes into a URL path only
+    as one segment."""
+    return f"/servers/{quote(server_id, safe='')}"
 
 
 def connect(*, cloud: str | None = None, clouds_yaml: str | PathLike[str] | None = None,

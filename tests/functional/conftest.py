@@ -8,7 +8,28 @@ from collections.abc import Iterator
 import pytest
 from bmc_helpers import HOSTS, Lab
 
+from lab import workload
 from lab.bmc import BmcLab, PowerHooks
+from nova_evacuate.nova import Nova, connect
+
+
+@pytest.fixture
+def lab(clean_lab):
+    """The session's OpenStack lab, or the outside target (tests/target.py), clean for this
+    test (a module may define its own)."""
+    return clean_lab
+
+
+@pytest.fixture
+def conn(lab):
+    """A plain openstacksdk connection at the suite's microversion: the independent witness."""
+    return lab.connection(compute_api_version=workload.MICROVERSION)
+
+
+@pytest.fixture
+def nova(lab) -> Nova:
+    """The suite's Nova adapter, on the same cloud."""
+    return connect(cloud=lab.cloud, clouds_yaml=lab.clouds_yaml)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ import yaml
 
 from lab import workload
 from nova_evacuate.ledger import Ledger, State, parse_marker
-from nova_evacuate.nova import connect
 from tests.target import target_host_names
 
 pytestmark = [pytest.mark.lab, pytest.mark.target,
@@ -32,21 +31,6 @@ pytestmark = [pytest.mark.lab, pytest.mark.target,
 # its hosts file (the first one fails)
 HOST, *SURVIVORS = target_host_names() or ["compute1", "compute2", "compute3"]
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def lab(clean_lab):
-    return clean_lab
-
-
-@pytest.fixture
-def conn(lab):
-    return lab.connection(compute_api_version=workload.MICROVERSION)
-
-
-@pytest.fixture
-def nova(lab):
-    return connect(cloud=lab.cloud, clouds_yaml=lab.clouds_yaml)
 
 
 def write_conf(lab, tmp_path: Path, **evacuation: Any) -> Path:

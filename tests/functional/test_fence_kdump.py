@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -40,16 +39,15 @@ FENCE_KDUMP_SEND = "/usr/libexec/fence-agents/fence_kdump_send"
 
 
 @pytest.fixture
-def kdump_lab(request: pytest.FixtureRequest, pacemaker_lab, tmp_path: Path,
+def kdump_lab(require_lab, lab, pacemaker_lab, tmp_path: Path,  # noqa: F811 - the fixture
               monkeypatch: pytest.MonkeyPatch):
     """test_fence_nova's ``lab`` (the OpenStack lab; compute1 online in the cluster, put back
-    after), compute1's namespace, and fence_nova's timeline in a file of this test's own."""
-    for tool in (FENCE_KDUMP, FENCE_KDUMP_SEND):
-        if not os.access(tool, os.X_OK):
-            pytest.skip(f"{tool} is not installed (Debian: fence-agents)")
-    fenced = request.getfixturevalue("lab")
+    after), compute1's namespace, and fence_nova's timeline in a file of this test's own.
+    ``lab`` is an argument, not looked up on the way: the collection's order (tests of the
+    session's OpenStack lab last, tests/conftest.py) reads it from the fixtures named."""
+    require_lab(FENCE_KDUMP, FENCE_KDUMP_SEND)  # Debian: fence-agents
     monkeypatch.setenv("OPENSTACK_HA_TIMELINE", str(tmp_path / "timeline.jsonl"))
-    return fenced, pacemaker_lab.netns(HOST), tmp_path / "timeline.jsonl"
+    return lab, pacemaker_lab.netns(HOST), tmp_path / "timeline.jsonl"
 
 
 @contextlib.contextmanager

@@ -32,21 +32,6 @@ NOTICED_WITHIN = 90.0
 
 
 @pytest.fixture
-def lab(clean_lab):
-    return clean_lab
-
-
-@pytest.fixture
-def conn(lab):
-    return lab.openstack.connection(compute_api_version=workload.MICROVERSION)
-
-
-@pytest.fixture
-def nova(lab) -> Nova:
-    return connect(cloud="lab", clouds_yaml=lab.clouds_yaml)
-
-
-@pytest.fixture
 def recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The timeline the worker writes, in the test's directory (never the machine's)."""
     path = tmp_path / "timeline.jsonl"

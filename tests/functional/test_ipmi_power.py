@@ -9,7 +9,6 @@ the PowerOutcome as JSON; its log (DEBUG) is checked along with it for the passw
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,15 +40,6 @@ print(json.dumps(dataclasses.asdict(outcome)))
 """
 
 
-def _why_no_lab() -> str | None:
-    if os.geteuid() != 0:
-        return "the BMC lab needs root (a network namespace, a veth pair)"
-    for tool in ("ipmi_sim", "ipmitool"):
-        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
-            return f"{tool} is not installed (apt-get install openipmi ipmitool)"
-    return None
-
-
 @dataclass
 class Lab:
     lab: BmcLab
@@ -62,14 +52,10 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def bmc(tmp_path_factory: pytest.TempPathFactory):
+def bmc(tmp_path_factory: pytest.TempPathFactory, require_lab):
     """Three BMCs whose hooks append "on"/"off" to a file per host.  Skips where the lab cannot
     run, unless OPENSTACK_HA_REQUIRE_LAB=1 (CI), where a skip would pass for nothing."""
-    reason = _why_no_lab()
-    if reason is not None:
-        if os.environ.get("OPENSTACK_HA_REQUIRE_LAB") == "1":
-            pytest.fail(f"OPENSTACK_HA_REQUIRE_LAB=1 but {reason}")
-        pytest.skip(reason)
+    require_lab("ipmi_sim", "ipmitool")
     tmp = tmp_path_factory.mktemp("ipmi-power")
 
     def hook(host: str, action: str) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -26,15 +25,6 @@ BROKEN = "compute3"  # its off hook fails, and it has no on hook (a BMC with no 
 HOSTNET = os.readlink("/proc/self/ns/net")
 
 
-def _why_no_lab() -> str | None:
-    if os.geteuid() != 0:
-        return "the BMC lab needs root (a network namespace, a veth pair)"
-    for tool in ("ipmi_sim", "ipmitool", "fence_ipmilan"):
-        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
-            return f"{tool} is not installed (apt-get install openipmi ipmitool fence-agents)"
-    return None
-
-
 @dataclass
 class Lab:
     lab: BmcLab
@@ -47,14 +37,10 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def bmc(tmp_path_factory: pytest.TempPathFactory):
+def bmc(tmp_path_factory: pytest.TempPathFactory, require_lab):
     """Two BMCs whose hooks log "on|off <network namespace>" to a file per host. Skips where the
     lab cannot run, unless OPENSTACK_HA_REQUIRE_LAB=1 (CI), where a skip would pass for nothing."""
-    reason = _why_no_lab()
-    if reason is not None:
-        if os.environ.get("OPENSTACK_HA_REQUIRE_LAB") == "1":
-            pytest.fail(f"OPENSTACK_HA_REQUIRE_LAB=1 but {reason}")
-        pytest.skip(reason)
+    require_lab("ipmi_sim", "ipmitool", "fence_ipmilan")
     tmp = tmp_path_factory.mktemp("bmc-lab")
 
     def hook(host: str, action: str) -> list[str]:

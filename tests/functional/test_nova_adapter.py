@@ -267,3 +267,34 @@ def test_free_resources_are_each_providers_inventory_minus_its_usage(clean_lab: 
         assert [got.vcpus, got.ram_mb, got.disk_gb] == expected, rp["name"]
     assert free[SECOND].ram_mb < free[FIRST].ram_mb  # the two servers' use
     assert set(nova.free_resources([FIRST])) == {FIRST}
+
+
+def test_evacuable_images_include_hidden_and_community_ones(nova: Nova, conn: Any) -> None:
+    """Glance's default image list leaves out hidden images and community ones: a server
+    booted from either is evacuable all the same when its image is tagged."""
+    # openstacksdk would send os_hidden as the string "True", which Glance refuses: a patch
+    changes = {"adapter-tagged": {}, "adapter-tagged-hidden": {"os_hidden": True},
+               "adapter-tagged-community": {"visibility": "community"}, "adapter-untagged": {}}
+    made = {}
+    try:
+        for name, change in changes.items():
+            tag = {} if name == "adapter-untagged" else {"evacuable": "true"}
+            image = made[name] = conn.image.create_image(
+                name=name, data=b"\0" * 4096, disk_format="raw", container_format="bare",
+                allow_duplicates=True, **tag)
+            if change:
+                answer = conn.image.patch(
+                    f"/images/{image.id}",
+                    json=[{"op": "replace", "path": f"/{k}", "value": v}
+                          for k, v in change.items()],
+                    headers={"Content-Type": "application/openstack-images-v2.1-json-patch"})
+                assert answer.status_code == 200, answer.text
+        listed = {i["id"] for i in conn.image.get("/images?evacuable=true").json()["images"]}
+        # the default list's gap (community images: not for admins)
+        assert made["adapter-tagged-hidden"].id not in listed
+        tagged = nova.tagged_images()
+        assert {made[n].id for n in changes if n != "adapter-untagged"} <= tagged
+        assert made["adapter-untagged"].id not in tagged
+    finally:
+        for image in made.values():
+            conn.image.delete_image(image, ignore_missing=True)

@@ -323,7 +323,7 @@ CEPH_FENCE = ["ceph:fence 10.0.1.11 10.0.2.11", "timeline:storage_fenced"]
 def test_off_confirms_power_then_storage_then_touches_nova(world, ceph, caplog) -> None:
     outcome = fence("off", caplog)
     assert outcome.rc == ExitCode.SUCCESS, outcome.errors
-    assert world.log == ["timeline:fence_start", *BRAKE_READS, *POWER_OFF,
+    assert world.log == [*BRAKE_READS, "timeline:fence_start", *POWER_OFF,
                          "timeline:power_off_confirmed", *CEPH_FENCE, *MARKED,
                          "pacemaker:hold_connection compute1"]
     assert world.fields("storage_fenced") == {"addresses": "10.0.1.11 10.0.2.11"}
@@ -333,7 +333,7 @@ def test_off_confirms_power_then_storage_then_touches_nova(world, ceph, caplog) 
 def test_off_with_storage_as_the_only_fence(world, ceph, caplog) -> None:
     outcome = fence("off", caplog, power_driver="none", ip=None)
     assert outcome.rc == ExitCode.SUCCESS, outcome.errors
-    assert world.log == ["timeline:fence_start", *BRAKE_READS, "power:driver compute1",
+    assert world.log == [*BRAKE_READS, "timeline:fence_start", "power:driver compute1",
                          "timeline:power_off_confirmed", *CEPH_FENCE, *MARKED,
                          "pacemaker:hold_connection compute1"]
 
@@ -343,7 +343,7 @@ def test_off_whose_storage_fence_fails_leaves_nova_untouched(world, ceph, caplog
     ceph.failure = StorageOutcome(False, f"ceph osd blocklist: {kind} here", kind)
     outcome = fence("off", caplog, power_driver="none", ip=None)
     assert outcome.rc == ExitCode.FAILURE
-    assert world.log == ["timeline:fence_start", *BRAKE_READS, "power:driver compute1",
+    assert world.log == [*BRAKE_READS, "timeline:fence_start", "power:driver compute1",
                          "timeline:power_off_confirmed", "ceph:fence 10.0.1.11 10.0.2.11",
                          "timeline:fence_failed"]
     assert world.fields("fence_failed")["reason"] == (
@@ -437,7 +437,7 @@ def test_record_only_fences_storage_without_touching_power(world, ceph, caplog) 
     # storage fencing is no power action: record_only leaves only the power to another device
     outcome = fence("off", caplog, record_only="1")
     assert outcome.rc == ExitCode.SUCCESS, outcome.errors
-    assert world.log == ["timeline:fence_start", *BRAKE_READS, "timeline:power_off_confirmed",
+    assert world.log == [*BRAKE_READS, "timeline:fence_start", "timeline:power_off_confirmed",
                          *CEPH_FENCE, *MARKED, "pacemaker:hold_connection compute1"]
     assert world.bmc.state == "on"
 
