@@ -10,6 +10,7 @@ import openstack
 import pytest
 
 from lab.workload import wait_for
+from tests.target import Target
 
 pytestmark = pytest.mark.lab
 
@@ -24,13 +25,24 @@ def test_hosts_json_and_clouds_yaml_describe_the_lab(clean_lab, monkeypatch):
     hosts = json.loads(clean_lab.hosts_json.read_text())
     assert sorted(hosts) == ["compute1", "compute2", "compute3"]
     assert set(hosts["compute1"]) == {"host", "address", "port", "username", "password",
-                                      "power_driver", "redfish"}
+                                      "power_driver", "redfish", "crash", "restore"}
     assert hosts["compute1"]["power_driver"] == "ipmi"  # no redfish_hosts: every host by IPMI
     assert set(hosts["compute1"]["redfish"]) == {"url", "system", "username", "password", "ca_file"}
     assert oct(clean_lab.hosts_json.stat().st_mode & 0o777) == "0o600"
     monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clean_lab.clouds_yaml))
     conn = openstack.connect(cloud="lab")
     assert {s.host for s in conn.compute.services(binary="nova-compute")} == set(hosts)
+
+
+def test_the_hosts_file_makes_the_lab_a_target_that_crashes_and_restores_a_host(clean_lab):
+    """hosts.json read as any outside target's (tests/target.py): its crash and restore
+    commands, run as a target runs them, stop the host's nova-compute and start it again."""
+    target = Target(clean_lab.hosts_json, cloud="lab", clouds_yaml=clean_lab.clouds_yaml)
+    assert list(target.target_hosts) == ["compute1", "compute2", "compute3"]
+    target.crash("compute2")
+    assert not clean_lab.openstack.compute_running("compute2")
+    target.restore("compute2")
+    assert clean_lab.openstack.compute_running("compute2")
 
 
 def test_bmc_power_off_kills_nova_compute_and_power_on_starts_it(clean_lab):
