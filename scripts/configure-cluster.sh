@@ -84,6 +84,13 @@ for node in $COMPUTES; do
              "level 2; BMC_DRIVER_$v=none has none" >&2
         exit 1
     fi
+    # Storage fencing takes level 2 for the blocklist alone and fences storage from the
+    # power device of level 1: a kdump level 1 has no such device. Not combined yet.
+    if [[ "${!kdump:-0}" == 1 && "${STORAGE_FENCE:-none}" == ceph ]]; then
+        echo "$node: KDUMP_$v=1 and STORAGE_FENCE=ceph cannot be combined yet (both need" \
+             "topology level 2)" >&2
+        exit 1
+    fi
     # The BMC's protocol is chosen per device: IPMI and Redfish hosts mix in one cluster.
     case "${!driver:-ipmi}" in
     redfish)
