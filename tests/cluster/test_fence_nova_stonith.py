@@ -35,11 +35,25 @@ def test_pcs_describes_the_installed_fence_agent(pacemaker_lab):
         assert name in described
 
 
+def wait_registered(*devices: str, timeout: float = 60) -> None:
+    """The fencer registers a device a moment after pcs has written it to the CIB (it reads
+    the agent's metadata first): a fence asked before then finds no device ("No data
+    available")."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = sh("stonith_admin", "--list-registered", check=False).stdout.split()
+        if set(devices) <= set(listed):
+            return
+        assert time.monotonic() < deadline, f"{devices} not registered: {listed}"
+        time.sleep(0.5)
+
+
 def test_stonith_admin_fences_a_remote_node_through_fence_nova(cluster):
     pcmk, lab, keystone, ipmi, _, files = cluster
     pcmk.pcs("stonith", "create", "fence-nova", "fence_nova", *keystone, *ipmi,
              f"pcmk_host_list={NODE}")
     pcmk.pcs("property", "set", "stonith-enabled=true")
+    wait_registered("fence-nova")
     done = sh("stonith_admin", "--fence", NODE, "--timeout", "90", check=False, timeout=150)
     assert done.returncode == 0, done.stdout + done.stderr
     assert lab.bmc.power_state(NODE) is False
@@ -69,6 +83,7 @@ def test_topology_of_fence_ipmilan_then_fence_nova_without_power(cluster):
              f"pcmk_host_list={NODE}")
     pcmk.pcs("stonith", "level", "add", "1", NODE, "fence-ipmi", "fence-nova", "--force")
     pcmk.pcs("property", "set", "stonith-enabled=true")
+    wait_registered("fence-ipmi", "fence-nova")
     done = sh("stonith_admin", "--fence", NODE, "--timeout", "90", check=False, timeout=150)
     assert done.returncode == 0, done.stdout + done.stderr
     # fence_ipmilan cut the power through the BMC; fence_nova, trusting the level,
@@ -105,6 +120,7 @@ def kdump_topology(cluster):
     pcmk.pcs("stonith", "level", "add", "1", NODE, "fence-kdump", "fence-nova-kdump", "--force")
     pcmk.pcs("stonith", "level", "add", "2", NODE, "fence-nova", "--force")
     pcmk.pcs("property", "set", "stonith-enabled=true")
+    wait_registered("fence-kdump", "fence-nova-kdump", "fence-nova")
     yield lab, netns, runner
     pcmk.pcs("property", "set", "stonith-enabled=false", check=False)
     pcmk.pcs("stonith", "level", "clear", check=False)
