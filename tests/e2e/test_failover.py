@@ -14,11 +14,11 @@ import time
 import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from lab import workload
 from lab.failover import METRICS_PORT
 from openstack_ha import timeline
+from tests.metrics_text import sample_values
 
 pytestmark = [pytest.mark.cluster, pytest.mark.lab,
               pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")]
@@ -90,12 +90,7 @@ def scrape_metrics(d) -> dict[str, float]:
             sys.executable, "-c", "import sys, urllib.request; sys.stdout.write(urllib.request"
             ".urlopen(sys.argv[1], timeout=10).read().decode())", url], check=True)
         text = done.stdout
-    values = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return values
+    return sample_values(text)
 
 
 def expect_metrics_of(d, before: dict[str, float], events: list, timeout: float = 60) -> None:

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client.parser import text_string_to_metric_families
 
 from nova_evacuate import conf as confmod
 from nova_evacuate import engine as engine_mod
@@ -25,6 +24,7 @@ from nova_evacuate.ledger import LedgerEntry, State, format_marker
 from nova_evacuate.nova import ComputeService
 from nova_evacuate.worker import Worker
 from openstack_ha import timeline
+from tests.metrics_text import sample_values
 
 T0 = 1_800_000_000.0
 BRAKE = ("3 of 3 compute nodes look down (compute1, compute2, compute3), more than"
@@ -307,12 +307,7 @@ def entry(state: State) -> LedgerEntry:
 def scrape(url: str) -> dict[str, float]:
     with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 (http, ours)
         text = answer.read().decode()
-    values = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return values
+    return sample_values(text)
 
 
 def test_the_endpoint_serves_the_timeline_and_the_ledger(tmp_path: Path) -> None:
