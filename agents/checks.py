@@ -3,7 +3,8 @@
 An operator lists checks in one string, in order, separated by ``;`` or new lines::
 
     process:nova-compute; unit:libvirtd.service; socket:/run/libvirt/libvirt-sock;
-    tcp:127.0.0.1:6640; net:storage=192.0.2.10; degraded cmd:/usr/local/bin/check-ceph
+    tcp:127.0.0.1:6640; net:storage=192.0.2.10; degraded cmd:/usr/local/bin/check-ceph;
+    consul:service=nova-compute
 
 Each entry is ``[critical|degraded] KIND:ARGUMENT``; critical is the default. A
 failed critical check makes the node not alive (the monitor fails, Pacemaker
@@ -12,8 +13,9 @@ published but not fatal. Checks run in the order given and stop at the first
 critical failure, so the published attribute names the first thing that broke.
 
 Parsing and the verdict are pure; the probes below them do the little I/O there
-is (``/proc``, a socket, a child process) under a per-check timeout. Nothing here
-imports OpenStack libraries: this runs every few seconds on every compute node.
+is (``/proc``, a socket, a child process, one GET to the local Consul agent) under a
+per-check timeout. Nothing here imports OpenStack libraries: this runs every few
+seconds on every compute node.
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-KINDS = ("process", "cmdline", "unit", "socket", "tcp", "net", "cmd")
+from openstack_ha.secret_files import open_regular_file, read_token_file
+
+KINDS = ("process", "cmdline", "unit", "socket", "tcp", "net", "cmd", "consul")
+
+# Only type checkers need these; importing openstack_ha.consul costs ~15 ms (ssl,
+# http.client), which only monitors with a consul: check pay, inside the probe.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+
+    from openstack_ha.consul import AgentCheck, ConsulClient
 
 # Bounds on the ``checks`` text: far above any real list (the default is ~100 characters),
 # low enough that parsing, and compiling a regular expression, stays instantaneous.
@@ -53,6 +64,17 @@ _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)", re.ASCII)
 
 class CheckSpecError(ValueError):
     """The one refusal of a ``checks`` text: its message names the bad entry, on one line."""
+
+
+# consul:service=NAME selects the local agent's checks of a service, consul:check=ID one check.
+CONSUL_SELECTORS = ("service", "check")
+# Consul bounds neither; far above any real service name or check id.
+MAX_CONSUL_NAME = 256
+DEFAULT_CONSUL_URL = "http://127.0.0.1:8500"
+# Consul's timeout bound (openstack_ha.consul.ConsulClient); check_timeout goes up to 3600.
+MAX_CONSUL_TIMEOUT = 600.0
+# The failing checks a consul: detail names before "and N more".
+_CONSUL_SHOWN = 5
 
 
 DEFAULT_CHECKS = (
@@ -187,6 +209,18 @@ def _validate_argument(kind: str, argument: str) -> None:
             raise CheckSpecError(f"check 'cmd:{_shown(argument)}': {exc}") from None
         if not argv:
             raise CheckSpecError(f"check 'cmd:{_shown(argument)}': empty command")
+    elif kind == "consul":
+        selector, sep, name = argument.partition("=")
+        if not sep or selector not in CONSUL_SELECTORS or not name:
+            raise CheckSpecError(f"check 'consul:{_shown(argument)}': expected"
+                                 " consul:service=NAME or consul:check=ID")
+        # compared with what Consul answers, and published in the node attribute: no blanks
+        # (which the entry's own grammar trims) and nothing a log line cannot show
+        if len(name) > MAX_CONSUL_NAME or any(c.isspace() or not c.isprintable() for c in name):
+            raise CheckSpecError(
+                f"check 'consul:{_shown(argument)}': the {selector} must be 1 to"
+                f" {MAX_CONSUL_NAME} printable characters without white space"
+            )
 
 
 def compile_cmdline(pattern: str) -> re.Pattern[str]:
@@ -235,6 +269,44 @@ def split_host_port(argument: str) -> tuple[str, int]:
 def _shown(text: str) -> str:
     """Enough of an operator's text to recognise it in a one-line refusal."""
     return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def consul_verdict(argument: str, agent_checks: Sequence[AgentCheck]) -> tuple[bool, str]:
+    """Whether the local agent's checks selected by ``argument`` (``service=NAME`` or
+    ``check=ID``, as parsed) say alive, and the detail.
+
+    Alive when at least one check matches and none is critical. A warning is alive, as
+    Consul itself counts it (not failing), but the detail says so. No matching check is
+    not alive: nothing registered tells us the service is up (fail closed). Names and ids
+    are compared exactly, as Consul registers them.
+    """
+    selector, _, name = argument.partition("=")
+    if selector == "service":
+        what = f"service {name}"
+        matching = [c for c in agent_checks if c.service_name == name]
+    else:
+        what = f"check {name}"
+        matching = [c for c in agent_checks if c.check_id == name]
+    if not matching:
+        return False, f"{what}: no such check registered with the local consul agent"
+    critical = [c for c in matching if c.status.value == "critical"]
+    warning = [c for c in matching if c.status.value == "warning"]
+    if critical:
+        return False, f"{what}: not passing in consul: {_consul_statuses([*critical, *warning])}"
+    if warning:
+        return True, f"{what}: alive, with a warning in consul: {_consul_statuses(warning)}"
+    return True, f"{what}: {len(matching)} consul check(s) passing"
+
+
+def _consul_statuses(agent_checks: Sequence[AgentCheck]) -> str:
+    """``id status, id status`` for the first few checks; ids are Consul's text, made printable."""
+    shown = [
+        f"{''.join(c if c.isprintable() else '?' for c in check.check_id[:64])}"
+        f" {check.status.value}"
+        for check in agent_checks[:_CONSUL_SHOWN]
+    ]
+    more = len(agent_checks) - _CONSUL_SHOWN
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
 def verdict(results: Sequence[CheckResult]) -> Verdict:
@@ -297,18 +369,60 @@ def process_matches(name: str, process: Process) -> bool:
     )
 
 
-class Prober:
-    """Runs checks against this node; the process table is read at most once."""
+@dataclasses.dataclass(frozen=True)
+class ConsulAgent:
+    """Where the local Consul agent listens and how to read it (ComputeLiveness's
+    ``consul_url``, ``consul_token_file`` and ``consul_ca_file``; "" for no file)."""
 
-    def __init__(self, timeout: float, processes: Callable[[], list[Process]] = list_processes):
+    url: str = DEFAULT_CONSUL_URL
+    token_file: str = ""
+    ca_file: str = ""
+
+    def client(self, timeout: float) -> ConsulClient:
+        """A client of the agent, the token read from its file now (so a rotated token is
+        used at the next check). :class:`~openstack_ha.secret_files.FileUnusable` when a file cannot be read,
+        ValueError when its contents (or the URL) cannot be used; one line, never the token.
+        """
+        from openstack_ha.consul import ConsulClient
+
+        token = read_token_file(self.token_file, "consul_token_file") if self.token_file else None
+        if self.ca_file:
+            # ssl would block on a FIFO and read a device without end
+            open_regular_file(self.ca_file, "consul_ca_file").close()
+        return ConsulClient(self.url, token=token, ca_file=self.ca_file or None,
+                            timeout=min(timeout, MAX_CONSUL_TIMEOUT))
+
+
+class Prober:
+    """Runs checks against this node; the process table and the local Consul agent's checks
+    are read at most once."""
+
+    def __init__(self, timeout: float, processes: Callable[[], list[Process]] = list_processes,
+                 consul: ConsulAgent | None = None):
         self.timeout = timeout
         self._read_processes = processes
         self._processes: list[Process] | None = None
+        self._consul = consul or ConsulAgent()
+        # the agent's checks, or the one line saying why they could not be read
+        self._consul_checks: list[AgentCheck] | str | None = None
 
     def processes(self) -> list[Process]:
         if self._processes is None:
             self._processes = self._read_processes()
         return self._processes
+
+    def consul_checks(self, timeout: float) -> list[AgentCheck] | str:
+        """The local agent's checks (one GET per run, whatever the number of consul: entries),
+        or why they cannot be read: the agent unreachable or answering what is not Consul's
+        API, a token or CA file that cannot be used."""
+        if self._consul_checks is None:
+            from openstack_ha.consul import ConsulError
+
+            try:
+                self._consul_checks = self._consul.client(timeout).agent_checks()
+            except (ConsulError, ValueError) as exc:
+                self._consul_checks = str(exc)
+        return self._consul_checks
 
     def run(self, checks: Iterable[Check], deadline: float) -> list[CheckResult]:
         """Run checks in order until the first critical failure or the deadline."""
@@ -385,6 +499,12 @@ class Prober:
 
     def _probe_cmd(self, command: str, timeout: float) -> tuple[bool, str]:
         return _run_command(shlex.split(command), timeout, command)
+
+    def _probe_consul(self, argument: str, timeout: float) -> tuple[bool, str]:
+        agent_checks = self.consul_checks(timeout)
+        if isinstance(agent_checks, str):
+            return False, agent_checks  # we cannot verify it: not alive
+        return consul_verdict(argument, agent_checks)
 
 
 def matching_pids(

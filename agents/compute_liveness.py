@@ -25,6 +25,7 @@ from agents import checks as liveness_checks
 from agents import ocf
 from agents.ocf import Action, Agent, Context, OCFError, OCFExit, Parameter
 from openstack_ha import pacemaker
+from openstack_ha.secret_files import FileUnusable
 
 LOG = logging.getLogger(__name__)
 
@@ -40,6 +41,20 @@ MAX_CHECK_TIMEOUT = 3600
 
 def _check_timeout(text: str) -> int:
     return ocf.parse_integer(text, minimum=1, maximum=MAX_CHECK_TIMEOUT)
+
+
+def _consul_url(text: str) -> str:
+    """The local Consul agent's address: ``scheme://host[:port]``, http or https."""
+    if text == liveness_checks.DEFAULT_CONSUL_URL:
+        return text  # known good: every monitor parses it, and need not import the client
+    if "?" in text or "#" in text:
+        # Consul takes ?token=: a refusal quoting the URL would show it
+        raise ValueError("must be scheme://host[:port] only, without a query or fragment"
+                         " (the URL is not shown; give the token in consul_token_file)")
+    from openstack_ha.consul import ConsulClient
+
+    ConsulClient(text)  # the client's own check: ValueError, one line, no user info shown
+    return text
 
 
 def _attribute_name(text: str) -> str:
@@ -60,7 +75,10 @@ PARAMETERS = (
             "unit:NAME (a systemd unit is active), socket:PATH (a unix socket accepts a "
             "connection), tcp:HOST:PORT (a TCP endpoint accepts a connection), "
             "net:NAME=ADDRESS (ADDRESS on network NAME answers an ICMP echo), cmd:COMMAND "
-            "(a command exits 0; run without a shell, so use a script for pipes or ';'). "
+            "(a command exits 0; run without a shell, so use a script for pipes or ';'), "
+            "consul:service=NAME (the local Consul agent has checks for service NAME and none "
+            "is critical; warning passes) or consul:check=ID (the same for one check by id; "
+            "none registered, or the agent unreachable, fails). "
             "A failed critical check fails the monitor; a failed degraded check is only "
             "published. Checks stop at the first critical failure."
         ),
@@ -89,6 +107,40 @@ PARAMETERS = (
         ),
         default="openstack-ha-liveness",
         parse=_attribute_name,
+    ),
+    Parameter(
+        "consul_url",
+        shortdesc="The local Consul agent, for consul: checks",
+        longdesc=(
+            "Address of the Consul agent whose checks (/v1/agent/checks) consul: entries "
+            "read: http:// or https://, a host, an optional port, nothing else. Its token "
+            "goes in consul_token_file, never in the URL."
+        ),
+        default=liveness_checks.DEFAULT_CONSUL_URL,
+        parse=_consul_url,
+    ),
+    Parameter(
+        "consul_token_file",
+        shortdesc="File holding the Consul ACL token",
+        longdesc=(
+            "Absolute path of a file holding the ACL token (node:read, service:read) sent "
+            "to the Consul agent, read again each time the consul: checks run (a rotated token "
+            "is taken up). Empty: no token. A file that cannot "
+            "be read on this node fails validate-all and start with OCF_ERR_INSTALLED; one "
+            "that holds no usable token, with OCF_ERR_CONFIGURED."
+        ),
+        default="",
+        parse=ocf.parse_optional_path,
+    ),
+    Parameter(
+        "consul_ca_file",
+        shortdesc="CA bundle for an https Consul agent",
+        longdesc=(
+            "Absolute path of the CA certificates an https consul_url's certificate is "
+            "checked against. Empty: the system's."
+        ),
+        default="",
+        parse=ocf.parse_optional_path,
     ),
 )
 
@@ -128,8 +180,33 @@ def _write_state(path: str, published: str) -> None:
     ocf.write_file(path, published + "\n")
 
 
+def _consul_agent(ctx: Context) -> liveness_checks.ConsulAgent:
+    return liveness_checks.ConsulAgent(
+        ctx.params["consul_url"], ctx.params["consul_token_file"], ctx.params["consul_ca_file"]
+    )
+
+
+def _check_consul(ctx: Context) -> None:
+    """The Consul token and CA files can be used, or the OCFError that says why.
+
+    Only validate-all and start look (a monitor's consul: check fails on its own, and no
+    other check with it). As for NovaEvacuate's configuration file, a file missing or
+    unreadable on this node is OCF_ERR_INSTALLED (it concerns this node's instance of the
+    clone); a file holding no usable token or certificates is OCF_ERR_CONFIGURED.
+    """
+    uses_consul = any(check.kind == "consul" for check in ctx.params["checks"])
+    if not (uses_consul or ctx.params["consul_token_file"] or ctx.params["consul_ca_file"]):
+        return  # nothing of Consul's is used or named: nothing to import or read
+    try:
+        _consul_agent(ctx).client(timeout=ctx.params["check_timeout"])
+    except FileUnusable as exc:
+        raise OCFError(OCFExit.ERR_INSTALLED, str(exc)) from None
+    except ValueError as exc:
+        raise OCFError(OCFExit.ERR_CONFIGURED, str(exc)) from None
+
+
 def _assess(ctx: Context) -> liveness_checks.Verdict:
-    prober = liveness_checks.Prober(timeout=ctx.params["check_timeout"])
+    prober = liveness_checks.Prober(timeout=ctx.params["check_timeout"], consul=_consul_agent(ctx))
     # keep a second for publishing the attribute after the checks
     deadline = time.monotonic() + max(ctx.remaining() - 1.0, 0.1)
     results = prober.run(ctx.params["checks"], deadline)
@@ -167,6 +244,7 @@ def _result(verdict: liveness_checks.Verdict) -> OCFExit:
 
 
 def start(ctx: Context) -> OCFExit:
+    _check_consul(ctx)
     # The checks get until shortly before start's timeout to pass: a nova-compute that its
     # init system is restarting comes back in time; one that cannot fails the start (and
     # with op start on-fail=fence, fences the node).
@@ -206,7 +284,9 @@ def monitor(ctx: Context) -> OCFExit:
 
 
 def validate_all(ctx: Context) -> OCFExit:
-    # Parameters were parsed and checked by ocf.run before we get here.
+    # Parameters were parsed and checked by ocf.run before we get here; the files they
+    # name are read here.
+    _check_consul(ctx)
     return OCFExit.SUCCESS
 
 
@@ -216,7 +296,8 @@ AGENT = Agent(
     shortdesc="Tells Pacemaker whether an OpenStack compute node can serve instances",
     longdesc=(
         "Runs on pacemaker_remote compute nodes (as a clone) and checks what 'alive' means "
-        "for this node: nova-compute, libvirt, Open vSwitch, the networks the operator names. "
+        "for this node: nova-compute, libvirt, Open vSwitch, the networks the operator names, "
+        "the health checks the local Consul agent already runs. "
         "The outcome is published as a node attribute; a failed critical check fails the "
         "monitor so that Pacemaker recovers or fences the node as on-fail says. Start runs "
         "the checks until they pass and fails shortly before its timeout. It does not wait "

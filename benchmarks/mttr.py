@@ -25,6 +25,11 @@ injectors, the ones tests/e2e/test_failover.py uses:
   (``Deployment.restore_link``: fence_nova may power the node on once its evacuation is done,
   and it should find its link), and by ``heal()``, which sets every link up before powering a
   node on.
+* ``all-links-cut``: the node's management and storage links both set down
+  (``Deployment.cut_link``, ``cut_storage_link``): as ``link-cut`` for Pacemaker, but Consul
+  (the Consul modes below) sees the node failed on every network, where a management link
+  cut alone is a partition fence_nova refuses to fence for ``partition_hold``. Undone as
+  ``link-cut``.
 * ``nova-compute``: nova-compute alone SIGKILLed (``lab.openstack.kill_compute``), the node
   and its connection fine. Ours: ComputeLiveness's ``process:nova-compute`` check fails at its
   next monitor (every 10 s) and Pacemaker restarts the resource; the start retries the
@@ -44,6 +49,13 @@ moved: it is recorded with that outcome and no figures, and the benchmark goes o
   Pacemaker's first failed operation or node loss, from the alert agent), fencing (detected →
   evacuation requested by fence_nova), evacuation (requested → last instance rebuilt, from
   Nova's instance-action records).
+* ``consul``: ours, with the lab's Consul (``lab up --consul``: serf pools per network,
+  lab/consul.py): fence_nova reads every network's view before its power step
+  (``consul_config``, ``partition_hold`` 300 s, ``Deployment.enable_consul``); waiting up to
+  ``settle`` for gossip to notice is part of the fencing figure.
+* ``consul-watch``: ``consul``, and the NovaEvacuate worker's watcher (``[consul]`` in the
+  engine's configuration) fails the connection of a node failed on every network: its
+  ``consul_down`` counts as detection when it comes before Pacemaker's own.
 * ``stock``: the configuration TripleO built: a topology level of ``fence_ipmilan`` then
   ``fence_compute`` (Debian fence-agents 4.12.1, ``record_only=1``), and a NovaEvacuate-style
   loop that every 10 s reads the ``evacuate`` node attributes and runs ``fence_evacuate -o
@@ -83,6 +95,8 @@ not forced down (read every 0.5 s), measured for the plain ``crash`` beside them
         --failures crash hang link-cut nova-compute
     flock /tmp/ohalab.lock python -m benchmarks.mttr --modes ours --sizes 30 \
         --scenarios crash worker-killed target-died controller-crashed
+    flock /tmp/ohalab.lock python -m benchmarks.mttr --modes ours consul consul-watch \
+        --sizes 20 --runs 2 --failures crash hang all-links-cut
 
 Needs scripts/bench-deps.sh (the stock agents' Python dependencies). Writes
 ``benchmarks/results/mttr.json`` and ``.md``; the rows of kinds (mode, failure, scenario) not
@@ -120,15 +134,23 @@ HOST = "compute1"
 TARGET = "compute2"  # the rebuild target that dies in scenario target-died
 ENGINE_HOME = "ctl2"  # where NovaEvacuate runs in scenario controller-crashed (ctl1 is this host)
 SCENARIOS = ("crash", "worker-killed", "target-died", "controller-crashed")
-FAILURES = ("crash", "hang", "link-cut", "nova-compute")
+FAILURES = ("crash", "hang", "link-cut", "all-links-cut", "nova-compute")
 FAILURE_HOW = {"crash": "node crash", "hang": "SIGSTOP every process of the node",
-               "link-cut": "management link down", "nova-compute": "SIGKILL nova-compute"}
+               "link-cut": "management link down",
+               "all-links-cut": "management and storage links down",
+               "nova-compute": "SIGKILL nova-compute"}
+# ours, then ours with Consul (lab/consul.py's serf pools): fence_nova's consul_config alone,
+# then with the NovaEvacuate worker's watcher too; then the stock pipeline.
+MODES = ("ours", "consul", "consul-watch", "stock")
+CONSUL_MODES = ("consul", "consul-watch")
 # Within this long of the failure the pipeline has acted, or it never will (stock has nothing
 # that watches nova-compute alone).
 DETECTION_WAIT = 120.0
 # Timeline events of the node that show the pipeline acted: Pacemaker noticed, or fencing began.
 NOTICED = (*timeline.DETECTION, "fence_start", "fence_failed", "fenced", "evacuation_requested")
 NOT_DETECTED = "not detected"
+# partition_hold of the Consul modes: the documented default
+CONSUL_HOLD = 300
 # Issue 14's goals.
 RATIO_GOAL = 0.6  # MTTR ours / stock ...
 RATIO_GOAL_FAILURE, RATIO_GOAL_N = "crash", 20  # ... for a crash at 20 instances
@@ -200,6 +222,9 @@ def inject(d: Deployment, failure: str, host: str) -> None:
         d.hang(host)
     elif failure == "link-cut":
         d.cut_link(host)
+    elif failure == "all-links-cut":
+        d.cut_link(host)
+        d.cut_storage_link(host)
     elif failure == "nova-compute":
         d.lab.openstack.kill_compute(host)
     else:
@@ -215,6 +240,9 @@ def undo_at_once(d: Deployment, failure: str, host: str) -> None:
         d.unhang(host)
     elif failure == "link-cut":
         d.restore_link(host)
+    elif failure == "all-links-cut":
+        d.restore_link(host)
+        d.restore_storage_link(host)
 
 
 def second_fault(d: Deployment, scenario: str, n: int, since: float) -> None:
@@ -266,7 +294,7 @@ def detection_event(events: list[dict[str, Any]], mode: str) -> dict[str, Any] |
     ``detected`` / ``node_lost``; for ours, without one, fence_nova's ``fence_start`` (as the
     timeline's own rendering does). ``events``: the node's, in time order."""
     found = next((e for e in events if e["event"] in timeline.DETECTION), None)
-    if found is None and mode == "ours":
+    if found is None and mode != "stock":
         found = next((e for e in events if e["event"] == "fence_start"), None)
     return found
 
@@ -283,7 +311,7 @@ def one_run(d: Deployment, db: CellDB, mode: str, n: int, serving,
             scenario: str | None = None, failure: str = "crash") -> dict[str, Any]:
     conn = d.lab.openstack.connection(compute_api_version=workload.MICROVERSION)
     d.heal(serving=serving)
-    if mode == "ours":  # the stock configuration has no NovaEvacuate resource
+    if mode != "stock":  # the stock configuration has no NovaEvacuate resource
         engine_on(d, ENGINE_HOME if scenario == "controller-crashed" else None)
     ids = workload.boot(conn, HOST, n, prefix=f"mttr-{mode}",
                         image_id=workload.image(conn, "plain").id,
@@ -330,7 +358,7 @@ def one_run(d: Deployment, db: CellDB, mode: str, n: int, serving,
     def first(*names: str) -> float | None:
         return next((e["ts"] for e in events if e["event"] in names), None)
 
-    fenced = first("evacuation_requested") if mode == "ours" else first("fenced")
+    fenced = first("evacuation_requested") if mode != "stock" else first("fenced")
     rebuilt = actions["last_rebuilt"]
 
     def span(a: float | None, b: float | None) -> float | None:
@@ -540,7 +568,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.mttr")
     p.add_argument("--sizes", type=int, nargs="+", default=[20, 50])
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--modes", nargs="+", choices=("ours", "stock"), default=["ours", "stock"])
+    p.add_argument("--modes", nargs="+", choices=MODES, default=["ours", "stock"],
+                   help="consul: fence_nova reads the lab's Consul (consul_config);"
+                        " consul-watch: and the worker's watcher reports failures")
     p.add_argument("--failures", nargs="+", choices=FAILURES, default=["crash"],
                    help="how compute1 fails, each in turn in every round, for every mode"
                         " (default: crash)")
@@ -559,18 +589,29 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     t_start = time.time()
     try:
-        lab.up(3)
+        consul = any(mode in CONSUL_MODES for mode in args.modes)
+        lab.up(3, consul=consul)
         d = Deployment(lab)
         d.configure()
         db = CellDB(lab)
-        if "ours" in args.modes:
+        for mode in ("ours", *CONSUL_MODES):
+            if mode not in args.modes:
+                continue
+            if mode in CONSUL_MODES:
+                d.heal()
+                d.enable_consul(CONSUL_HOLD)
+                d.reconfigure_engine(consul=mode == "consul-watch")
             for n in args.sizes:
                 for _ in range(args.runs):
                     if not args.scenarios:
                         for failure in args.failures:
-                            runs.append(one_run(d, db, "ours", n, d.serving, failure=failure))
+                            runs.append(one_run(d, db, mode, n, d.serving, failure=failure))
                     for scenario in args.scenarios:
-                        runs.append(one_run(d, db, "ours", n, d.serving, scenario))
+                        runs.append(one_run(d, db, mode, n, d.serving, scenario))
+        if consul:
+            d.heal()
+            d.disable_consul()
+            d.reconfigure_engine()
         if "stock" in args.modes:
             d.heal()
             stock = Stock(d)

@@ -415,24 +415,115 @@ def mass_failure(options: Options, target: str) -> str | None:
     return verdict.reason if verdict.engaged else None
 
 
+# --- Consul's view of the host (consul_config, partition_policy, partition_hold) ----------
+
+# A refused attempt lasts at least this long: Pacemaker asks again at once, and must go on
+# asking (stonith-max-attempts) for the whole partition_hold.
+MIN_REFUSAL_SECONDS = 5.0
+
+
+def partition_budget(options: Options) -> float:
+    """The longest partition_refusal takes; 0 without consul_config."""
+    text = options.text("consul_config")
+    if not text:
+        return 0.0
+    from openstack_ha import consul_config
+
+    return max(consul_config.load(text).budget, MIN_REFUSAL_SECONDS)
+
+
+@dataclass(frozen=True)
+class PartitionCheck:
+    """What Consul said of the host (``seen``: each network's view and the judge's reason,
+    None without consul_config) and, when the fence must wait, why (``refusal``)."""
+
+    refusal: str | None = None
+    seen: str | None = None
+
+
+def partition_refusal(options: Options, host: str) -> PartitionCheck:
+    """Every network's Consul read (sampled) and judged by partition_policy
+    (:mod:`openstack_ha.partition`), a refusal lasting at most partition_hold from the first
+    one (:mod:`fence_compute.partition_hold`).
+
+    A view that is unknown (Consul unreachable, a mixed window) never starts a refusal. Once
+    one has started, only a sign of failure (a fence verdict) ends it before partition_hold:
+    a link coming back, gossip rejoining, are no reason to fence a node refused before. A hold
+    that cannot be kept refuses nothing: a refusal is never the default.
+    """
+    text = options.text("consul_config")
+    if not text:
+        return PartitionCheck()
+    from fence_compute import partition_hold
+    from openstack_ha import consul, consul_config, partition
+
+    began = time.monotonic()
+    hold = options.seconds("partition_hold") or 0.0
+    settings = consul_config.load(text)  # checked by check_config before every action
+    policy = partition.parse_policy(
+        options.text("partition_policy") or consul_config.default_policy(settings.networks),
+        settings.networks)
+    views = consul.read_views(settings.clients(), host, settings.samples, settings.interval,
+                              settings.settle)
+    judgement = partition.judge(policy, views)
+    reason = judgement.reason
+    ongoing = (judgement.verdict is partition.Verdict.NO_OPINION
+               and partition_hold.ongoing(host, time.time()))
+    if ongoing:
+        # A partition of this host was refused, and nothing since says it failed: the views
+        # changing (a link back, gossip rejoining, a window that disagrees) make no fence
+        # right. Pacemaker still wants one: it keeps a remote node unclean until then.
+        views_shown = " ".join(f"{name}={view.value}" for name, view in views.items())
+        reason = (f"{views_shown}: nothing seen since its partition was refused says it"
+                  " failed; refusing")
+    elif judgement.verdict is not partition.Verdict.REFUSE:
+        LOG.info("%s: consul: %s", host, reason)
+        partition_hold.end(host)
+        return PartitionCheck(seen=reason)
+    try:
+        first = partition_hold.refused(host, time.time())
+    except partition_hold.HoldUnknown as exc:
+        LOG.error("%s: consul: %s; but how long it has been refused cannot be kept (%s), so"
+                  " the refusal could last for ever: fencing", host, reason, exc)
+        return PartitionCheck(seen=f"{reason}; not refused: the hold cannot be kept")
+    refused_for = time.time() - first
+    if refused_for >= hold:
+        LOG.warning("%s: consul: %s; refused for %.0fs, partition_hold=%gs is over: fencing",
+                    host, reason, refused_for, hold)
+        partition_hold.end(host)
+        return PartitionCheck(seen=f"{reason}; partition_hold={hold:g}s is over")
+    pause = began + MIN_REFUSAL_SECONDS - time.monotonic()
+    if pause > 0:
+        time.sleep(min(pause, hold - refused_for))
+    return PartitionCheck(
+        refusal=(f"partition refused: {reason}; {hold - refused_for:.0f}s left of"
+                 f" partition_hold={hold:g}s (pcs stonith confirm {host}, once it is known"
+                 " healthy, ends it without a fence)"),
+        seen=reason)
+
+
 def off(options: Options) -> int:
-    target = _target(options, first_wait=kdump_wait(options))
+    target = _target(options, first_wait=kdump_wait(options) + partition_budget(options))
     started = time.time()
     # Keystone and the service read, while the brake is asked and the BMC cuts the power:
     # only _mark_failed_over, once every fence is confirmed, waits for the answer.
     nova_read = Background(functools.partial(_read_nova, options, target), "nova-read")
-    refusal = mass_failure(options, target.host)
+    refusal, repeated, consul_seen = mass_failure(options, target.host), "brake", {}
+    if refusal is None:
+        check = partition_refusal(options, target.host)
+        refusal, repeated = check.refusal, "partition"
+        consul_seen = {"consul": check.seen} if check.seen else {}
     if refusal is not None:
         LOG.error("%s: %s; power and Nova left untouched", target.host, refusal)
-        # Pacemaker retries a refused fence again and again while the brake holds: the
+        # Pacemaker retries a refused fence again and again while the refusal holds: the
         # timeline gets one attempt a minute per host, the next one counting those held back.
-        held = timeline.admit_repeated("brake", target.host)
+        held = timeline.admit_repeated(repeated, target.host)
         if held is not None:
             _record(options, "fence_start", target.host, at=started, by="fence_nova")
             _record(options, "fence_failed", target.host, reason=refusal,
                     **({"suppressed": held} if held else {}))
         return ExitCode.FAILURE
-    _record(options, "fence_start", target.host, at=started, by="fence_nova")
+    _record(options, "fence_start", target.host, at=started, by="fence_nova", **consul_seen)
     try:
         # Known before anything is touched: a host without storage addresses fails at once.
         addresses = storage_addresses(options, target.host) if fences_storage(options) else ()
@@ -487,6 +578,13 @@ def on(options: Options) -> int:
     """
 
     target = _target(options)
+    if options.text("consul_config"):
+        from fence_compute import partition_hold
+
+        # Pacemaker unfences only a node it holds fenced, or whose fence an operator
+        # confirmed (pcs stonith confirm, after a refused partition): a next partition of
+        # this host is a new one, with a hold of its own.
+        partition_hold.end(target.host)
     leave_disabled = options.flag("leave_disabled")
     try:
         client = _nova(options, target)

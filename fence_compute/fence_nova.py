@@ -98,8 +98,11 @@ _KEYSTONE_OPTIONS = ("auth_url", "username", "password", "tenant_name", "user_do
 _CEPH_OPTIONS = ("ceph_conf", "ceph_user", "ceph_keyring_file", "storage_map",
                  "storage_address", "blocklist_expire")
 _KDUMP_OPTIONS = ("kdump_port", "kdump_address")
+_PARTITION_OPTIONS = ("partition_policy", "partition_hold")
 # The longest kdump_wait: a crash kernel that has not spoken by then is not coming.
 MAX_KDUMP_WAIT = 3600.0
+DEFAULT_PARTITION_HOLD = 300
+MAX_PARTITION_HOLD = 3600.0
 
 
 def unused_options(options: Options) -> dict[str, str]:
@@ -131,6 +134,8 @@ def unused_options(options: Options) -> dict[str, str]:
         given(_CEPH_OPTIONS, "storage_fence is not ceph")
     if not options.get("kdump_wait"):
         given(_KDUMP_OPTIONS, "kdump_wait is 0: off waits for no fence_kdump message")
+    if not options.get("consul_config"):
+        given(_PARTITION_OPTIONS, "consul_config is not set: Consul is not read")
     return unused
 
 
@@ -233,6 +238,38 @@ def check_config(options: Options) -> list[str]:
             )
     errors.extend(_storage_errors(options))
     errors.extend(_kdump_errors(options))
+    errors.extend(_partition_errors(options))
+    return errors
+
+
+def _seconds_beyond(options: Options, name: str, maximum: float) -> list[str]:
+    """The error line of a seconds option above its bound, if it is."""
+    value = options.seconds(name) or 0.0
+    if value > maximum:
+        return [f"option '{name}' must be at most {maximum:g} seconds (got {value:g})"]
+    return []
+
+
+def _partition_errors(options: Options) -> list[str]:
+    """consul_config loads (its token file read, its CA file usable) and partition_policy
+    parses over its networks; partition_hold within its bound."""
+    errors = _seconds_beyond(options, "partition_hold", MAX_PARTITION_HOLD)
+    text = options.text("consul_config")
+    if not text:
+        return errors
+    # Only here: the client loads http.client and ssl, which no configuration without
+    # Consul pays for.
+    from openstack_ha import consul_config, partition
+
+    try:
+        settings = consul_config.load(text)
+    except ValueError as exc:
+        return [*errors, f"option 'consul_config': {exc}"]
+    policy = options.text("partition_policy") or consul_config.default_policy(settings.networks)
+    try:
+        partition.parse_policy(policy, settings.networks)
+    except ValueError as exc:
+        errors.append(f"option 'partition_policy': {exc}")
     return errors
 
 
@@ -240,11 +277,8 @@ def _kdump_errors(options: Options) -> list[str]:
     """kdump_wait within its bound and only where this device cuts the power; the port and
     the addresses well formed whatever kdump_wait says (a malformed one is an error before it
     is ever used)."""
-    errors: list[str] = []
+    errors = _seconds_beyond(options, "kdump_wait", MAX_KDUMP_WAIT)
     wait = options.seconds("kdump_wait") or 0.0
-    if wait > MAX_KDUMP_WAIT:
-        errors.append(f"option 'kdump_wait' must be at most {MAX_KDUMP_WAIT:g} seconds"
-                      f" (got {wait:g})")
     port = options.number("kdump_port")
     if port is not None and not 1 <= port <= 65535:
         errors.append(f"option 'kdump_port' must be between 1 and 65535 (got {port})")
@@ -754,6 +788,59 @@ _OPTIONS = (
             "Expiry of each blocklist entry (default one year). Ceph's own default, one hour,"
             " would let a stale writer back in while it may still be alive; unfencing removes"
             " the entries anyway."
+        ),
+    ),
+    Option(
+        "consul_config",
+        "Consul agents that give each network's view of the host (a file, or inline)",
+        getopt="--consul-config=[path|options]",
+        longdesc=(
+            "Consul as a second health channel: a path (starting with /) to a file with a"
+            " [consul] section (openstack-ha.conf's own, see its sample), or the same options"
+            " inline as key=value pairs separated by spaces, e.g. 'networks=management="
+            "http://10.0.0.1:8500,storage=http://10.1.0.1:8500 samples=3 interval=1'."
+            " Options: networks (name=agent URL, one Consul datacenter or agent per"
+            " network), token_file, ca_file, timeout, samples, interval, settle. Before touching the"
+            " power, off reads the host's gossip membership and serfHealth on every network"
+            " (after up to settle seconds for Consul to notice anything, samples readings,"
+            " interval apart; a mixed or unreadable window is no view) and"
+            " judges them with partition_policy. A refusal exits 1 with each network's view;"
+            " a view that is unknown never starts a refusal nor causes a fence (once a refusal"
+            " has started, only a sign of failure or partition_hold ends it). The host is"
+            " named in Consul as the cluster names it. Unset: Consul is not read."
+        ),
+    ),
+    Option(
+        "partition_policy",
+        "Which networks lost mean fence, and which mean refuse",
+        getopt="--partition-policy=[rules]",
+        longdesc=(
+            "Rules 'networks=action' separated by ';', networks being names of consul_config's"
+            " networks joined by '+', or '*' for all; action fence or refuse. refuse matches"
+            " when exactly those networks see the host failed and every other network sees it"
+            " alive; fence when those networks see it failed, whatever the others say. Unset:"
+            " 'storage=fence; *=fence; management=refuse' (rules naming a network not"
+            " configured left out): the host is fenced when failed on storage or on every"
+            " network, and the fence refused when only management is lost while storage and"
+            " the other networks see it alive."
+        ),
+    ),
+    Option(
+        "partition_hold",
+        "Seconds a refusal by partition_policy lasts before the fence proceeds",
+        "second",
+        default=DEFAULT_PARTITION_HOLD,
+        getopt="--partition-hold=[seconds]",
+        longdesc=(
+            "Pacemaker keeps a remote node whose connection failed unclean until a fence of it"
+            " succeeds, even once its connection is back; so a refusal can only delay the"
+            " fence. This bounds the delay: from the first refused attempt, refusals go on at"
+            " most this long (each attempt lasting at least 5 s), then the fence proceeds. An"
+            " operator who knows the host is healthy may end the hold sooner with 'pcs stonith"
+            " confirm HOST' (the host then rejoins with its instances, nothing moved). Pacemaker"
+            " must go on asking meanwhile: stonith-max-attempts above partition_hold / 5 + 10"
+            " (configure-cluster.sh sets it). 0 turns refusals into log lines only; at most"
+            " 3600."
         ),
     ),
     # fence-agents' standard options, as fence_compute lists them.

@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--redfish-hosts", default="",
                     help="comma-separated hosts whose power_driver in hosts.json is redfish "
                          "(implies --redfish)")
+    up.add_argument("--consul", action="store_true",
+                    help="with --cluster: a serf pool per network and Consul's API in front of "
+                         "the controller's agents (lab/consul.py), for fence_nova consul_config")
     sub.add_parser("configure", help="with --cluster: the reference configuration "
                    "(scripts/configure-cluster.sh, as lab/failover.py's Deployment runs it)")
     sub.add_parser("down", help="stop everything; safe to run twice")
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("--controllers needs --cluster")
             lab.up(args.computes, token_expiration=args.token_expiration, owned=False,
                    controllers=args.controllers, ceph=args.ceph, redfish=args.redfish,
-                   redfish_hosts=[h.strip() for h in args.redfish_hosts.split(",") if h.strip()])
+                   redfish_hosts=[h.strip() for h in args.redfish_hosts.split(",") if h.strip()],
+                   consul=args.consul)
             print(f"lab up: {lab.clouds_yaml} (cloud 'lab'), {lab.hosts_json}")
         elif args.command == "configure":
             from lab.failover import Deployment

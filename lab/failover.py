@@ -22,8 +22,9 @@ import yaml
 
 from lab import workload
 from lab.ceph import EVACUATE_CLIENT, FENCE_CLIENT, POOL
+from lab.consul import NETWORKS as CONSUL_NETWORKS
 from lab.files import write_atomic
-from lab.netns import node_link
+from lab.netns import node_link, storage_link
 from lab.procs import send_signal
 from lab.stack import REPO, Lab
 from openstack_ha import pacemaker
@@ -216,17 +217,20 @@ class Deployment(ClusterView):
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def engine_config(self, evacuation: str = "", *, disk_check: bool = False) -> Path:
+    def engine_config(self, evacuation: str = "", *, disk_check: bool = False,
+                      consul: bool = False) -> Path:
         """The engine's configuration; ``evacuation``: more ``[evacuation]`` lines;
         ``disk_check``: a ``[storage]`` section (the lab's Ceph), so that no server is rebuilt
-        while the failed host still holds its disk. The worker serves its metrics on
+        while the failed host still holds its disk; ``consul``: a ``[consul]`` section (the
+        lab's serf pools), so that the worker watches them. The worker serves its metrics on
         127.0.0.1:``METRICS_PORT``."""
         path = self.dir / "openstack-ha.conf"
         path.write_text(
             f"[cloud]\ncloud = lab\nclouds_yaml = {self.lab.clouds_yaml}\n"
             f"[metrics]\nenabled = true\nlisten_address = 127.0.0.1\nport = {METRICS_PORT}\n"
             f"[evacuation]\npoll_interval = 1\n{evacuation}"
-            + (self.storage_section() if disk_check else ""))
+            + (self.storage_section() if disk_check else "")
+            + (f"[consul]\nnetworks = {CONSUL_NETWORKS}\n" if consul else ""))
         return path
 
     def storage_section(self) -> str:
@@ -242,10 +246,11 @@ class Deployment(ClusterView):
         """Each compute host's address on the storage network (hosts.json)."""
         return {h: info["storage_address"] for h, info in self.lab.hosts().items()}
 
-    def reconfigure_engine(self, evacuation: str = "", *, disk_check: bool = False) -> None:
+    def reconfigure_engine(self, evacuation: str = "", *, disk_check: bool = False,
+                           consul: bool = False) -> None:
         """Rewrite the engine's configuration and restart NovaEvacuate, whose worker reads
         it at start (a test that slows the evacuation down, and puts it back)."""
-        self.engine_config(evacuation, disk_check=disk_check)
+        self.engine_config(evacuation, disk_check=disk_check, consul=consul)
         _sh("crm_resource", "--restart", "--resource", "nova-evacuate", timeout=180)
         self.wait_serving()
 
@@ -288,6 +293,25 @@ class Deployment(ClusterView):
             _sh("pcs", "stonith", "update", f"fence-nova-{host}", "storage_fence=none",
                 "ceph_conf=", "ceph_user=", "ceph_keyring_file=", "storage_map=")
 
+    def enable_consul(self, hold: int) -> None:
+        """fence_nova reads Consul (the lab's serf pools, lab/consul.py) before powering a
+        node off, as configure-cluster.sh's CONSUL_CONFIG sets it up, with ``hold`` for
+        partition_hold (and stonith-max-attempts to match)."""
+        if not self.lab.consul.running():
+            raise RuntimeError("the lab runs no Consul (Lab.up(consul=True))")
+        _sh("pcs", "property", "set", f"stonith-max-attempts={hold // 5 + 10}")
+        for host in self.hosts:
+            _sh("pcs", "stonith", "update", f"fence-nova-{host}",
+                f"consul_config=networks={CONSUL_NETWORKS}", f"partition_hold={hold}",
+                "pcmk_off_timeout=80s")
+
+    def disable_consul(self) -> None:
+        """Back to the reference configuration without Consul."""
+        for host in self.hosts:
+            _sh("pcs", "stonith", "update", f"fence-nova-{host}", "consul_config=",
+                "partition_hold=", "pcmk_off_timeout=60s")
+        _sh("pcs", "property", "unset", "stonith-max-attempts", check=False)
+
     # ------------------------------------------------------------------ failures
 
     def connection(self, **kw: Any) -> Any:
@@ -315,6 +339,12 @@ class Deployment(ClusterView):
 
     def restore_link(self, host: str) -> None:
         _sh("ip", "link", "set", self._veth(host), "up", check=False)
+
+    def cut_storage_link(self, host: str) -> None:
+        _sh("ip", "link", "set", storage_link(self.pcmk._index(host)), "down")
+
+    def restore_storage_link(self, host: str) -> None:
+        _sh("ip", "link", "set", storage_link(self.pcmk._index(host)), "up", check=False)
 
     def hang(self, host: str) -> None:
         # Twice: a process the first pass missed (forked meanwhile) is stopped by the second;
@@ -345,6 +375,8 @@ class Deployment(ClusterView):
             # powered on by hand would stay fenced: unfencing keeps the entries of a host
             # that is on. The lab knows its hosts' old guests are gone, as an operator would.
             self.lab.ceph.ceph("osd", "blocklist", "clear", check=False)
+        if self.lab.consul.running():
+            self.lab.consul.ensure_faces()
         for controller in self.controllers[1:]:  # ctl1 is the host: always on
             self.pcmk.heal_partition(controller)
             if not self.pcmk.controller_powered(controller):
@@ -353,6 +385,7 @@ class Deployment(ClusterView):
             pacemaker.release_connection(host)  # a test that ended with the host off
             self.lab.bmc.set_fault(host, "none")
             self.restore_link(host)
+            self.restore_storage_link(host)
             self.unhang(host)
             self.repair_check(host)
             if not self.lab.bmc.power_state(host):

@@ -43,6 +43,8 @@ from typing import Any
 
 from lab.bmc import BmcLab, PowerHooks
 from lab.ceph import CephLab
+from lab.commands import LabError
+from lab.consul import ConsulLab
 from lab.files import write_atomic
 from lab.netns import (
     CONTROL_ADDRESS,
@@ -54,6 +56,7 @@ from lab.netns import (
 )
 from lab.openstack import OpenStackLab
 from lab.pacemaker import PacemakerLab
+from lab.procs import comm
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -79,6 +82,9 @@ class Lab:
         # With the cluster, on the storage network: the nodes reach it over their storage link.
         self.ceph = CephLab(self.state_dir / "ceph",
                             STORAGE_CONTROL_ADDRESS if self.cluster else "127.0.0.1")
+        # Optional (``up(consul=True)``, with the cluster): a serf pool per network and
+        # Consul's API in front of the controller's agents (lab/consul.py).
+        self.consul = ConsulLab(self.state_dir / "consul")
 
     # The cloud's name in clouds_yaml
     cloud = "lab"
@@ -137,17 +143,31 @@ class Lab:
         """HOST boots: pacemaker-remoted (with the cluster) and nova-compute start."""
         if self.pacemaker is not None:
             self.pacemaker.power_on(host)
+            self._start_consul_agents(host)
         self.openstack.start_compute(host)
+
+    def _start_consul_agents(self, host: str) -> None:
+        """The node's serf agents, when the lab runs Consul: they boot with the node."""
+        if self.pacemaker is None or not self.consul.running():
+            return
+        init = self.pacemaker.init_pid(host)
+        if init is None:
+            raise LabError(f"{host} is powered off: no serf agents to start")
+        if any(comm(pid) == "serf" for pid in self.pacemaker.node_pids(host)):
+            return  # the node runs (only its remoted or nova-compute was started again)
+        others = [i for h, i in self.pacemaker._nodes().items() if h != host]
+        self.consul.start_node(host, self.pacemaker._index(host), init, others)
 
     def up(self, computes: int = 3, *, token_expiration: int = 3600, owned: bool = True,
            controllers: int | None = None, ceph: bool = False, redfish: bool = False,
-           redfish_hosts: Iterable[str] = ()) -> None:
+           redfish_hosts: Iterable[str] = (), consul: bool = False) -> None:
         """``owned``: the cluster belongs to this process (see PacemakerLab.up); a CLI passes
         False so that its lab outlives it. ``controllers``: cluster nodes ctl1..ctlN (default:
         the constructor's), ctl2..N each in namespaces of its own (see PacemakerLab).
         ``ceph``: also a Ceph cluster (lab/ceph.py) with a key per compute host.
         ``redfish``: every BMC also serves Redfish (lab/redfish_bmc.py); ``redfish_hosts``
-        (implies it): the hosts whose ``power_driver`` in hosts.json is ``redfish``."""
+        (implies it): the hosts whose ``power_driver`` in hosts.json is ``redfish``.
+        ``consul``: with the cluster, serf pools and Consul's API (lab/consul.py)."""
         if controllers is not None:
             self.controllers = controllers
         hosts = [f"compute{i}" for i in range(1, computes + 1)]
@@ -171,6 +191,13 @@ class Lab:
             ensure_storage_control_address()
             for index, host in enumerate(hosts, 1):
                 ensure_storage_network(host, index)
+            if consul:
+                self.consul.up()
+                for host in hosts:
+                    self._start_consul_agents(host)
+                self.consul.wait_for_nodes(hosts)
+        elif consul:
+            raise ValueError("consul needs the lab with its cluster (its nodes' networks)")
         self.openstack.up(hosts, token_expiration=token_expiration,
                           computes_in_nodes=self.pacemaker is not None)
         if ceph:
@@ -235,6 +262,7 @@ class Lab:
             finally:
                 try:
                     self.ceph.down()
+                    self.consul.down()
                 finally:
                     if self.pacemaker is not None:
                         self.pacemaker.down()

@@ -133,6 +133,8 @@ def fence_failure_reason(text: str) -> str:
         return "power_not_confirmed"
     if text.startswith("storage fence not confirmed"):
         return "storage_not_confirmed"
+    if text.startswith("partition refused"):
+        return "partition"  # fence_nova partition_policy: Consul sees the host alive
     if text.startswith("cannot read the cluster's view"):
         return "cluster_unreadable"  # the brake cannot be asked: refused, fail closed
     return "error"
@@ -453,7 +455,7 @@ class Metrics(Collector):
             f"{PREFIX}fences", "Fence outcomes of fence_nova (any process), by reason:"
             " confirmed (bmc, already_off, delegated, kdump) or failed (brake,"
             " power_not_confirmed,"
-            " storage_not_confirmed, cluster_unreadable, error).", labels=["outcome", "reason"])
+            " storage_not_confirmed, cluster_unreadable, partition, error).", labels=["outcome", "reason"])
         # the usual series exist from the start, at 0, so that rate() sees their first one
         counts = dict.fromkeys((("confirmed", "bmc"), ("failed", "brake"),
                                 ("failed", "power_not_confirmed")), 0)

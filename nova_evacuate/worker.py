@@ -524,6 +524,38 @@ def start_metrics(address: str, port: int) -> metrics_mod.Metrics | None:
     return metrics
 
 
+def start_consul_watch(conf: cfg.ConfigOpts, stop: threading.Event) -> threading.Thread | None:
+    """The Consul watcher (nova_evacuate/consul_watch.py) in a daemon thread, when
+    ``[consul] networks`` is set and ``watch`` is on; None otherwise (or when its settings
+    cannot be used: logged, the worker goes on without it)."""
+    from nova_evacuate import consul_watch
+    from openstack_ha import consul_config
+
+    group = conf.consul
+    try:
+        settings = consul_config.settings_from_mapping(
+            {name: str(getattr(group, name)).lower() if isinstance(getattr(group, name), bool)
+             else str(getattr(group, name)) for name in consul_config.OPTIONS})
+    except ValueError as exc:
+        LOG.error("[consul]: %s; no Consul watcher", exc)
+        return None
+    if not settings.enabled or not settings.watch:
+        return None
+    watch = consul_watch.Watch(settings.samples, conf.safety.max_down_fraction)
+
+    def nodes_online() -> dict[str, bool]:
+        return {node: not down for node, down in pacemaker.remote_nodes_down().items()}
+
+    thread = threading.Thread(
+        target=consul_watch.run, name="consul-watch",
+        args=(watch, settings.clients(), settings.interval, nodes_online,
+              pacemaker.fail_connection, stop), daemon=True)
+    thread.start()
+    LOG.info("Consul watcher on: %s, a reading every %gs, %d in a row to report a node",
+             ", ".join(settings.networks), max(settings.interval, 0.5), settings.samples)
+    return thread
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="nova-evacuate-worker")
     p.add_argument("--config-file", action="append", dest="config_files")
@@ -574,6 +606,9 @@ def main(argv: list[str] | None = None) -> int:
         LOG.info("instance recovery on: servers with %s=true, at most %d restarts an hour"
                  " each, a scan every %.0f s", recovery.marker_key,
                  recovery.max_restarts_per_hour, recovery.interval)
+
+    if not args.no_pacemaker:
+        start_consul_watch(conf, worker.stop_event)
 
     def stop(signum: int, frame: Any) -> None:
         worker.stop_event.set()

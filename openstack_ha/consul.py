@@ -34,8 +34,11 @@ Consul's documented API (developer.hashicorp.com/consul/api-docs) as read here:
   ``Status`` is ``passing``, ``warning`` or ``critical``. A node Consul does not know gives an
   empty list. ACL ``node:read,service:read``.
 - ``GET /v1/agent/checks``: the local agent's checks, a map of ``CheckID`` to a check as above.
-- Errors: a status other than 200 with a plain-text body, e.g. 403 ``Permission denied`` when
-  the token is unknown or lacks the ACL.
+- Errors: a status other than 200 with a plain-text body, e.g. 403 ``ACL not found`` for a
+  token Consul does not know. A known token that lacks the ACL is no error: the answer is
+  filtered (members and checks it may not read left out) and says so in the header
+  ``X-Consul-Results-Filtered-By-ACLs: true``; read here as a ConsulError, since a list
+  missing the node would otherwise pass for "not a member".
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import http.client
 import json
 import re
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -367,7 +371,7 @@ class ConsulClient:
             text = _one_line(self._scrubbed(str(error) or type(error).__name__), 120)
             raise ConsulError(f"{where}: {text}") from None
         if status != 200:
-            hint = (" (the token is unknown, or lacks node:read,service:read)" if status == 403
+            hint = (" (the token is unknown to Consul)" if status == 403
                     else "")
             shown = _one_line(self._scrubbed(body.decode("utf-8", "replace")))
             raise ConsulError(f"{where}: HTTP {status}{hint}" + (f": {shown}" if shown else ""))
@@ -408,6 +412,10 @@ class ConsulClient:
                 chunks.append(chunk)
             if response.length:  # read1 takes a close before Content-Length for the end
                 raise ConsulError(f"the answer was cut short, {response.length} bytes missing")
+            filtered = response.getheader("X-Consul-Results-Filtered-By-ACLs", "")
+            if response.status == 200 and filtered.strip().lower() == "true":
+                raise ConsulError("the answer was filtered by ACLs: the token lacks"
+                                  " node:read,service:read")
             return response.status, b"".join(chunks)
         finally:
             connection.close()
@@ -456,3 +464,51 @@ def sampled(read: Callable[[], NetworkView], samples: int, interval: float,
         if read() is not first:
             return NetworkView.UNKNOWN
     return first if isinstance(first, NetworkView) else NetworkView.UNKNOWN
+
+
+def read_views(clients: dict[str, ConsulClient], node: str, samples: int, interval: float,
+               settle: float = 0.0, clock: Callable[[], float] = time.monotonic,
+               sleep: Callable[[float], None] = time.sleep) -> dict[str, NetworkView]:
+    """Each network's `sampled` view of ``node``, the networks read at once (a thread each,
+    so a slow network does not delay the others' window): network name → view.
+
+    ``settle``: while every network still sees the node alive, read again (every
+    ``interval``, at least every 0.5 s) up to this many seconds before sampling. The cluster
+    often loses a node before gossip does (a connection reset is seen at once; serf's
+    failure detection takes seconds), and a view taken before Consul has noticed anything
+    would say nothing: the first network to see the node other than alive ends the wait.
+    """
+    deadline = clock() + settle
+    while settle > 0:
+        seen = _read_once(clients, node)
+        if any(view is not NetworkView.ALIVE for view in seen.values()) or clock() >= deadline:
+            break
+        sleep(max(0.0, min(max(interval, 0.5), deadline - clock())))
+    views = {name: NetworkView.UNKNOWN for name in clients}
+
+    def read(name: str, client: ConsulClient) -> None:
+        views[name] = sampled(lambda: read_node(client, node), samples, interval)
+
+    _each(clients, read)
+    return views
+
+
+def _read_once(clients: dict[str, ConsulClient], node: str) -> dict[str, NetworkView]:
+    views = {name: NetworkView.UNKNOWN for name in clients}
+
+    def read(name: str, client: ConsulClient) -> None:
+        views[name] = read_node(client, node)
+
+    _each(clients, read)
+    return views
+
+
+def _each(clients: dict[str, ConsulClient], read: Callable[[str, ConsulClient], None]) -> None:
+    """``read(name, client)`` for every network at once, a thread each, until all are done
+    (bounded: each reading by the client's timeout, a window by its samples)."""
+    threads = [threading.Thread(target=read, args=(name, client), daemon=True,
+                                name=f"consul-{name}") for name, client in clients.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

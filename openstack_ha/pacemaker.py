@@ -133,6 +133,22 @@ def unfence(node: str, timeout: float = 60) -> None:
         raise _failure(done)
 
 
+def fail_connection(node: str, timeout: float = 10) -> None:
+    """Report the pacemaker_remote ``node``'s connection resource (named as the node) failed
+    where it runs (``crm_resource --fail``): what a timed-out monitor of it does, so
+    Pacemaker recovers the node as after one, fencing it first."""
+    located = _exec(["crm_resource", "--locate", "--resource", node, "--quiet"], timeout)
+    if located.returncode != 0:
+        raise _failure(located)
+    hosts = located.stdout.split()
+    if len(hosts) != 1:
+        raise PacemakerError(f"the connection resource {node} runs on {hosts or 'no node'},"
+                             " not on one")
+    done = _exec(["crm_resource", "--fail", "--resource", node, "--node", hosts[0]], timeout)
+    if done.returncode != 0:
+        raise _failure(done)
+
+
 # Meta attribute marking a remote node's connection resource as held by this suite (the
 # value is when), so that only a hold of ours is released.
 HOLD_META = "openstack-ha-hold"

@@ -8,7 +8,10 @@ value turns recording off)::
 
 Events, in the order of a recovery: ``failure_injected`` (the lab or an operator's test),
 ``detected`` or ``node_lost`` (Pacemaker's alerts: a failed operation of the node's
-connection or of a resource on it; the node leaving), ``fence_start``,
+connection or of a resource on it; the node leaving) or ``consul_down`` (the NovaEvacuate
+worker's Consul watcher: the node failed on every network, its connection failed so that
+Pacemaker fences it; ``views``), ``fence_start`` (with fence_nova ``consul_config``,
+``consul``: each network's view and the partition judge's reason),
 ``power_off_confirmed`` (or ``kdump_detected``: the host was heard from its crash kernel,
 fence_nova ``kdump_wait``, and its power left on), ``storage_fenced`` (with
 ``storage_fence=ceph``), ``forced_down``,
@@ -21,7 +24,8 @@ worker, once it is done), ``storage_unfenced``, ``unfenced`` (fence_nova ``on``)
 ``host_back`` (force-down cleared, service enabled: the engine); ``evacuation_refused`` (the
 NovaEvacuate worker: a gate, the mass-failure brake or Nova seeing the host up, refused the
 evacuation; ``reason``, ``brake``; at most one line a minute per host, the next one with
-``suppressed``: how many were held back).
+``suppressed``: how many were held back); ``consul_refused`` (the Consul watcher held back
+by the brake: ``views``, ``reason``; limited alike).
 
 The NovaEvacuate worker's instance recovery (``[instance_recovery]``,
 nova_evacuate/instance_recovery.py) records ``instance_restarted`` (an opted-in server that
@@ -74,8 +78,9 @@ DEFAULT_PATH = "/var/log/openstack-ha/timeline.jsonl"
 ENV = "OPENSTACK_HA_TIMELINE"
 CLUSTER_GROUP = "haclient"  # Pacemaker's group: the alert agent runs as hacluster in it
 
-# Where a recovery starts and what closes it; what counts as Pacemaker noticing.
-DETECTION = ("detected", "node_lost")
+# Where a recovery starts and what closes it; what counts as noticing the failure:
+# Pacemaker's alerts, or the Consul watcher (nova_evacuate/consul_watch.py).
+DETECTION = ("detected", "node_lost", "consul_down")
 STARTS = ("failure_injected", *DETECTION, "fence_start")
 ENDS = ("evacuation_done", "evacuation_failed")
 _RETURNS = ("host_back", "unfenced")

@@ -41,6 +41,16 @@
 #                       every controller)
 #   KDUMP_TIMEOUT       seconds fence_kdump waits for the node's message (default 60): a node
 #                       that failed without a crash waits this long longer for its power-off
+#   CONSUL_CONFIG       Consul as a second health channel: fence_nova's consul_config (a file
+#                       with a [consul] section, ENGINE_CONFIG's own for instance, or the
+#                       options inline). Before powering a node off, fence_nova reads its
+#                       view on each network and refuses when partition_policy says so
+#                       (by default: only management lost, storage and the rest alive)
+#   PARTITION_POLICY    fence_nova's partition_policy (default: its own)
+#   PARTITION_HOLD      seconds a refusal lasts at most before the fence proceeds (default 300;
+#                       Pacemaker keeps an unfenced remote node unclean, so a refusal can
+#                       only delay the fence): stonith-max-attempts is raised so that
+#                       Pacemaker goes on asking that long
 #
 # The controllers keep the fence devices they already have: fence_nova provides unfencing,
 # and Pacemaker unfences every node that runs a fencing device with provides=unfencing, the
@@ -75,6 +85,20 @@ pcs resource defaults update requires=fencing
 # max_down_percent: with more of the compute nodes down than this, fencing refuses (a
 # partition, not hardware).
 KDUMP_TIMEOUT=${KDUMP_TIMEOUT:-60}
+OFF_TIMEOUT=60
+consul=()
+if [[ -n "${CONSUL_CONFIG:-}" ]]; then
+    PARTITION_HOLD=${PARTITION_HOLD:-300}
+    consul=(consul_config="$CONSUL_CONFIG" partition_hold="$PARTITION_HOLD")
+    if [[ -n "${PARTITION_POLICY:-}" ]]; then consul+=(partition_policy="$PARTITION_POLICY"); fi
+    # The wait for Consul before the power step: settle 10 s + samples 2 s + 4 x timeout 2 s
+    # with the [consul] defaults (fence_nova consul_config's help).
+    OFF_TIMEOUT=80
+    # Each refused attempt lasts at least 5 s and Pacemaker asks again at once; after
+    # stonith-max-attempts failures it stops asking until its next transition (up to
+    # cluster-recheck-interval, 15 min): keep it asking for the whole hold.
+    pcs property set stonith-max-attempts=$((PARTITION_HOLD / 5 + 10))
+fi
 for node in $COMPUTES; do
     v=${node//-/_}
     address="BMC_ADDRESS_$v" port="BMC_PORT_$v" user="BMC_USERNAME_$v" secret="BMC_PASSWORD_FILE_$v"
@@ -114,9 +138,10 @@ for node in $COMPUTES; do
     fi
     nova=(auth_url="$AUTH_URL" username="$OS_USERNAME" password_file="$OS_PASSWORD_FILE"
           tenant_name="$OS_PROJECT" endpoint_type="${ENDPOINT_TYPE:-internal}"
-          max_down_percent="${MAX_DOWN_PERCENT:-50}" unfence_power="${UNFENCE_POWER:-on}")
+          max_down_percent="${MAX_DOWN_PERCENT:-50}" unfence_power="${UNFENCE_POWER:-on}"
+          "${consul[@]}")
     pcs stonith create "fence-nova-$node" fence_nova "${nova[@]}" "${power[@]}" \
-        pcmk_host_list="$node" pcmk_off_timeout=60s pcmk_on_timeout=60s \
+        pcmk_host_list="$node" pcmk_off_timeout="${OFF_TIMEOUT}s" pcmk_on_timeout=60s \
         meta provides=unfencing
     if [[ "${!kdump:-0}" != 1 ]]; then
         # --force: pcs checks the node against the nodes it knows, and remote nodes made

@@ -9,6 +9,8 @@ APT_PACKAGES=(
     openipmi ipmitool libxml2-utils iproute2 util-linux procps shellcheck
     python3 python3-venv python3-pip
     ceph-mon ceph-mgr ceph-osd ceph-common python3-rados python3-rbd
+    serf
+    # serf: the lab's gossip pools, the stand-in for Consul (lab/consul.py)
 )
 
 log() { printf '%s %s\n' "$(date +%T)" "$*"; }

@@ -13,10 +13,18 @@ from typing import Any
 
 from oslo_config import cfg, types
 
-from nova_evacuate.conf import cloud, evacuation, instance_recovery, metrics, safety, storage
+from nova_evacuate.conf import (
+    cloud,
+    consul,
+    evacuation,
+    instance_recovery,
+    metrics,
+    safety,
+    storage,
+)
 from nova_evacuate.storage_map import parse_storage_map
 
-_MODULES = (cloud, evacuation, safety, storage, instance_recovery, metrics)
+_MODULES = (cloud, evacuation, safety, storage, instance_recovery, metrics, consul)
 
 DEFAULT_CONFIG_FILE = "/etc/openstack-ha/openstack-ha.conf"
 

@@ -42,7 +42,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, require_lab) -> Iterato
     # both, as the reference configuration allows (test_failover.py fails compute3 over)
     redfish_hosts = ("compute3",) if controllers == 1 else ()
     try:
-        lab.up(3, ceph=ceph, redfish_hosts=redfish_hosts)
+        # Consul (serf pools, about 1 s) for test_consul_partition.py, which turns it on
+        lab.up(3, ceph=ceph, redfish_hosts=redfish_hosts, consul=ceph)
         deployment = Deployment(lab)
         deployment.configure()
         yield deployment

@@ -46,6 +46,12 @@ class FakeDeployment:
     def restore_link(self, host: str) -> None:
         self.calls.append(("restore_link", host))
 
+    def cut_storage_link(self, host: str) -> None:
+        self.calls.append(("cut_storage_link", host))
+
+    def restore_storage_link(self, host: str) -> None:
+        self.calls.append(("restore_storage_link", host))
+
     def heal(self, serving: Any = None) -> None:
         self.calls.append(("heal", ""))
 
@@ -90,6 +96,8 @@ def result(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ("crash", [("power_off", "compute1")], []),
     ("hang", [("hang", "compute1")], [("unhang", "compute1")]),
     ("link-cut", [("cut_link", "compute1")], [("restore_link", "compute1")]),
+    ("all-links-cut", [("cut_link", "compute1"), ("cut_storage_link", "compute1")],
+     [("restore_link", "compute1"), ("restore_storage_link", "compute1")]),
     ("nova-compute", [("kill_compute", "compute1")], []),
 ])
 def test_each_failure_is_injected_with_the_labs_injector_and_undone(failure, injected, undone):
@@ -120,6 +128,16 @@ def test_detection_is_the_alert_agents_first_event():
     found = mttr.detection_event(events, "ours")
     assert found["ts"] == 2.0
     assert mttr.detected_by(found) == "detected liveness"
+
+
+def test_the_consul_watchers_report_is_detection_when_it_comes_first():
+    events = [{"ts": 1.0, "event": "consul_down", "views": "management=failed"},
+              {"ts": 1.1, "event": "fence_start"}, {"ts": 4.0, "event": "detected",
+                                                    "rsc": "compute1", "task": "monitor"}]
+    found = mttr.detection_event(events, "consul-watch")
+    assert found["ts"] == 1.0 and mttr.detected_by(found) == "consul_down"
+    # and a Consul mode without an alert falls back to fence_start, as ours does
+    assert mttr.detection_event(events[1:2], "consul")["event"] == "fence_start"
 
 
 def test_without_an_alert_ours_falls_back_to_fence_start_and_says_so():

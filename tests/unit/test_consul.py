@@ -107,6 +107,10 @@ class FakeConsul(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that gave up (timeout, refused certificate)
 
+    def answer(self, path: str) -> Answer:
+        """The answer to a GET of ``path`` that passed the token check."""
+        return self.answers.get(path, Answer(404, b"Not Found"))
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: FakeConsul
@@ -122,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
             # Consul's own 403 text, echoing what it was given: the client must cut it out
             answer = Answer(403, f"Permission denied: token {got} lacks node:read".encode())
         else:
-            answer = fake.answers.get(self.path, Answer(404, b"Not Found"))
+            answer = fake.answer(self.path)
         if answer.delay and fake.stopping.wait(answer.delay):
             return
         self.send_response(answer.status)
@@ -231,9 +235,19 @@ def test_a_wrong_token_is_an_error_without_either_token(fake: FakeConsul) -> Non
     fake.expected_token = "the-right-one"
     wrong = ConsulClient(fake.url, token=TOKEN, timeout=2.0)
     message = consul_error(wrong.members)  # the server's body quoted the token: cut out
-    assert "HTTP 403" in message and "node:read,service:read" in message
+    assert "HTTP 403" in message and "unknown to Consul" in message
     assert "Permission denied" in message and "<token>" in message
     assert "the-right-one" not in message
+
+
+def test_an_answer_filtered_by_acls_is_an_error_not_an_empty_list(fake: FakeConsul) -> None:
+    """A known token without node:read gets 200 and the members left out: read as an empty
+    pool, the node would pass for "not a member"."""
+    fake.answers["/v1/agent/members"] = Answer(
+        200, b"[]", headers={"X-Consul-Results-Filtered-By-ACLs": "true"})
+    message = consul_error(client_of(fake, token=TOKEN).members)
+    assert "filtered by ACLs" in message and "node:read,service:read" in message
+    assert read_node(client_of(fake, token=TOKEN), "compute-1") is NetworkView.UNKNOWN
 
 
 @pytest.mark.parametrize(("answer", "expected"), [

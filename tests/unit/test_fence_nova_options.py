@@ -63,6 +63,12 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
         "ceph_keyring_file": "/etc/ceph/keyring", "storage_map": "compute1=10.0.1.11",
     },
     "record_only": {"plug": HOST, "cloud": "overcloud", "record_only": "1"},
+    # Consul unreachable (nothing listens on port 9): no opinion, the fence goes on
+    "record_only, Consul": {
+        "plug": HOST, "cloud": "overcloud", "record_only": "1",
+        "consul_config": "networks=management=http://127.0.0.1:9,storage=http://127.0.0.1:9"
+                         " settle=0 samples=1 timeout=0.5",
+        "partition_policy": "*=fence; management=refuse", "partition_hold": 60},
 }
 
 

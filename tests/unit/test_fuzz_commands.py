@@ -687,7 +687,14 @@ _CHECK_ARGUMENTS = {
                                       "systemctl is-active x", "no-such-command-zz", "'unbalanced",
                                    '""']),
                   HOSTILE.map(lambda t: f"{BOX}/ok-script {shlex.quote(t)}")),
+    "consul": mostly(st.sampled_from(["service=nova-compute", "check=serfHealth", "service=",
+                                      "svc=x", "service=a b", "check=" + "x" * 300]),
+                     HOSTILE.map(lambda t: f"service={t}")),
 }
+# ComputeLiveness's Consul agent: nobody listens on port 9 (connection refused)
+_CONSUL_URLS = mostly(st.sampled_from(["http://127.0.0.1:9", "https://[::1]:9"]),
+                      st.sampled_from([f"http://u:{SECRET}@127.0.0.1:9", "127.0.0.1:8500",
+                                       f"http://127.0.0.1:9/v1?token={SECRET}", ""]))
 
 
 @st.composite
@@ -789,6 +796,14 @@ def ocf_cases(draw: st.DrawFn, agent: str, action: str) -> OcfCase:
         params["check_timeout"] = draw(mostly(st.sampled_from(["1", "1", "2"]), INTEGERS))
         if draw(st.booleans()):
             params["attribute"] = draw(mostly(st.just("openstack-ha-liveness")))
+        if draw(st.booleans()):
+            params["consul_url"] = draw(_CONSUL_URLS)
+        if draw(st.integers(0, 3)) == 0:
+            params["consul_token_file"] = draw(_SECRET_FILES)
+        if draw(st.integers(0, 3)) == 0:
+            params["consul_ca_file"] = draw(st.sampled_from([f"{BOX}/fifo", f"{BOX}/dir", "",
+                                                             f"{BOX}/no-such-file",
+                                                             f"{BOX}/clouds.yaml"]))
     else:
         params["config_file"] = draw(_config_path())
         params["log_file"] = draw(_LOG_FILES)
