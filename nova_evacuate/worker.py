@@ -531,11 +531,12 @@ def start_consul_watch(conf: cfg.ConfigOpts, stop: threading.Event) -> threading
     from nova_evacuate import consul_watch
     from openstack_ha import consul_config
 
-    group = conf.consul
+    def as_text(value: Any) -> str:  # what the same option says in fence_nova's file
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
     try:
         settings = consul_config.settings_from_mapping(
-            {name: str(getattr(group, name)).lower() if isinstance(getattr(group, name), bool)
-             else str(getattr(group, name)) for name in consul_config.OPTIONS})
+            {name: as_text(getattr(conf.consul, name)) for name in consul_config.OPTIONS})
     except ValueError as exc:
         LOG.error("[consul]: %s; no Consul watcher", exc)
         return None

@@ -164,7 +164,7 @@ for node in $COMPUTES; do
         pcmk_off_timeout="$((KDUMP_TIMEOUT + 10))s" pcmk_off_retries=1 \
         pcmk_monitor_action=metadata
     pcs stonith create "fence-nova-kdump-$node" fence_nova "${nova[@]}" power_driver=none \
-        pcmk_host_list="$node" pcmk_off_timeout=60s pcmk_on_timeout=60s \
+        pcmk_host_list="$node" pcmk_off_timeout="${OFF_TIMEOUT}s" pcmk_on_timeout=60s \
         meta provides=unfencing
     pcs stonith level add 1 "$node" "fence-kdump-$node" "fence-nova-kdump-$node" --force
     pcs stonith level add 2 "$node" "fence-nova-$node" --force

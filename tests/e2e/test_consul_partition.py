@@ -10,6 +10,7 @@ installed here). fence_nova reads both networks before it touches the power:
   ends a refusal before partition_hold: Pacemaker keeps a remote node unclean until a fence
   succeeds, see fence_compute/partition_hold.py) brings it back with its servers;
 - a link that flaps every second makes no mixed view decide anything: no fence at all;
+- with Consul's API unreachable a crash is fenced as without Consul;
 - a hung node (every process SIGSTOPped, its serf agents too) is failed on every network:
   the NovaEvacuate worker's watcher fails its cluster connection at once, Pacemaker fences
   it (fence_nova's view, failed everywhere, on the fence's first line) and it is evacuated.
@@ -83,7 +84,7 @@ def test_a_node_that_lost_only_its_management_network_is_not_fenced(with_consul)
     (first, *_) = workload.wait_for(refused, 120, f"a refused fence of {VICTIM}", 1)
     assert first["reason"].startswith("partition refused: management=failed storage=alive:"
                                       " only management is lost"), first["reason"]
-    time.sleep(10)  # Pacemaker asks again meanwhile: each attempt refused
+    time.sleep(6)  # Pacemaker asks again meanwhile (an attempt lasts 5 s): each one refused
     assert d.lab.bmc.power_state(VICTIM), "powered off"
     service = d.service(VICTIM)
     assert not service.is_forced_down and service.status == "enabled"
@@ -115,6 +116,22 @@ def test_a_node_that_lost_only_its_management_network_is_not_fenced(with_consul)
     # its unfencing (after the confirmation) ended the episode: a next partition is new
     unfenced = [e for e in d.events(cut, VICTIM) if e["event"] == "unfenced"]
     assert unfenced, "the confirmed node was not unfenced"
+
+
+def test_with_consul_unreachable_a_crash_is_fenced_as_without_it(with_consul):
+    """Both faces stopped (the agents' HTTP API gone, gossip going on): every view is
+    unknown, which neither refuses a fence nor makes one; fence_nova does not wait for it."""
+    d = with_consul
+    ids = boot(d, VICTIM, SERVERS, "noconsul")
+    for network in POOLS:
+        d.lab.consul.stop_face(network)
+    t0 = d.mark("failure_injected", VICTIM, how="crash, Consul unreachable")
+    d.crash(VICTIM)
+    events = expect_recovery(d, VICTIM, ids, t0)
+    start = next(e for e in events if e["event"] == "fence_start")
+    assert start.get("consul", "").startswith(
+        "management=unknown storage=unknown: no network gives a view"), start
+    # heal() starts the faces again
 
 
 def test_every_pool_lists_every_node_alive_when_healthy(with_consul):

@@ -613,6 +613,29 @@ def test_fence_nova_validate_all_fails_on_an_invalid_configuration():
     assert SECRET not in done.stderr + done.stdout
 
 
+@pytest.mark.parametrize(("consul", "expected"), [
+    ({"consul_config": "/nonexistent/openstack-ha.conf"}, "cannot be read"),
+    ({"consul_config": "networks=management=http://u:pw@127.0.0.1:8500"},
+     "must not carry user info"),
+    ({"consul_config": "networks=management=http://127.0.0.1:9 samples=many"},
+     "'samples' must be a whole number"),
+    ({"consul_config": "networks=management=http://127.0.0.1:9",
+      "partition_policy": "management=refuse"}, "cannot be about every network"),
+    ({"consul_config": "networks=management=http://127.0.0.1:9,storage=http://127.0.0.1:9",
+      "partition_policy": "storage=fence; storage+management=maybe"},
+     "the action must be fence or refuse"),
+])
+def test_fence_nova_refuses_bad_consul_options_in_one_line(consul, expected):
+    """Bad consul_config or partition_policy: exit 1 before any action, one line, before any
+    Consul is read (nothing listens on port 9)."""
+    for action in ("validate-all", "off"):
+        done = _fence_nova(_stdin(VALID, action=action, port="compute-1", **consul))
+        assert done.returncode == 1, done.stderr
+        lines = [line for line in done.stderr.splitlines() if expected in line]
+        assert len(lines) == 1, done.stderr
+        assert "Traceback" not in done.stderr and "pw" not in done.stderr
+
+
 def test_fence_nova_refuses_a_malformed_stdin_line():
     done = _fence_nova(_stdin(VALID, action="off", port="compute-1") + f"{SECRET}\n")
     assert done.returncode == 1
