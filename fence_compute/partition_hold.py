@@ -9,8 +9,9 @@ fence, and ``partition_hold`` bounds the delay: each attempt is a process of its
 start of the refusals is kept in a small file per host (``STATE_DIR/HOST``, root's alone,
 read and written under a lock, links not followed).
 
-An episode of refusals ends when a fence of the host proceeds (`end`), or when no attempt
-came for `EPISODE_GAP` seconds (Pacemaker, having given up, tries again at the next
+An episode of refusals ends when a fence of the host proceeds or the host is unfenced
+(`end`: after ``pcs stonith confirm`` Pacemaker unfences it), or when no attempt came for
+`EPISODE_GAP` seconds (Pacemaker, having given up, tries again at the next
 transition: at the latest ``cluster-recheck-interval``, 15 minutes by default). When the file
 cannot be used, the refusal is not made: the hold cannot be bounded, and a refusal is never
 the default.
@@ -26,7 +27,7 @@ import os
 import re
 import stat
 
-STATE_DIR = os.environ.get("OPENSTACK_HA_PARTITION_DIR", "/run/openstack-ha/partition-hold")
+STATE_DIR = "/run/openstack-ha/partition-hold"
 EPISODE_GAP = 3600.0
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 _STATE_BYTES = 256

@@ -108,7 +108,8 @@ def test_pcs_and_crm_resource_show_the_installed_agents_meta_data(lab):
     root = ET.fromstring(shown)
     assert root.get("name") == "ComputeLiveness"
     assert {p.get("name") for p in root.iter("parameter")} == {
-        "checks", "check_timeout", "attribute",
+        "checks", "check_timeout", "attribute", "consul_url", "consul_token_file",
+        "consul_ca_file",
     }
 
 

@@ -11,7 +11,8 @@ installed here). fence_nova reads both networks before it touches the power:
   succeeds, see fence_compute/partition_hold.py) brings it back with its servers;
 - a link that flaps every second makes no mixed view decide anything: no fence at all;
 - with Consul's API unreachable a crash is fenced as without Consul;
-- a hung node (every process SIGSTOPped, its serf agents too) is failed on every network:
+- a hung node (every process SIGSTOPped, its serf agents too), or one with every link cut,
+  is failed on every network:
   the NovaEvacuate worker's watcher fails its cluster connection at once, Pacemaker fences
   it (fence_nova's view, failed everywhere, on the fence's first line) and it is evacuated.
 """
@@ -144,9 +145,12 @@ def test_every_pool_lists_every_node_alive_when_healthy(with_consul):
             host: NetworkView.ALIVE for host in with_consul.hosts}, network.name
 
 
-def test_the_worker_reports_a_node_failed_everywhere_before_a_slow_monitor(with_consul):
-    """The watcher ([consul] in the engine's configuration): a hung node, failed on every
-    network for three readings, has its connection failed at once, and Pacemaker fences it.
+@pytest.mark.parametrize("failure", ["hang", "every link cut"])
+def test_the_worker_reports_a_node_failed_everywhere_before_a_slow_monitor(with_consul,
+                                                                            failure):
+    """The watcher ([consul] in the engine's configuration): a hung node, or one whose links
+    are all cut, failed on every network for three readings, has its connection failed at
+    once, and Pacemaker fences it.
 
     The lab's connection monitor (5 s interval, 5 s timeout) already notices a hang about
     as soon as serf's LAN timings do; this test gives the victim's connection Pacemaker's
@@ -156,8 +160,12 @@ def test_the_worker_reports_a_node_failed_everywhere_before_a_slow_monitor(with_
     d.pcmk.pcs("resource", "update", VICTIM, "op", "monitor", "interval=5s", "timeout=20s")
     try:
         ids = boot(d, VICTIM, SERVERS, "watched")
-        t0 = d.mark("failure_injected", VICTIM, how="hang (SIGSTOP), Consul watched")
-        d.hang(VICTIM)
+        t0 = d.mark("failure_injected", VICTIM, how=f"{failure}, Consul watched")
+        if failure == "hang":
+            d.hang(VICTIM)  # every process SIGSTOPped, its serf agents too
+        else:
+            d.cut_link(VICTIM)
+            d.cut_storage_link(VICTIM)
         events = expect_recovery(d, VICTIM, ids, t0, timeout=300)
         names = [e["event"] for e in events]
         assert "consul_down" in names, names
@@ -168,7 +176,7 @@ def test_the_worker_reports_a_node_failed_everywhere_before_a_slow_monitor(with_
         start = next(e for e in events if e["event"] == "fence_start")
         assert start.get("consul", "").startswith(
             "management=failed storage=failed: failed on every network"), start
-        print(f"hang, watched: failure -> consul_down {down['ts'] - t0:.1f} s,"
+        print(f"{failure}, watched: failure -> consul_down {down['ts'] - t0:.1f} s,"
               f" -> fence_start {start['ts'] - t0:.1f} s")
     finally:
         d.pcmk.pcs("resource", "update", VICTIM, "op", "monitor", "interval=5s", "timeout=5s")
