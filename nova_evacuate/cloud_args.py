@@ -81,6 +81,33 @@ def cloud_arg(text: str) -> str:
     return text
 
 
+_DOUBLE_DASH = ("'--' cannot be a value here: argparse takes it for the end of the options"
+                " (give an id, or another name)")
+
+
+class StoreText(argparse.Action):
+    """argparse's ``store`` for a text value, refusing ``--opt=--``: argparse drops a value
+    of ``--`` and hands the action an empty list, which would reach the command as the
+    option's value."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        if not isinstance(values, str):
+            raise argparse.ArgumentError(self, _DOUBLE_DASH)
+        setattr(namespace, self.dest, values)
+
+
+class AppendText(argparse.Action):
+    """argparse's ``append`` for text values, refusing ``--opt=--`` as `StoreText` does."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        if not isinstance(values, str):
+            raise argparse.ArgumentError(self, _DOUBLE_DASH)
+        # a new list each time: the default one is shared with the parser
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), values])
+
+
 def add_cloud_arguments(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
     """``--os-cloud``/``--cloud`` (dest ``cloud``) and ``--config-file`` (dest
     ``config_files``, repeatable). ``defaults=False`` leaves an option out of the namespace
@@ -89,11 +116,11 @@ def add_cloud_arguments(parser: argparse.ArgumentParser, *, defaults: bool = Tru
     key of the subcommand's namespace over the main one)."""
     default: Any = None if defaults else argparse.SUPPRESS
     parser.add_argument("--os-cloud", "--cloud", dest="cloud", type=cloud_arg, metavar="NAME",
-                        default=default,
+                        action=StoreText, default=default,
                         help="clouds.yaml entry; else [cloud] cloud of the configuration file,"
                              f" else {ENV_CLOUD}, else the OS_* variables when {ENV_AUTH_URL}"
                              " is set, else 'openstack'")
-    parser.add_argument("--config-file", action="append", dest="config_files", metavar="FILE",
+    parser.add_argument("--config-file", action=AppendText, dest="config_files", metavar="FILE",
                         default=default,
                         help="oslo.config file (default /etc/openstack-ha/openstack-ha.conf)")
 

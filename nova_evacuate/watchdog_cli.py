@@ -50,7 +50,7 @@ from oslo_config import cfg
 
 from nova_evacuate import conf as confmod
 from nova_evacuate import watchdog as wd
-from nova_evacuate.cloud_args import add_cloud_arguments, choose_cloud
+from nova_evacuate.cloud_args import AppendText, add_cloud_arguments, choose_cloud
 from nova_evacuate.engine import Settings
 from nova_evacuate.nova import Nova, NovaError, connect_to_cloud
 from nova_evacuate.plan import Policy
@@ -89,9 +89,9 @@ def parser() -> argparse.ArgumentParser:
     for sub in (audit, enforce):
         add_cloud_arguments(sub, defaults=False)  # ...or after it
         sub.add_argument("--json", action="store_true", help="print one JSON document")
-    enforce.add_argument("--flavor", action="append", dest="flavors", type=name_or_id,
+    enforce.add_argument("--flavor", action=AppendText, dest="flavors", type=name_or_id,
                          metavar="NAME_OR_ID", default=[], help="a flavor to set (repeatable)")
-    enforce.add_argument("--image", action="append", dest="images", type=name_or_id,
+    enforce.add_argument("--image", action=AppendText, dest="images", type=name_or_id,
                          metavar="NAME_OR_ID", default=[], help="an image to set (repeatable)")
     enforce.add_argument("--all-evacuable", action="store_true",
                          help="the flavors and images of every evacuable server")

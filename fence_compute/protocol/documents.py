@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import functools
 import textwrap
-from xml.sax.saxutils import escape as _xml_escape
 
 from fence_compute.protocol.options import MAX_INTEGER, MAX_SECONDS, FenceAgent, Option
+
+
+def _xml_escape(text: str, entities: dict[str, str] | None = None) -> str:
+    """``&``, ``<`` and ``>`` escaped, then ``entities``: what ``xml.sax.saxutils.escape``
+    does, written here because importing it loads urllib.request, http.client and email
+    (about 18 ms), and every fence action imports this module."""
+    text = text.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;")
+    for character, entity in (entities or {}).items():
+        text = text.replace(character, entity)
+    return text
 
 
 def _attr(value: str) -> str:

@@ -56,6 +56,18 @@ def test_os_cloud_and_its_old_name_cloud_are_one_option(argv):
     assert parser().parse_args(["compute1"]).cloud is None
 
 
+@pytest.mark.parametrize("argv", [["compute1", "--os-cloud=--"], ["--cloud=--", "compute1"],
+                                  ["compute1", "--config-file=--"]])
+def test_a_value_of_double_dash_is_refused_not_taken_for_nothing(argv, capsys):
+    """argparse drops a value of "--" and would hand the option an empty list."""
+    from nova_evacuate.cli import parser
+
+    with pytest.raises(SystemExit) as exit_:
+        parser().parse_args(argv)
+    assert exit_.value.code == 2
+    assert "'--' cannot be a value here" in capsys.readouterr().err
+
+
 def track(name: str, state: str, dest: str | None = None, reason: str = ""):
     server = SimpleNamespace(id=f"id-{name}", name=name)
     return SimpleNamespace(server=server, state=state, dest=dest, reason=reason)

@@ -16,6 +16,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents import catalog
 
@@ -69,3 +71,16 @@ def test_every_option_has_help_text():
     for group, options in opts.list_opts():
         for opt in options:
             assert opt.help and len(opt.help.strip()) > 10, f"[{group.name}] {opt.name}"
+
+
+@settings(max_examples=500)
+@given(st.text(max_size=60))
+def test_the_metadata_escapes_text_as_xml_sax_does(text: str) -> None:
+    """fence_compute's own escape (xml.sax.saxutils costs every fence action its imports)."""
+    from xml.sax.saxutils import escape
+
+    from fence_compute.protocol import documents
+
+    entities = {'"': "&quot;", "'": "&apos;"}
+    assert documents._xml_escape(text) == escape(text)
+    assert documents._xml_escape(text, entities) == escape(text, entities)

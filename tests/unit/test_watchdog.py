@@ -376,7 +376,8 @@ def test_enforce_arguments_parse_to_what_was_given(flavors, images, every, overr
                                    ("--apply", apply), ("--json", as_json)) if on]
     cloud_opts = [f"--os-cloud={cloud}"] if cloud else []  # "=": a name may start with "-"
     argv = [*cloud_opts, "enforce", *argv] if before else ["enforce", *argv, *cloud_opts]
-    if not (flavors or images or every):
+    # argparse takes a value of "--" for the end of the options: refused, never passed on
+    if not (flavors or images or every) or "--" in (*flavors, *images, cloud):
         with pytest.raises(SystemExit) as exit_:
             watchdog_cli.parse_args(argv)
         assert exit_.value.code == 2
@@ -391,6 +392,8 @@ def test_enforce_arguments_parse_to_what_was_given(flavors, images, every, overr
     ["enforce", "--flavor", ""], ["enforce", "--flavor", " lead"], ["enforce", "--image"],
     ["enforce", "--image", "a\x1b[2Jb"], ["audit", "--os-cloud", "two words"],
     ["audit", "--cloud"], ["--json", "audit"],
+    ["enforce", "--image=--"], ["enforce", "--flavor=--"], ["--os-cloud=--", "audit"],
+    ["audit", "--config-file=--"],
 ])
 def test_bad_arguments_are_exit_2_in_one_line(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
