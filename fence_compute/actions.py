@@ -50,6 +50,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fence_compute.background import Background
 from fence_compute.bmc_map import parse_bmc_map
@@ -87,6 +88,9 @@ from nova_evacuate.nova import ComputeService, ForceUpRefused, NovaError
 from nova_evacuate.storage_map import parse_address, parse_storage_map
 from openstack_ha import pacemaker, timeline
 from openstack_ha.pacemaker import PacemakerError
+
+if TYPE_CHECKING:  # the client loads only where Consul is read
+    from openstack_ha.consul_config import ConsulSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -422,14 +426,20 @@ def mass_failure(options: Options, target: str) -> str | None:
 MIN_REFUSAL_SECONDS = 5.0
 
 
-def partition_budget(options: Options) -> float:
-    """The longest partition_refusal takes; 0 without consul_config."""
+def consul_settings(options: Options) -> ConsulSettings | None:
+    """consul_config's settings (checked by check_config before every action), None when
+    Consul is not read."""
     text = options.text("consul_config")
     if not text:
-        return 0.0
+        return None
     from openstack_ha import consul_config
 
-    return max(consul_config.load(text).budget, MIN_REFUSAL_SECONDS)
+    return consul_config.load(text)
+
+
+def partition_budget(settings: ConsulSettings | None) -> float:
+    """The longest partition_refusal takes; 0 without consul_config."""
+    return 0.0 if settings is None else max(settings.budget, MIN_REFUSAL_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -441,7 +451,8 @@ class PartitionCheck:
     seen: str | None = None
 
 
-def partition_refusal(options: Options, host: str) -> PartitionCheck:
+def partition_refusal(options: Options, host: str,
+                      settings: ConsulSettings | None) -> PartitionCheck:
     """Every network's Consul read (sampled) and judged by partition_policy
     (:mod:`openstack_ha.partition`), a refusal lasting at most partition_hold from the first
     one (:mod:`fence_compute.partition_hold`).
@@ -451,15 +462,13 @@ def partition_refusal(options: Options, host: str) -> PartitionCheck:
     a link coming back, gossip rejoining, are no reason to fence a node refused before. A hold
     that cannot be kept refuses nothing: a refusal is never the default.
     """
-    text = options.text("consul_config")
-    if not text:
+    if settings is None:
         return PartitionCheck()
     from fence_compute import partition_hold
     from openstack_ha import consul, consul_config, partition
 
     began = time.monotonic()
     hold = options.seconds("partition_hold") or 0.0
-    settings = consul_config.load(text)  # checked by check_config before every action
     policy = partition.parse_policy(
         options.text("partition_policy") or consul_config.default_policy(settings.networks),
         settings.networks)
@@ -473,9 +482,8 @@ def partition_refusal(options: Options, host: str) -> PartitionCheck:
         # A partition of this host was refused, and nothing since says it failed: the views
         # changing (a link back, gossip rejoining, a window that disagrees) make no fence
         # right. Pacemaker still wants one: it keeps a remote node unclean until then.
-        views_shown = " ".join(f"{name}={view.value}" for name, view in views.items())
-        reason = (f"{views_shown}: nothing seen since its partition was refused says it"
-                  " failed; refusing")
+        reason = (f"{consul.views_text(views)}: nothing seen since its partition was refused"
+                  " says it failed; refusing")
     elif judgement.verdict is not partition.Verdict.REFUSE:
         LOG.info("%s: consul: %s", host, reason)
         partition_hold.end(host)
@@ -503,14 +511,15 @@ def partition_refusal(options: Options, host: str) -> PartitionCheck:
 
 
 def off(options: Options) -> int:
-    target = _target(options, first_wait=kdump_wait(options) + partition_budget(options))
+    consul = consul_settings(options)  # read once: the budget and the reading use it
+    target = _target(options, first_wait=kdump_wait(options) + partition_budget(consul))
     started = time.time()
     # Keystone and the service read, while the brake is asked and the BMC cuts the power:
     # only _mark_failed_over, once every fence is confirmed, waits for the answer.
     nova_read = Background(functools.partial(_read_nova, options, target), "nova-read")
     refusal, repeated, consul_seen = mass_failure(options, target.host), "brake", {}
     if refusal is None:
-        check = partition_refusal(options, target.host)
+        check = partition_refusal(options, target.host, consul)
         refusal, repeated = check.refusal, "partition"
         consul_seen = {"consul": check.seen} if check.seen else {}
     if refusal is not None:

@@ -39,6 +39,7 @@ from openstack_ha.consul import (
     ConsulError,
     MemberStatus,
     NetworkView,
+    views_text,
 )
 
 LOG = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class Watch:
                 self.reported.discard(node)
                 continue
             self.failed_in_a_row[node] = self.failed_in_a_row.get(node, 0) + 1
-            shown[node] = " ".join(f"{network}={view.value}" for network, view in seen.items())
+            shown[node] = views_text(seen)
         # the brake counts every node down or failed in this reading, so counted after all
         hosts = [HostView(name, not up or self.failed_in_a_row.get(name, 0) >= self.samples)
                  for name, up in online.items()]

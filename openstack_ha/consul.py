@@ -51,7 +51,7 @@ import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -105,6 +105,11 @@ class NetworkView(enum.Enum):
     ALIVE = "alive"
     FAILED = "failed"
     UNKNOWN = "unknown"
+
+
+def views_text(views: Mapping[str, NetworkView]) -> str:
+    """``management=failed storage=alive``: a node's views as every message shows them."""
+    return " ".join(f"{network}={view.value}" for network, view in views.items())
 
 
 @dataclass(frozen=True)

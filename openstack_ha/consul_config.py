@@ -107,15 +107,6 @@ def _boolean(name: str, text: str) -> bool:
         raise ValueError(f"consul option {name!r} must be true or false (got {text[:40]!r})") from None
 
 
-def _token(path: str) -> str:
-    """The ACL token in ``path``; ValueError naming the option and the file, never the token
-    (one that cannot be a header is refused by ConsulClient, also without showing it)."""
-    try:
-        return read_token_file(path, "consul option 'token_file':")
-    except ValueError as exc:  # FileUnusable too: a fence cannot use Consul without it
-        raise ValueError(str(exc)) from None
-
-
 def settings_from_mapping(values: Mapping[str, str]) -> ConsulSettings:
     """``values`` (option name → text; missing ones take their default) checked and typed.
     ValueError, one line naming the option, for an unknown option or a bad value; the
@@ -132,7 +123,9 @@ def settings_from_mapping(values: Mapping[str, str]) -> ConsulSettings:
     token_file, ca_file = text("token_file"), text("ca_file")
     settings = ConsulSettings(
         networks=networks,
-        token=_token(token_file) if token_file else None,
+        # names the option and the file, never the token (one that cannot be a header is
+        # refused by ConsulClient below, also without showing it)
+        token=read_token_file(token_file, "consul option 'token_file':") if token_file else None,
         ca_file=ca_file or None,
         timeout=float(_number("timeout", text("timeout"), integer=False)),
         samples=int(_number("samples", text("samples"), integer=True)),

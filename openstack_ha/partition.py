@@ -44,7 +44,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from openstack_ha.consul import NetworkView
+from openstack_ha.consul import NetworkView, views_text
 
 DEFAULT_POLICY = "storage=fence; *=fence; management=refuse"
 
@@ -179,7 +179,7 @@ def judge(policy: Policy, views: Mapping[str, NetworkView]) -> Judgement:
     seen = {name: views.get(name, NetworkView.UNKNOWN) for name in policy.networks}
     seen = {name: view if isinstance(view, NetworkView) else NetworkView.UNKNOWN
             for name, view in seen.items()}
-    shown = " ".join(f"{name}={view.value}" for name, view in seen.items())
+    shown = views_text(seen)
     failed = {name for name in policy.networks if seen[name] is NetworkView.FAILED}
     unknown = [name for name in policy.networks if seen[name] is NetworkView.UNKNOWN]
 
