@@ -219,6 +219,7 @@ def restore(lab: Lab, cluster: PacemakerLab | None = None) -> float:
     if cluster is not None:
         pacemaker.release_connection(HOST)
         cluster.wait_until(lambda: cluster.node_online(HOST), 60, f"{HOST} online again")
+        pacemaker.end_return(HOST)  # back: as Pacemaker's unfencing at its rejoin does
     took = time.perf_counter() - started
     if not lab.bmc.power_state(HOST) or not lab.openstack.compute_running(HOST):
         raise RuntimeError(f"{HOST} not back on after reset")

@@ -350,12 +350,22 @@ def _read_nova(options: Options, target: Target) -> tuple[nova.Nova, ComputeServ
     return client, client.compute_service(target.host, _domain(options))
 
 
-def _answer_of(nova_read: NovaRead, target: Target) -> tuple[nova.Nova, ComputeService]:
+def _answer_of(nova_read: NovaRead, options: Options,
+               target: Target) -> tuple[nova.Nova, ComputeService]:
     # Waited for up to the action's deadline, but at least a second, as _nova's timeouts.
     if not nova_read.wait(max(target.remaining(), 1.0)):
         raise NovaError("unreachable", f"authenticate and find compute service {target.host}:"
                         " no answer before the fence's deadline")
-    return nova_read.result()
+    try:
+        return nova_read.result()
+    except ImportError as exc:
+        # The read loads keystoneauth while this thread loads the BMC's library, and
+        # CPython's imports racing in two threads can fail spuriously (seen once on the
+        # lab: "No module named 'socketserver'"; cpython gh-143650 and its relatives).
+        # Read again here, where nothing else imports now.
+        LOG.warning("%s: reading Nova failed to import (%s); reading it again",
+                    target.host, exc)
+        return _read_nova(options, target)
 
 
 def _mark_failed_over(options: Options, target: Target, nova_read: NovaRead,
@@ -365,7 +375,7 @@ def _mark_failed_over(options: Options, target: Target, nova_read: NovaRead,
     ``harmless`` (what step 1 established)."""
 
     try:
-        client, service = _answer_of(nova_read, target)
+        client, service = _answer_of(nova_read, options, target)
         if service.forced_down:
             # Read before the power-off, while the host may still have been returning (the
             # worker clearing its force-down and marker): skipping the force-down, and the
@@ -398,7 +408,10 @@ def mass_failure(options: Options, target: str) -> str | None:
     A node this agent fenced and holds off while it is evacuated (its connection held, see
     :func:`_hold_connection`) is a failure already handled: Pacemaker starts nothing (the
     held node's connection neither) while a fence is pending, so a second failure refused
-    because of the first would keep the first from ever returning.
+    because of the first would keep the first from ever returning. So is a node powered on
+    after its evacuation and not back yet (returning, see :func:`_release_connection`):
+    counted, it would refuse a second failure for the minutes a server takes to boot, and
+    Pacemaker stops asking after ``stonith-max-attempts`` refusals.
     """
 
     percent = options.number("max_down_percent")
@@ -406,7 +419,7 @@ def mass_failure(options: Options, target: str) -> str | None:
         return None
     try:
         nodes = pacemaker.remote_nodes_down()
-        held = pacemaker.held_connections()
+        held = pacemaker.handled_connections(time.time())
     except pacemaker.NoCluster:
         return None  # run by hand: nothing automatic to hold back
     except pacemaker.PacemakerError as exc:
@@ -729,11 +742,16 @@ def _powered(options: Options, target: Target) -> bool:
 
 def _release_connection(host: str) -> None:
     """The host has power: Pacemaker may connect to it again (see :func:`_hold_connection`).
-    A release that fails fails the unfencing, which is asked again: the host must rejoin."""
+    A release that fails fails the unfencing, which is asked again: the host must rejoin.
+
+    The released node is marked returning until it is back: Pacemaker unfences it again
+    when it rejoins, and that unfencing (no hold left) removes the mark."""
 
     try:
         if pacemaker.release_connection(host):
-            LOG.info("%s: its cluster connection is released", host)
+            LOG.info("%s: its cluster connection is released; returning", host)
+        elif pacemaker.end_return(host):
+            LOG.info("%s: back in the cluster", host)
     except pacemaker.NoCluster:
         pass  # run by hand
     except pacemaker.PacemakerError as exc:

@@ -30,6 +30,7 @@ from lab.stack import REPO, Lab
 from openstack_ha import pacemaker
 
 TIMELINE = Path("/var/log/openstack-ha/timeline.jsonl")
+WORKER_LOG = Path("/var/log/openstack-ha/nova-evacuate.log")
 # The NovaEvacuate worker's metrics endpoint (on loopback of the controller that runs it);
 # not the default 9464, which something of the machine's own may serve.
 METRICS_PORT = 19464
@@ -122,26 +123,38 @@ class ClusterView:
         return sorted(found, key=lambda e: e["ts"])
 
     def diagnostics(self, since: float) -> str:
-        """What a failed scenario needs to be understood from a CI log alone: the cluster's
-        state with fail counts, the connection holds, the node attributes, the fencing
-        history, the timeline since ``since`` and the Pacemaker log's notable lines."""
-        parts = []
+        """What a failed scenario needs to be understood from a CI log alone: the timeline
+        since ``since`` first (a CI log is often cut in the middle: the head survives), then
+        the fencing history, the cluster's state with fail counts, the connection holds and
+        the Pacemaker log's notable lines."""
+        events = self.events(since - 60)
+        shown = events[-60:]
+        parts = [f"--- timeline from 60 s before the scenario ({len(events)} events"
+                 + (f", the last {len(shown)}" if len(shown) < len(events) else "") + ")\n"
+                 + "\n".join(
+                     f"{e['ts'] - since:8.1f} {e.get('host')} {e['event']} "
+                     + json.dumps({k: v for k, v in e.items()
+                                   if k not in ("ts", "event", "host")})[:160]
+                     for e in shown)]
+        try:  # the worker's own account: its warnings and errors
+            lines = [line for line in WORKER_LOG.read_text(errors="replace").splitlines()
+                     [-5000:] if " WARNING " in line or " ERROR " in line]
+            parts.append("--- nova-evacuate.log, warnings and errors (last 30)\n"
+                         + "\n".join(line[:300] for line in lines[-30:]))
+        except OSError as exc:
+            parts.append(f"--- nova-evacuate.log: {exc}")
         for title, argv in (
+                ("fencing history", ("stonith_admin", "--history", "*", "--verbose")),
                 ("crm_mon", ("crm_mon", "-1", "-rfA", "--show-detail")),
                 ("holds (connection resources' meta)", ("cibadmin", "--query", "--scope",
                                                         "resources", "--xpath",
-                                                        "//primitive[@type='remote']")),
-                ("fencing history", ("stonith_admin", "--history", "*", "--verbose"))):
+                                                        "//primitive[@type='remote']"
+                                                        "/meta_attributes"))):
             try:
                 done = _sh(*argv, check=False, timeout=20)
                 parts.append(f"--- {title}\n{(done.stdout + done.stderr).strip()}")
             except (OSError, subprocess.TimeoutExpired) as exc:
                 parts.append(f"--- {title}: {exc}")
-        events = "\n".join(
-            f"{e['ts'] - since:8.1f} {e.get('host')} {e['event']} "
-            + json.dumps({k: v for k, v in e.items() if k not in ("ts", "event", "host")})[:200]
-            for e in self.events(since - 60))
-        parts.append(f"--- timeline from 60 s before the scenario\n{events}")
         notable = ("notice: Actions:", "error:", "warning:", "will not be started",
                    "Clearing failure", "C_TIMER_POPPED", "Calculated transition")
         try:
@@ -408,6 +421,8 @@ class Deployment(ClusterView):
                 for host in self.hosts:
                     if not self.pcmk.remote_ready(host):
                         _sh("stonith_admin", "--confirm", host, check=False)
+        for host in self.hosts:  # back: no returning mark may outlive the scenario
+            pacemaker.end_return(host)
         self.lab.openstack.reset()
         for host in self.hosts:
             _sh("attrd_updater", "-n", "evacuate", "-D", "-N", host, check=False)

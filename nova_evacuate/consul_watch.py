@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 
 from nova_evacuate import brake
@@ -64,10 +64,13 @@ class Watch:
     reported: set[str] = field(default_factory=set)
 
     def observe(self, online: Mapping[str, bool],
-                views: Mapping[str, Mapping[str, NetworkView]]) -> list[Report]:
+                views: Mapping[str, Mapping[str, NetworkView]],
+                handled: Set[str] = frozenset()) -> list[Report]:
         """One reading. ``online``: each pacemaker_remote node → Pacemaker sees it online;
-        ``views``: network → node → view. The nodes to report now (each once, until
-        Pacemaker has lost it or gossip sees it again)."""
+        ``views``: network → node → view; ``handled``: the nodes whose absence this suite
+        explains (fenced and held, or returning: not counted by the brake while offline).
+        The nodes to report now (each once, until Pacemaker has lost it or gossip sees it
+        again)."""
         shown: dict[str, str] = {}
         for node, is_online in sorted(online.items()):
             seen = {network: by_node.get(node, NetworkView.UNKNOWN)
@@ -80,7 +83,8 @@ class Watch:
             self.failed_in_a_row[node] = self.failed_in_a_row.get(node, 0) + 1
             shown[node] = views_text(seen)
         # the brake counts every node down or failed in this reading, so counted after all
-        hosts = [HostView(name, not up or self.failed_in_a_row.get(name, 0) >= self.samples)
+        hosts = [HostView(name, not up or self.failed_in_a_row.get(name, 0) >= self.samples,
+                          handled=not up and name in handled)
                  for name, up in online.items()]
         reports = []
         for node, views_shown in shown.items():
@@ -122,8 +126,10 @@ def read_pool(client: ConsulClient, nodes: list[str]) -> dict[str, NetworkView]:
 
 def run(watch: Watch, clients: dict[str, ConsulClient], interval: float,
         nodes_online: Callable[[], dict[str, bool]], fail_connection: Callable[[str], None],
-        stop: threading.Event) -> None:
-    """The watcher's loop, until ``stop``: read every network (at once), decide, report."""
+        stop: threading.Event,
+        handled_nodes: Callable[[], set[str]] = set) -> None:
+    """The watcher's loop, until ``stop``: read every network (at once), decide, report.
+    ``handled_nodes`` is read only in a reading where some node is offline."""
     limiter = LineLimiter()
     period = max(interval, 0.5)
     while not stop.is_set():
@@ -133,8 +139,14 @@ def run(watch: Watch, clients: dict[str, ConsulClient], interval: float,
         except Exception as exc:  # the cluster unreadable for a moment: the next reading
             LOG.debug("consul watch: cluster unreadable: %s", exc)
             online = {}
+        handled: set[str] = set()
+        if not all(online.values()):
+            try:
+                handled = handled_nodes()
+            except Exception as exc:  # unreadable: every offline node counts, as down
+                LOG.debug("consul watch: handled nodes unreadable: %s", exc)
         if online:
-            for report in watch.observe(online, read_pools(clients, list(online))):
+            for report in watch.observe(online, read_pools(clients, list(online)), handled):
                 _act(report, fail_connection, limiter)
         stop.wait(max(0.0, began + period - time.monotonic()))
 

@@ -29,12 +29,14 @@
    states with one ``changes-since`` list call when migrations finished, never one GET per
    server.
    Destinations are watched: while a server's migration is under way or done, the compute
-   services are listed once per poll, and a server whose destination is down or forced
-   down is failed at once, naming it (that host's own evacuation takes the server over),
+   services are listed once per poll, and a server whose destination is forced down
+   (fenced) is failed at once, naming it (that host's own evacuation takes the server over),
    unless its rebuild never started there and Nova still places it on the failed host:
    then it is reset and sent elsewhere (a destination that hangs before it starts leaves
    its migration as created, which ``changes-since`` never lists: the destination named
-   in the request is what is watched).
+   in the request is what is watched). A destination down by its heartbeat alone (a host
+   booting back after its own recovery, a stalled nova-compute) is waited for: it may still
+   run the rebuild, so nothing is sent elsewhere until it is fenced.
    A server is done only in its final state (the table of :mod:`nova_evacuate.plan`) on
    a live destination: where Nova's rebuild left it running but it is meant to be stopped
    or paused, the engine stops or pauses it first.
@@ -813,14 +815,21 @@ class Engine:
         """Fail or resend the servers whose destination died; return the rest whose migration
         is done (or whose state is being restored), to verify."""
         live: frozenset[str] = frozenset()
+        fenced: frozenset[str] = frozenset()
         if any(t.dest for t in tracks):
             try:  # one list call per poll, whatever the number of servers
-                live = frozenset(s.host for s in self.nova.compute_services() if s.live)
+                services = self.nova.compute_services()
             except NovaError as exc:
                 LOG.warning("%s: cannot read compute services (%s); trying again", host, exc)
                 return []  # nothing counts as done on a destination not known to be live
+            live = frozenset(s.host for s in services if s.live)
+            fenced = frozenset(s.host for s in services if s.forced_down)
             self.live_hosts = live
-        dead = [t for t in tracks if t.dest and t.dest not in live]
+        # Dead means forced down: fenced (its power-off confirmed) or said so by an operator.
+        # Down by heartbeat alone is a host that may still run the rebuild (one booting
+        # back with a stale heartbeat, a busy nova-compute): its servers are waited for,
+        # never failed or sent elsewhere, until it is live again, fenced, or they time out.
+        dead = [t for t in tracks if t.dest and t.dest in fenced]
         unseen = [t for t in dead if rebuild_unseen(t.progress, latest.get(t.server.id))]
         still_on = self._still_on(host, unseen)
         finished: list[Track] = []
@@ -828,7 +837,7 @@ class Engine:
             m = latest.get(track.server.id)
             if track in dead:
                 self._apply(track, DestinationDied(m, track.server.id in still_on))
-            elif rebuilt(track.progress, m):
+            elif (not track.dest or track.dest in live) and rebuilt(track.progress, m):
                 finished.append(track)
         return finished
 

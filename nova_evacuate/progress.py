@@ -33,9 +33,9 @@ The rules, by event:
 - :class:`MigrationSeen`, each poll: a new migration under way or done is followed (its
   destination watched: :class:`WatchDestination`); a failed one is evacuated again, to the
   scheduler's pick, up to ``migration_retries`` times, then the server has failed.
-- :class:`DestinationDied`: a rebuild that never started there, with the server still on
-  the failed host, is sent elsewhere after a reset; else the server has failed (the dead
-  destination's own evacuation takes it over).
+- :class:`DestinationDied` (the destination fenced, i.e. forced down): a rebuild that never
+  started there, with the server still on the failed host, is sent elsewhere after a reset;
+  else the server has failed (the dead destination's own evacuation takes it over).
 - :class:`ServerRead`, once :func:`rebuilt` says its migration is done: done only in its
   final state (:func:`plan.final_status <nova_evacuate.plan.final_status>`) on its
   destination; rebuilt running where it is meant to be stopped or paused, it is stopped or
@@ -203,8 +203,10 @@ class MigrationSeen:
 
 @dataclass(frozen=True)
 class DestinationDied:
-    """The server's destination is down or forced down. ``still_on_failed_host``: Nova still
-    places the server on the failed host (asked only where :func:`rebuild_unseen`)."""
+    """The server's destination is forced down (fenced: its power-off confirmed; down by its
+    heartbeat alone does not count, as it may still run the rebuild).
+    ``still_on_failed_host``: Nova still places the server on the failed host (asked only
+    where :func:`rebuild_unseen`)."""
 
     migration: Migration | None  # the poll's newest migration of the server
     still_on_failed_host: bool
@@ -535,7 +537,7 @@ def _destination_died(p: ServerProgress, m: Migration | None, still_on_failed_ho
         last = max(p.last_migration_id, m.id if m is not None else 0)
         p = replace(p, state=PENDING, dest=None, stuck=True, last_migration_id=last)
         return p, [Log("warning", text), Show()]
-    return _end(p, FAILED, f"destination {p.dest} died during the rebuild (down or forced"
+    return _end(p, FAILED, f"destination {p.dest} died during the rebuild (fenced: forced"
                            f" down); its evacuation takes the server over")
 
 

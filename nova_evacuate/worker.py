@@ -550,7 +550,8 @@ def start_consul_watch(conf: cfg.ConfigOpts, stop: threading.Event) -> threading
     thread = threading.Thread(
         target=consul_watch.run, name="consul-watch",
         args=(watch, settings.clients(), settings.interval, nodes_online,
-              pacemaker.fail_connection, stop), daemon=True)
+              pacemaker.fail_connection, stop,
+              lambda: pacemaker.handled_connections(time.time())), daemon=True)
     thread.start()
     LOG.info("Consul watcher on: %s, a reading every %gs, %d in a row to report a node",
              ", ".join(settings.networks), max(settings.interval, 0.5), settings.samples)

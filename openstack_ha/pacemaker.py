@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -152,6 +153,14 @@ def fail_connection(node: str, timeout: float = 10) -> None:
 # Meta attribute marking a remote node's connection resource as held by this suite (the
 # value is when), so that only a hold of ours is released.
 HOLD_META = "openstack-ha-hold"
+# Set when a hold is released (the host powered on after its evacuation; the value is
+# when) and removed once the node is back online: until then its absence is this suite's
+# doing, not a failure, and the mass-failure brake does not count it (see
+# handled_connections).
+RETURNING_META = "openstack-ha-returning"
+# How long a returning node stays handled: a server's power-on self-test, boot and
+# pacemaker_remoted take minutes; one not back after this counts as down again.
+RETURN_GRACE_SECONDS = 1200
 _NOT_FOUND = ("not found", "does not exist", "no such")
 
 
@@ -181,12 +190,20 @@ def hold_connection(node: str, since: int, timeout: float = 10) -> bool:
     return True
 
 
-def held_connections(timeout: float = 10) -> set[str]:
-    """The nodes whose connection resource :func:`hold_connection` holds."""
+def handled_connections(now: float, timeout: float = 10) -> set[str]:
+    """The nodes whose absence this suite explains: held off while evacuated
+    (:func:`hold_connection`), or returning (released at ``now - RETURN_GRACE_SECONDS`` or
+    later, :func:`release_connection`, and not back yet)."""
     root = _xml(["cibadmin", "--query", "--scope", "resources"], timeout)
-    return {p.get("id", "") for p in root.iter("primitive")
-            if any(nv.get("name") == HOLD_META for m in p.iterfind("meta_attributes")
-                   for nv in m.iterfind("nvpair"))}
+    handled = set()
+    for primitive in root.iter("primitive"):
+        meta = {nv.get("name"): nv.get("value", "") for m in primitive.iterfind(
+            "meta_attributes") for nv in m.iterfind("nvpair")}
+        returning = meta.get(RETURNING_META, "")
+        if HOLD_META in meta or (returning.isdigit()
+                                 and now - int(returning) <= RETURN_GRACE_SECONDS):
+            handled.add(primitive.get("id", ""))
+    return handled
 
 
 def release_connection(node: str, timeout: float = 10) -> bool:
@@ -197,16 +214,37 @@ def release_connection(node: str, timeout: float = 10) -> bool:
     The connection's failure (the one that had the node fenced) is cleared too. Left alone,
     Pacemaker starts the connection only once that failure is older than the resource's
     ``reconnect_interval``, and only when a timer or another change makes it look again:
-    a node powered on a few seconds after its fence waits for nothing."""
+    a node powered on a few seconds after its fence waits for nothing.
+
+    The hold becomes the returning mark (set first: the node is never unmarked between
+    the two), which :func:`end_return` removes once the node is back."""
     done = _exec(_meta(node, "--get-parameter", HOLD_META), timeout)
     if done.returncode != 0 or not done.stdout.strip():
         return False
+    done = _exec(_meta(node, "--set-parameter", RETURNING_META, "--parameter-value",
+                       str(int(time.time()))), timeout)
+    if done.returncode != 0:
+        raise _failure(done)
     for name in ("target-role", HOLD_META):
         done = _exec(_meta(node, "--delete-parameter", name), timeout)
         if done.returncode not in (0, _EXIT_NO_SUCH):
             raise _failure(done)
     done = _exec(["crm_resource", "--cleanup", "--resource", node], timeout)
     if done.returncode != 0:
+        raise _failure(done)
+    return True
+
+
+def end_return(node: str, timeout: float = 10) -> bool:
+    """Remove ``node``'s returning mark (:func:`release_connection`) if it is back online;
+    True when a mark was removed. A node still away keeps it (until its grace ends)."""
+    done = _exec(_meta(node, "--get-parameter", RETURNING_META), timeout)
+    if done.returncode != 0 or not done.stdout.strip():
+        return False
+    if remote_nodes_down(timeout).get(node) is not False:
+        return False
+    done = _exec(_meta(node, "--delete-parameter", RETURNING_META), timeout)
+    if done.returncode not in (0, _EXIT_NO_SUCH):
         raise _failure(done)
     return True
 

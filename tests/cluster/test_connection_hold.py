@@ -48,6 +48,8 @@ def lab(pacemaker_lab: PacemakerLab) -> Iterator[PacemakerLab]:
     assert pacemaker_lab.remote_ready(NODE), "a previous test left compute1 offline"
     yield pacemaker_lab
     pacemaker.release_connection(NODE)
+    sh("crm_resource", "--resource", NODE, "--meta", "--delete-parameter",
+       pacemaker.RETURNING_META, check=False)
     if not pacemaker_lab.remote_ready(NODE):
         try:
             pacemaker_lab.reconnect(NODE)
@@ -70,7 +72,7 @@ def test_a_released_connection_starts_at_once_its_failure_cleared(lab: Pacemaker
     os.kill(pid, signal.SIGKILL)
     lab.wait_until(lambda: connection_failures() > 0, 30, "the connection's failure recorded")
     assert pacemaker.hold_connection(NODE, int(time.time()))
-    assert pacemaker.held_connections() == {NODE}
+    assert pacemaker.handled_connections(time.time()) == {NODE}
     lab.wait_until(lambda: not lab.node_online(NODE) and connection_role() == "Stopped", 60,
                    "compute1's connection stopped while held")
     # Pacemaker has dealt with the loss: only now may the host boot (PacemakerLab.reconnect
@@ -80,6 +82,27 @@ def test_a_released_connection_starts_at_once_its_failure_cleared(lab: Pacemaker
     assert pacemaker.release_connection(NODE)
     # the failure that had the node fenced is gone with the hold: nothing waits it out
     assert connection_failures() == 0
-    assert pacemaker.held_connections() == set()
     lab.wait_until(lambda: lab.remote_ready(NODE), 150, "compute1 back in the cluster")
     assert not pacemaker.release_connection(NODE)  # nothing of ours left to release
+
+
+def test_a_released_node_is_handled_until_it_is_back_then_its_mark_goes(
+        lab: PacemakerLab) -> None:
+    """The mass-failure brake does not count a node fenced by this suite, while it is held
+    off and then while it returns (powered on, not back yet): a second failure meanwhile is
+    one failure, not a partition. Back online, the unfencing Pacemaker runs then removes the
+    mark, and a later loss of the node counts again."""
+    assert pacemaker.hold_connection(NODE, int(time.time()))
+    lab.wait_until(lambda: not lab.node_online(NODE) and connection_role() == "Stopped", 60,
+                   "compute1's connection stopped while held")
+    assert pacemaker.handled_connections(time.time()) == {NODE}
+    assert not pacemaker.end_return(NODE)  # held, not returning: nothing to remove
+    assert pacemaker.release_connection(NODE)
+    # returning, from the release on: handled for RETURN_GRACE_SECONDS at most
+    now = time.time()
+    assert pacemaker.handled_connections(now) == {NODE}
+    assert pacemaker.handled_connections(now + pacemaker.RETURN_GRACE_SECONDS + 60) == set()
+    lab.wait_until(lambda: lab.remote_ready(NODE), 150, "compute1 back in the cluster")
+    assert pacemaker.end_return(NODE)
+    assert pacemaker.handled_connections(time.time()) == set()
+    assert not pacemaker.end_return(NODE)

@@ -254,6 +254,37 @@ def test_two_nodes_fail_one_after_the_other(healthy):
     assert all(s.status == "ACTIVE" and s.compute_host != "compute2" for s in now)
 
 
+def test_a_node_failing_while_another_returns_is_fenced_and_evacuated(healthy):
+    """compute1 is fenced, evacuated and powered on, but not back yet (its link is down, as
+    a host still booting is unreachable); compute2 fails meanwhile. compute1's absence is
+    this suite's doing (it is returning), so the brake sees one failure of three, not two:
+    compute2 is fenced at its first attempt and evacuated, and compute1 rejoins once it can.
+    Counted as down, compute1 would have had compute2's fence refused until Pacemaker gave
+    up asking (stonith-max-attempts), leaving compute2's servers down."""
+    first = boot(healthy, "compute1", 4, "first")
+    second = boot(healthy, "compute2", 4, "second")
+    t0 = healthy.mark("failure_injected", "compute1",
+                      how="link down, then SIGKILL pacemaker-remoted")
+    healthy.cut_link("compute1")
+    healthy.kill_remoted("compute1")
+    expect_recovery(healthy, "compute1", first, t0)
+    workload.wait_for(lambda: healthy.lab.bmc.power_state("compute1"), 60,
+                      "compute1 powered on", 0.5)
+    assert "compute1" not in healthy.started_on("liveness")  # returning, not back
+    t1 = healthy.mark("failure_injected", "compute2", how="SIGKILL pacemaker-remoted")
+    healthy.kill_remoted("compute2")
+    events = expect_recovery(healthy, "compute2", second, t1)
+    refused = [e for e in events if e["event"] == "fence_failed"]
+    assert not refused, refused
+    fenced_at = next(e["ts"] for e in events if e["event"] == "power_off_confirmed")
+    print(f"compute2 powered off {fenced_at - t1:.1f} s after its failure")
+    healthy.restore_link("compute1")
+    workload.wait_for(lambda: "compute1" in healthy.started_on("liveness"), 180,
+                      "compute1 serving again", 1)
+    now = servers(healthy, first + second).values()
+    assert all(s.status == "ACTIVE" and s.compute_host != "compute2" for s in now)
+
+
 def test_every_compute_failing_at_once_fences_nothing(healthy):
     ids = boot(healthy, VICTIM, 3, "all")
     t0 = healthy.mark("failure_injected", VICTIM, how="SIGKILL pacemaker-remoted everywhere")

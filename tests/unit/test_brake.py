@@ -101,7 +101,7 @@ class Options:
 
 def cluster(monkeypatch, nodes: dict[str, bool], held: set[str]) -> None:
     monkeypatch.setattr(pacemaker, "remote_nodes_down", lambda: nodes)
-    monkeypatch.setattr(pacemaker, "held_connections", lambda: held)
+    monkeypatch.setattr(pacemaker, "handled_connections", lambda now: held)
 
 
 def test_fencing_does_not_count_a_node_it_fenced_and_holds(monkeypatch):

@@ -84,6 +84,21 @@ def test_the_brake_holds_when_too_many_look_failed() -> None:
     assert report.refusal is not None and "3 of 4" in report.refusal
 
 
+def test_the_brake_does_not_count_nodes_this_suite_fenced_or_is_bringing_back() -> None:
+    """compute2 is held off while evacuated and compute3 returning (both offline in
+    Pacemaker, both explained): compute1 failed everywhere is one failure of four."""
+    lost = {**ONLINE, "compute2": False, "compute3": False}
+    watch = Watch(samples=1, max_down_fraction=0.5)
+    (report,) = watch.observe(lost, reading(compute1=(F, F)), {"compute2", "compute3"})
+    assert report.node == "compute1" and report.refusal is None
+    # a mark left on a node Pacemaker sees online explains nothing: failed, it counts
+    watch = Watch(samples=1, max_down_fraction=0.25)
+    reports = watch.observe({**lost, "compute3": True},
+                            reading(compute1=(F, F), compute3=(F, F)), {"compute2", "compute3"})
+    assert [r.node for r in reports] == ["compute1", "compute3"]
+    assert all(r.refusal and "2 of 4 compute nodes look down" in r.refusal for r in reports)
+
+
 # ------------------------------------------------------------------ against real HTTP
 
 
@@ -144,9 +159,12 @@ def test_the_loop_fails_the_connection_of_a_node_failed_everywhere(
 
     thread = threading.Thread(target=consul_watch.run, args=(
         Watch(samples=2, max_down_fraction=0.5), clients(pools), 0.05,
-        lambda: dict(ONLINE), fail_connection, stop))
+        lambda: {**ONLINE, "compute2": False, "compute4": False}, fail_connection, stop,
+        lambda: {"compute2", "compute4"}))
     thread.start()
     thread.join(10)
+    # compute2 and compute4, offline and handled (held or returning), are not counted:
+    # 1 of 4 (counted, 3 of 4 would hold the brake)
     assert not thread.is_alive() and failed == ["compute3"]
     (line,) = [json.loads(text) for text in (tmp_path / "timeline.jsonl").read_text().splitlines()]
     assert line["event"] == "consul_down" and line["host"] == "compute3"

@@ -24,7 +24,16 @@ import pytest
 
 from nova_evacuate import plan as planning
 from nova_evacuate.disks import DiskCheckError, Watcher, holder
-from nova_evacuate.engine import DONE, FAILED, SUBMITTED, Engine, Settings, Track, lock_reason
+from nova_evacuate.engine import (
+    DONE,
+    FAILED,
+    SUBMITTED,
+    TIMED_OUT,
+    Engine,
+    Settings,
+    Track,
+    lock_reason,
+)
 from nova_evacuate.ledger import Ledger, State, parse_marker
 from nova_evacuate.nova import ComputeService, NovaError, match_service
 from nova_evacuate.plan import Migration, Planned, Resources, Server
@@ -590,6 +599,41 @@ def test_a_destination_that_dies_before_the_rebuild_starts_is_replaced(nova, tim
     assert nova.count("reset_state") == 1
     assert clock.t <= 4 * POLL, "sent again at the first poll that saw it, not at the timeout"
     assert not events(timeline, "instance_failed")
+
+
+@pytest.mark.parametrize("comes_back", [True, False])
+def test_a_destination_down_by_its_heartbeat_alone_is_waited_for(nova, timeline, comes_back):
+    """Seen on the lab: a host just back from its own recovery shows up by its old heartbeat,
+    is picked, then shows down until its new nova-compute reports. It may still run the
+    rebuild, so its servers are neither failed nor sent elsewhere: done once it reports,
+    else timed out; only a forced-down (fenced) destination counts as dead."""
+    slow = nova.add_server("slow")
+    nova.add_server("fine")
+    clock = Clock()
+    run = engine(nova, clock, instance_timeout=60)
+    plan, _ = run.plan(HOST)
+    target = {m.server.name: m.target for m in plan.moves}["slow"]
+    nova.held.add(slow.id)
+
+    def heartbeat(fake: FakeNova) -> None:
+        if fake.steps == 1:
+            fake.services[target] = replace(fake.services[target], state="down")
+        if fake.steps == 5 and comes_back:
+            fake.services[target] = replace(fake.services[target], state="up")
+            fake.held.clear()
+
+    nova.after_step = heartbeat
+    report = run.run(HOST)
+
+    tracks = by_name(report)
+    assert tracks["fine"].state == DONE
+    assert nova.count("evacuate") == 2 and nova.count("reset_state") == 0
+    assert not any("died" in e["reason"] for e in events(timeline, "instance_failed"))
+    if comes_back:
+        assert report.ok and nova.vms[slow.id].host == target
+    else:
+        assert tracks["slow"].state == TIMED_OUT, tracks["slow"].reason
+        assert nova.vms[slow.id].host == HOST
 
 
 def test_the_dead_destinations_evacuation_takes_over_what_was_rebuilding_onto_it(nova, timeline):

@@ -171,6 +171,7 @@ class World:
     down: dict[str, bool] = field(default_factory=lambda: {HOST: True, "compute2": False,
                                                            "compute3": False})
     held: set[str] = field(default_factory=set)
+    returning: set[str] = field(default_factory=set)  # released, not back yet
     cluster_failure: PacemakerError | None = None  # raised by the brake's reads
     release_failure: PacemakerError | None = None
     attributes: dict[str, str] = field(default_factory=dict)
@@ -284,9 +285,16 @@ def world(monkeypatch: pytest.MonkeyPatch) -> World:
             raise w.cluster_failure
         return dict(w.down)
 
-    def held_connections(timeout: float = 10) -> set[str]:
-        log.append("pacemaker:held_connections")
-        return set(w.held)
+    def handled_connections(now: float, timeout: float = 10) -> set[str]:
+        log.append("pacemaker:handled_connections")
+        return set(w.held) | set(w.returning)
+
+    def end_return(node: str, timeout: float = 10) -> bool:
+        log.append(f"pacemaker:end_return {node}")
+        was = node in w.returning and not w.down.get(node, False)
+        if was:
+            w.returning.discard(node)
+        return was
 
     def hold_connection(node: str, since: int, timeout: float = 10) -> bool:
         log.append(f"pacemaker:hold_connection {node}")
@@ -299,6 +307,8 @@ def world(monkeypatch: pytest.MonkeyPatch) -> World:
             raise w.release_failure
         was_held = node in w.held
         w.held.discard(node)
+        if was_held:
+            w.returning.add(node)
         return was_held
 
     def set_attribute(name: str, value: str, node: str) -> None:
@@ -320,7 +330,8 @@ def world(monkeypatch: pytest.MonkeyPatch) -> World:
     # every refused attempt is written (the limit has tests of its own, on a real file)
     monkeypatch.setattr(actions.timeline, "admit_repeated", lambda key, host: 0)
     monkeypatch.setattr(actions.pacemaker, "remote_nodes_down", remote_nodes_down)
-    monkeypatch.setattr(actions.pacemaker, "held_connections", held_connections)
+    monkeypatch.setattr(actions.pacemaker, "handled_connections", handled_connections)
+    monkeypatch.setattr(actions.pacemaker, "end_return", end_return)
     monkeypatch.setattr(actions.pacemaker, "hold_connection", hold_connection)
     monkeypatch.setattr(actions.pacemaker, "release_connection", release_connection)
     monkeypatch.setattr(actions, "pacemaker_mirror",
@@ -360,7 +371,10 @@ def collapsed(log: list[str]) -> list[str]:
     return [e for i, e in enumerate(log) if i == 0 or e != log[i - 1]]
 
 
-BRAKE_READS = ["pacemaker:remote_nodes_down", "pacemaker:held_connections"]
+# An unfencing of a host that is not held (Pacemaker's, once the node rejoined): the
+# returning mark goes if there is one
+RELEASE_NOTHING_HELD = ["pacemaker:release_connection compute1", "pacemaker:end_return compute1"]
+BRAKE_READS = ["pacemaker:remote_nodes_down", "pacemaker:handled_connections"]
 POWER_OFF = ["power:driver compute1", "power:state", "power:set off", "power:state", "power:close"]
 POWER_ON = ["power:driver compute1", "power:state", "power:set on", "power:state", "power:close"]
 POWER_ALREADY = ["power:driver compute1", "power:state", "power:close"]
@@ -702,6 +716,29 @@ def test_off_authenticates_while_the_bmc_powers_off(world, caplog, monkeypatch,
     assert world.nova.service.forced_down and world.held == {HOST}
 
 
+def test_a_nova_read_whose_import_failed_is_read_again_in_the_fencing_thread(
+        world, caplog, monkeypatch, threaded) -> None:
+    """Seen once on the lab: the background read, importing keystoneauth while the power
+    path imported its BMC library, failed with "No module named 'socketserver'". The fence
+    does not fail for that: the read is made again once the power-off is confirmed."""
+    factory = actions._nova
+    threads: list[str] = []
+
+    def authenticate(options: Options, target: actions.Target) -> FakeNova:
+        threads.append(threading.current_thread().name)
+        if len(threads) == 1:
+            raise ModuleNotFoundError("No module named 'socketserver'", name="socketserver")
+        return factory(options, target)
+
+    monkeypatch.setattr(actions, "_nova", authenticate)
+    outcome = fence("off", caplog)
+    assert outcome.rc == ExitCode.SUCCESS, outcome.errors
+    assert threads == ["nova-read", threading.main_thread().name]
+    assert any("failed to import" in w for w in outcome.warnings), outcome.warnings
+    assert world.nova.service.forced_down and world.held == {HOST}
+    assert writes_only_after(world.log, "timeline:power_off_confirmed")
+
+
 @pytest.mark.parametrize("how", ["answers", "fails", "hangs"])
 def test_a_refused_off_writes_nothing_and_waits_for_no_keystone(world, caplog, monkeypatch,
                                                                 threaded, how) -> None:
@@ -901,9 +938,36 @@ def test_on_once_the_evacuation_is_done_powers_on_and_accepts_nova_refusing_forc
                          "nova:force_down False", "timeline:unfenced"]
     assert outcome.warnings == []  # Nova's refusal is the expected answer, not a problem
     assert "forced down" in world.fields("unfenced")["state"]
-    assert world.bmc.state == "on" and world.held == set()
+    assert world.bmc.state == "on" and world.held == set() and world.returning == {HOST}
     svc = world.nova.service
     assert svc.forced_down and parse_marker(svc.disabled_reason).state is state
+
+
+def test_a_node_returning_after_its_evacuation_is_not_counted_until_it_is_back(
+        world, caplog) -> None:
+    """compute2 was powered on after its evacuation and is booting (offline, no longer
+    held); compute1 fails now. One failure among three, not two: counted, compute1's fence
+    would be refused for the minutes compute2 takes to boot. Pacemaker's unfencing once
+    compute2 is back removes the mark."""
+    world.down = {HOST: True, "compute2": True, "compute3": False}
+    world.returning = {"compute2"}
+    assert fence("off", caplog).rc == ExitCode.SUCCESS
+    assert world.log == OFF_SUCCESS
+
+
+def test_the_returning_mark_lasts_from_the_power_on_until_the_node_is_back(
+        world, caplog) -> None:
+    world.nova.service = fenced(State.DONE)
+    world.bmc.state = "off"
+    world.held = {HOST}
+    assert fence("on", caplog).rc == ExitCode.SUCCESS  # the worker's: powered on
+    assert world.held == set() and world.returning == {HOST}
+    # Pacemaker unfences it again when it rejoins: no hold left, the node online
+    world.down = {HOST: False, "compute2": False, "compute3": False}
+    world.log.clear()
+    assert fence("on", caplog).rc == ExitCode.SUCCESS
+    assert "pacemaker:end_return compute1" in world.log
+    assert world.returning == set()
 
 
 @pytest.mark.parametrize(("leave_disabled", "prior", "enabled"), [
@@ -917,7 +981,7 @@ def test_on_when_nova_sees_the_host_up_clears_the_marker_and_enables_unless_told
     world.nova.service = fenced(State.DONE, prior=prior, up=True)
     outcome = fence("on", caplog, leave_disabled=leave_disabled)
     assert outcome.rc == ExitCode.SUCCESS, outcome.errors
-    assert world.log == [*READ_NOVA, *POWER_ALREADY, "pacemaker:release_connection compute1",
+    assert world.log == [*READ_NOVA, *POWER_ALREADY, *RELEASE_NOTHING_HELD,
                          "nova:force_down False", f"nova:disable {prior!r}",
                          "attribute:delete evacuate compute1",
                          *(["nova:enable"] if enabled else []), "timeline:unfenced"]
@@ -930,7 +994,7 @@ def test_on_when_nova_sees_the_host_up_clears_the_marker_and_enables_unless_told
 def test_on_after_the_worker_cleared_force_down_only_clears_the_marker(world, caplog) -> None:
     world.nova.service = fenced(State.DONE, up=True, forced_down=False)
     assert fence("on", caplog).rc == ExitCode.SUCCESS
-    assert world.log == [*READ_NOVA, *POWER_ALREADY, "pacemaker:release_connection compute1",
+    assert world.log == [*READ_NOVA, *POWER_ALREADY, *RELEASE_NOTHING_HELD,
                          "nova:disable None", "attribute:delete evacuate compute1",
                          "nova:enable", "timeline:unfenced"]
 

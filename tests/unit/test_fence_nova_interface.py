@@ -72,7 +72,7 @@ def invoke(caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
     # The brake reads the cluster: none here, even when a lab's runs on this machine
     # (these fences name hosts of no cluster; the brake's own tests are test_brake.py)
-    for reader in ("remote_nodes_down", "held_connections"):
+    for reader in ("remote_nodes_down", "handled_connections"):
         monkeypatch.setattr(pacemaker, reader, _no_cluster)
 
     def _invoke(stdin: str) -> tuple[int, str]:

@@ -186,7 +186,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Run]:
     monkeypatch.setattr(actions.timeline, "record", lambda *args, **kwargs: None)
     monkeypatch.setattr(actions, "pacemaker_mirror",
                         lambda: AttributeMirror(set=lambda *a: None, delete=lambda *a: None))
-    for name in ("remote_nodes_down", "held_connections", "hold_connection",
+    for name in ("remote_nodes_down", "handled_connections", "hold_connection",
                  "release_connection"):
         monkeypatch.setattr(actions.pacemaker, name, _no_cluster)
     monkeypatch.setattr(pacemaker, "_exec", _no_cluster)  # nothing else reaches a tool

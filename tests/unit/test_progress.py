@@ -356,7 +356,7 @@ def test_a_destination_that_died_during_the_rebuild_fails_the_server_naming_it(
         m, still_on, retries):
     p, actions = step(locked_and_sent(), DestinationDied(m, still_on_failed_host=still_on),
                       limits=Limits(migration_retries=retries))
-    reason = ("destination compute2 died during the rebuild (down or forced down); its"
+    reason = ("destination compute2 died during the rebuild (fenced: forced down); its"
               " evacuation takes the server over")
     assert (p.state, p.reason) == (FAILED, reason)
     assert ended(actions, FAILED, reason, unlock=True)
