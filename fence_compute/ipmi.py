@@ -15,10 +15,13 @@ An abandoned login stays in pyghmi's class-level session cache, so a second logi
 the same process waits on the hung one: a retry after a TIMEOUT in one process only waits again
 (bounded, harmless).  fence_nova runs one process per action, so the next fence starts clean.
 
-The two chassis commands go through ``Command.raw_command`` rather than ``get_power`` /
-``set_power``: those first send Get Device ID for an OEM lookup that changes nothing for chassis
-power (no OEM handler of pyghmi 1.6 overrides it), and they drop the completion code, which is
-what tells "the BMC refused" from everything else.  It is what ``ipmitool chassis power`` sends.
+The two chassis commands go straight through pyghmi's session (``Session.raw_command``, which
+``Command.raw_command`` only forwards to) rather than ``Command.get_power`` / ``set_power``: those
+first send Get Device ID for an OEM lookup that changes nothing for chassis power (no OEM handler
+of pyghmi 1.6 overrides it), and they drop the completion code, which is what tells "the BMC
+refused" from everything else.  It is what ``ipmitool chassis power`` sends.  Not importing
+``pyghmi.ipmi.command`` at all spares its OEM handlers (Lenovo's, its Redfish client): about
+50 ms of every fence.
 
 Errors become :class:`~fence_compute.power.PowerError`; :func:`classify` holds the mapping, from
 the messages pyghmi 1.6.19 really gives against the lab's BMCs (tests/functional/test_ipmi_power.py).
@@ -28,7 +31,8 @@ when the BMC answers the Open Session with any error, suite 3 (SHA-1, AES); it s
 So ``cipher`` may be 3 or 17 and means "negotiate" either way; any other value is refused rather
 than silently ignored.  IPMI 1.5 (``lanplus=false``) is refused too: pyghmi does not offer it.
 
-pyghmi is imported on first use (about 0.2 s), never at module import.
+pyghmi's session is imported on first use (about 30 ms, most of it ``cryptography``), never at
+module import.
 """
 
 from __future__ import annotations
@@ -140,13 +144,14 @@ def _check_response(response: dict[str, Any], what: str, where: str) -> dict[str
     raise classify(Exception(text), where)  # an error without a code: a session-level failure
 
 
-def _pyghmi_command(creds: BmcCredentials) -> Any:
-    """Log in: ``Command()`` opens the session before it returns."""
-    from pyghmi.ipmi import command  # 0.2 s, so only when power is really touched
+def _pyghmi_session(creds: BmcCredentials) -> Any:
+    """Log in: ``Session()`` opens the session before it returns (as ``Command()`` does,
+    with the same arguments)."""
+    from pyghmi.ipmi.private import session  # only when power is really touched
 
     # bytes: with str, a second session to this BMC in this process hangs (see module doc).
-    return command.Command(bmc=creds.address, port=creds.port, userid=creds.username.encode(),
-                           password=creds.password.encode())
+    return session.Session(bmc=creds.address, userid=creds.username.encode(),
+                           password=creds.password.encode(), port=creds.port)
 
 
 class IpmiPower:
@@ -155,13 +160,13 @@ class IpmiPower:
     verifies = True
 
     def __init__(self, credentials: BmcCredentials, *, lanplus: bool = True, cipher: int | None = None,
-                 connect: Callable[[BmcCredentials], Any] = _pyghmi_command) -> None:
+                 connect: Callable[[BmcCredentials], Any] = _pyghmi_session) -> None:
         errors = config_errors(lanplus, cipher)
         if errors:
             raise ValueError("; ".join(errors))
         self.credentials = credentials
         self._connect = connect  # tests put a fake client here
-        self._command: Any = None
+        self._session: Any = None
 
     @property
     def where(self) -> str:
@@ -172,13 +177,13 @@ class IpmiPower:
 
     def _call(self, what: str, call: Callable[[Any], T], deadline: float) -> T:
         creds = self.credentials
-        if self._command is None:  # the login is part of this call, and where pyghmi hangs
+        if self._session is None:  # the login is part of this call, and where pyghmi hangs
             what = f"login and {what}"
 
         def work() -> T:
-            if self._command is None:
-                self._command = self._connect(creds)
-            return call(self._command)
+            if self._session is None:
+                self._session = self._connect(creds)
+            return call(self._session)
 
         try:
             return call_before(deadline, work, f"{creds.where} {what}")
@@ -187,14 +192,14 @@ class IpmiPower:
             if error.kind in (UNREACHABLE, TIMEOUT):
                 # A broken session is useless and a hung one still belongs to its thread: the next
                 # call opens a new one, and close() does not wait for a BMC that went silent.
-                self._command = None
+                self._session = None
             raise error from None
 
     def _raw(self, what: str, command: int, data: tuple[int, ...], deadline: float) -> dict[str, Any]:
         where = self.credentials.where
 
-        def send(cmd: Any) -> dict[str, Any]:
-            return _check_response(cmd.raw_command(netfn=_NETFN_CHASSIS, command=command, data=data),
+        def send(session: Any) -> dict[str, Any]:
+            return _check_response(session.raw_command(netfn=_NETFN_CHASSIS, command=command, data=data),
                                    what, where)
 
         return self._call(what, send, deadline)
@@ -215,11 +220,11 @@ class IpmiPower:
 
     def close(self, deadline: float) -> None:
         """Log out, or the session stays open on the BMC until it expires (pyghmi never does)."""
-        command, self._command = self._command, None
-        if command is None:
+        session, self._session = self._session, None
+        if session is None:
             return
         try:
-            call_before(deadline, command.ipmi_session.logout, f"{self.credentials.where} logout")
+            call_before(deadline, session.logout, f"{self.credentials.where} logout")
         except Exception as exc:  # the BMC expires the session itself; nothing is at stake
             LOG.debug("%s: logout failed: %s", self.credentials.where,
                       classify(exc, self.credentials.where, self.credentials.password))
