@@ -70,6 +70,30 @@ STOCK_PACKAGES = ("fence-agents", "python3-novaclient", "python3-keystoneclient"
                   "python3-keystoneauth1", "ipmitool")
 
 
+# Where one fence_nova off spends its time, from the timeline it writes (each event's
+# time) and the run's own launch and exit: (phase, from, to).
+PHASES = (
+    ("start: interpreter, imports, options, the brake's cluster read", "launched", "fence_start"),
+    ("power: the BMC's library, login, off, polled until off", "fence_start",
+     "power_off_confirmed"),
+    ("Nova: the read begun with the power-off, then the force-down", "power_off_confirmed",
+     "forced_down"),
+    ("ledger: the disable with its marker, the node attribute", "forced_down",
+     "evacuation_requested"),
+    ("end: the connection held, exit", "evacuation_requested", "exited"),
+)
+
+
+def phases(events: list[dict[str, Any]], launched: float, exited: float) -> dict[str, float]:
+    """Seconds of each of PHASES in one run, from its timeline ``events`` (the first of each
+    name counts); a phase whose ends are not both known is left out."""
+    at = {"launched": launched, "exited": exited}
+    for event in events:
+        at.setdefault(event.get("event", ""), event.get("ts", 0.0))
+    return {name: round(at[end] - at[begin], 3) for name, begin, end in PHASES
+            if begin in at and end in at}
+
+
 def stdin_of(options: dict[str, str]) -> str:
     return "".join(f"{k}={v}\n" for k, v in options.items())
 
@@ -96,7 +120,9 @@ class Agents:
         base = {k: v for k, v in os.environ.items()
                 if not k.startswith(("OS_", "PYTHON"))}
         self.ours_argv, self.ours_kind = ours_argv()
-        self.ours_env = {**base, "OS_CLIENT_CONFIG_FILE": str(lab.clouds_yaml)}
+        self.timeline = tokens.parent / "timeline.jsonl"  # ours only: its phases
+        self.ours_env = {**base, "OS_CLIENT_CONFIG_FILE": str(lab.clouds_yaml),
+                         "OPENSTACK_HA_TIMELINE": str(self.timeline)}
         # Keystone as the reference configuration (scripts/configure-cluster.sh) and the
         # stock row give it: explicit options, not a clouds.yaml entry
         ours = {
@@ -132,9 +158,16 @@ class Agents:
         return text[-1500:]
 
     def ours(self, wrap: list[str] | None = None, stdin: str | None = None) -> dict[str, Any]:
+        self.timeline.unlink(missing_ok=True)
+        launched = time.time()
         rc, wall, err = run([*(wrap or []), *self.ours_argv], stdin or self.ours_stdin,
                             self.ours_env)
-        return {"rc": rc, "wall_s": wall, "stderr": self.clean(err) if rc else ""}
+        exited = launched + wall
+        events = [json.loads(line) for line in self.timeline.read_text().splitlines()
+                  if line.strip()] if self.timeline.exists() else []
+        return {"rc": rc, "wall_s": wall, "stderr": self.clean(err) if rc else "",
+                "phases_s": phases([e for e in events if e.get("host") == HOST], launched,
+                                   exited)}
 
     def ours_cold(self, wrap: list[str] | None = None) -> dict[str, Any]:
         """Keystone's password check in every run: no token kept."""
@@ -336,6 +369,12 @@ def main() -> int:
         rows[row] = {"runs": len(mine), "verified_ok": len(good),
                      "failed": len(mine) - len(good), "wall": summarize(good),
                      "wall_all_runs": summarize([r["wall_s"] for r in mine])}
+    our_phases = {
+        row: {name: summarize([r["phases_s"][name] for r in runs if r["row"] == row
+                               and r["ok"] and name in r.get("phases_s", {})])
+              for name, _, _ in PHASES}
+        for row in ("ours", "ours_cold")
+    }
     stock_parts = {
         row: {part: summarize([r[f"{part}_s"] for r in runs
                                if r["row"] == row and r["ok"] and f"{part}_s" in r])
@@ -372,6 +411,7 @@ def main() -> int:
         "setup": setup,
         "rows": rows,
         "stock_parts": stock_parts,
+        "our_phases": our_phases,
         "ratio_stock_over_ours": ratio,
         "ratio_stock_power_wait_0_over_ours": ratio_nowait,
         "census": censuses,
@@ -421,6 +461,14 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {names[row]} | {fig['runs']} | {fig['verified_ok']} | "
             f"{cell(fig['wall']['median_s'])} | {cell(fig['wall']['min_s'])} | "
             f"{cell(fig['wall']['max_s'])} | {processes(row)} |")
+    lines += ["", "Where fence_nova's time goes (median s of each phase, from the timeline"
+              " it writes; the phases' medians need not add up to the wall median):", "",
+              "| phase | token kept | no token kept |", "| --- | --- | --- |"]
+    ours_phases = result.get("our_phases", {})
+    for name, _, _ in PHASES:
+        lines.append(f"| {name} | "
+                     + " | ".join(cell(ours_phases.get(row, {}).get(name, {}).get("median_s"))
+                                  for row in ("ours", "ours_cold")) + " |")
     lines += ["", "Stock parts (median s):", ""]
     for row, parts in result["stock_parts"].items():
         lines.append(f"* {names[row]}: fence_ipmilan {cell(parts['fence_ipmilan']['median_s'])},"
