@@ -154,6 +154,11 @@ def call_before(deadline: float, call: Callable[[], T], what: str) -> T:
     return result[0]
 
 
+# The first wait between status reads after the power command; each next one doubles, up to
+# power_confirmed's poll_interval.
+FIRST_POLL = 0.05
+
+
 def power_confirmed(
     driver: PowerDriver,
     want: PowerState,
@@ -215,17 +220,23 @@ def _attempt(
         LOG.info("%s acknowledged power %s; polling until it reports it", driver.where, want)
         if power_wait > 0:
             sleep(max(0.0, min(power_wait, deadline - clock())))
+        polls = 0
         while True:
             started = clock()
             state = driver.power_state(deadline)
             if state == want:
                 return PowerOutcome(True, False, f"{driver.where} reports {want}", 0.0)
+            # Soon at first, then every poll_interval: a BMC that reports the change within a
+            # fraction of a second is not left waiting a whole interval (a few status reads
+            # more, never a tighter loop than FIRST_POLL).
+            wait = min(poll_interval, FIRST_POLL * 2 ** polls)
+            polls += 1
             # The next read must fit before the deadline, its own duration included: a read cut
             # off by the deadline says less than "still on".
-            if clock() + poll_interval + (clock() - started) >= deadline:
+            if clock() + wait + (clock() - started) >= deadline:
                 return PowerOutcome(False, False, f"{driver.where}: power {want} acknowledged, but it"
                                     f" still reports {state} at the deadline", 0.0, TIMEOUT)
-            sleep(poll_interval)
+            sleep(wait)
     except PowerError as exc:
         if sent and exc.kind == TIMEOUT:
             seen = f"; it last reported {state}" if state else ""

@@ -8,6 +8,7 @@ texts below are the ones pyghmi 1.6.19 really produced there.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import subprocess
 import sys
@@ -177,9 +178,28 @@ def test_power_timeout_bounds_each_attempt(clock: Clock):
     assert 9.5 < outcome.elapsed <= 10.5
 
 
+def test_polls_soon_at_first_then_every_interval(clock: Clock):
+    """A BMC that reports off 0.1 s after the command is confirmed then, not after a whole
+    interval; one that takes longer is read every poll_interval, no more often."""
+    bmc = FakeBmc(clock, transition=0.1, latency=0.0)
+    outcome = off(bmc, clock, poll_interval=1.0)
+    assert outcome.confirmed and outcome.elapsed < 0.2
+    reads: list[float] = []
+
+    class Timed(FakeBmc):
+        def power_state(self, deadline: float) -> str:
+            reads.append(clock() - T0)
+            return super().power_state(deadline)
+
+    clock.now = T0
+    assert off(Timed(clock, transition=5.0, latency=0.0), clock, poll_interval=1.0).confirmed
+    polls = [round(b - a, 3) for a, b in itertools.pairwise(reads[1:])]  # after the command
+    assert polls[:5] == [0.05, 0.1, 0.2, 0.4, 0.8] and set(polls[5:]) == {1.0}
+
+
 def test_retry_finds_the_host_already_off(clock: Clock):
     # The first attempt's off took effect after its window: the second one sends nothing.
-    bmc = FakeBmc(clock, transition=5.1)
+    bmc = FakeBmc(clock, transition=5.05)
     outcome = off(bmc, clock, within=30.0, attempts=2, power_timeout=5.0)
     assert (outcome.confirmed, outcome.already, outcome.attempts) == (True, True, 2)
     assert bmc.calls.count("set_power off") == 1
