@@ -860,8 +860,9 @@ _OPTIONS = (
     replace(
         _STD["stonith_status_sleep"],
         compat_only=(
-            "fence_nova reads the BMC's power state every 0.25 s while it waits for the"
-            " power to change, to confirm a power-off sooner"
+            "fence_nova reads the BMC's power state 0.05 s after the power command, then"
+            " at doubling intervals up to 0.25 s while it waits for the power to change,"
+            " to confirm a power-off sooner"
         ),
     ),
     _STD["retry_on"],
