@@ -241,7 +241,7 @@ def end_return(node: str, timeout: float = 10) -> bool:
     done = _exec(_meta(node, "--get-parameter", RETURNING_META), timeout)
     if done.returncode != 0 or not done.stdout.strip():
         return False
-    if remote_nodes_down(timeout).get(node) is not False:
+    if not rejoined(node, timeout):
         return False
     done = _exec(_meta(node, "--delete-parameter", RETURNING_META), timeout)
     if done.returncode not in (0, _EXIT_NO_SUCH):
