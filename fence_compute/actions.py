@@ -86,7 +86,7 @@ from nova_evacuate.brake import HostView
 from nova_evacuate.ledger import Ledger, LedgerError, pacemaker_mirror, parse_marker
 from nova_evacuate.nova import ComputeService, ForceUpRefused, NovaError
 from nova_evacuate.storage_map import parse_address, parse_storage_map
-from openstack_ha import pacemaker, timeline
+from openstack_ha import pacemaker, timeline, wake
 from openstack_ha.pacemaker import PacemakerError
 
 if TYPE_CHECKING:  # the client loads only where Consul is read
@@ -396,6 +396,7 @@ def _mark_failed_over(options: Options, target: Target, nova_read: NovaRead,
     except Exception as exc:  # the pacemaker mirror, the ledger
         raise FenceError(f"{target.host} {harmless}, but {type(exc).__name__}: {exc}") from None
     LOG.info("%s: forced down, disabled, evacuation %s", target.host, entry.state)
+    wake.nudge()  # a worker on this node scans at once; elsewhere its poll finds the request
 
 
 # --- actions -----------------------------------------------------------------------------
@@ -419,7 +420,10 @@ def mass_failure(options: Options, target: str) -> str | None:
         return None
     try:
         nodes = pacemaker.remote_nodes_down()
-        held = pacemaker.handled_connections(time.time())
+        # Which nodes are handled matters only for nodes other than the target (the target
+        # always counts): a single failure, the common case, needs no second read.
+        others_down = any(down for name, down in nodes.items() if name != target)
+        held = pacemaker.handled_connections(time.time()) if others_down else set()
     except pacemaker.NoCluster:
         return None  # run by hand: nothing automatic to hold back
     except pacemaker.PacemakerError as exc:
@@ -566,27 +570,65 @@ def off(options: Options) -> int:
             return ExitCode.FAILURE
         LOG.info("%s: %s", target.host, stored.reason)
         _record(options, "storage_fenced", target.host, addresses=" ".join(addresses))
+    # The host is harmless: its connection is held while Nova is told (two cluster writes
+    # beside two Nova writes, not after them). Only a fence that succeeds keeps the hold.
+    holding = Background(functools.partial(_hold_connection, target.host), "hold-connection")
     try:
         _mark_failed_over(options, target, nova_read, harmless)
     except FenceError as exc:
         _record(options, "fence_failed", target.host, reason=str(exc))
+        _drop_hold(target, holding)
         raise
-    _hold_connection(target.host)
+    _held(target, holding)
     return ExitCode.SUCCESS
 
 
-def _hold_connection(host: str) -> None:
+def _hold_connection(host: str) -> bool:
     """While the host is off, Pacemaker must not retry its connection (each try blocks the
-    cluster's transitions for the connection's start timeout). Advisory: the fence stands."""
+    cluster's transitions for the connection's start timeout). Advisory: the fence stands.
+    Whether the hold was placed."""
 
     try:
         if pacemaker.hold_connection(host, int(time.time())):
             LOG.info("%s: its cluster connection is held until it is unfenced", host)
+            return True
     except pacemaker.NoCluster:
         pass  # run by hand
     except pacemaker.PacemakerError as exc:
         LOG.warning("%s: its cluster connection is not held (%s): Pacemaker retries it while"
                     " the host is off", host, exc)
+    return False
+
+
+def _held(target: Target, holding: Background[bool]) -> bool:
+    """Whether :func:`_hold_connection`, run beside Nova's part, placed the hold; waited
+    for within the action's time."""
+    if not holding.wait(max(target.remaining(), 1.0)):
+        LOG.warning("%s: holding its cluster connection did not end before the fence's"
+                    " deadline: Pacemaker may retry it while the host is off", target.host)
+        return False
+    try:
+        return holding.result()
+    except Exception as exc:  # advisory, as _hold_connection's own failures
+        LOG.warning("%s: its cluster connection is not held (%s: %s)", target.host,
+                    type(exc).__name__, exc)
+        return False
+
+
+def _drop_hold(target: Target, holding: Background[bool]) -> None:
+    """The fence failed after the hold began: undo it, so that a failed fence leaves the
+    connection as it found it (an operator's ``pcs stonith confirm`` then brings the node
+    back as usual). A hold an earlier fence of this host placed goes too: Pacemaker then
+    retries the connection of a host that is off, as without holds, slower but safe."""
+    if not _held(target, holding):
+        return
+    try:
+        pacemaker.drop_hold(target.host)
+        LOG.info("%s: the fence failed: its cluster connection is no longer held", target.host)
+    except pacemaker.PacemakerError as exc:
+        LOG.warning("%s: the fence failed, and its cluster connection stays held (%s):"
+                    " pcs resource meta %s target-role= %s= releases it", target.host, exc,
+                    target.host, pacemaker.HOLD_META)
 
 
 def on(options: Options) -> int:

@@ -10,6 +10,12 @@ pyghmi's client needs four guards (research/ipmi-lab.md, "Pitfalls checklist"):
 * ``set_power(wait=True)`` polls for five minutes with a 1 s delay per poll.  We send the bare
   Chassis Control and leave the polling to :mod:`fence_compute.power`.
 * Nothing logs out at exit: :meth:`IpmiPower.close` does.
+* ``Session.awaitresponse`` waits for the BMC's next packet before it reads the ones pyghmi's
+  I/O thread has already queued. An answer that arrives before the caller starts waiting (a
+  BMC that answers within a millisecond, a busy controller) is noticed only when the
+  retransmit timer runs out: 0.5 to 1 s more per command. Seen on the lab in two of three
+  fences while another node booted (tcpdump: the BMC had answered at once). The session
+  class of :func:`_session_class` reads the queued answers first.
 
 An abandoned login stays in pyghmi's class-level session cache, so a second login to that BMC in
 the same process waits on the hung one: a retry after a TIMEOUT in one process only waits again
@@ -37,6 +43,7 @@ module import.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -144,14 +151,26 @@ def _check_response(response: dict[str, Any], what: str, where: str) -> dict[str
     raise classify(Exception(text), where)  # an error without a code: a session-level failure
 
 
+@functools.cache
+def _session_class() -> type:
+    """pyghmi's session, reading the answers already received before it waits for more
+    (see the module's doc). Built on first use: pyghmi is imported only then."""
+    from pyghmi.ipmi.private import session  # only when power is really touched
+
+    class PromptSession(session.Session):
+        def awaitresponse(self, retry: Any, netfn: int, command: int) -> None:
+            self.process_pktqueue()  # the answer may be queued already
+            super().awaitresponse(retry, netfn, command)
+
+    return PromptSession
+
+
 def _pyghmi_session(creds: BmcCredentials) -> Any:
     """Log in: ``Session()`` opens the session before it returns (as ``Command()`` does,
     with the same arguments)."""
-    from pyghmi.ipmi.private import session  # only when power is really touched
-
     # bytes: with str, a second session to this BMC in this process hangs (see module doc).
-    return session.Session(bmc=creds.address, userid=creds.username.encode(),
-                           password=creds.password.encode(), port=creds.port)
+    return _session_class()(bmc=creds.address, userid=creds.username.encode(),
+                            password=creds.password.encode(), port=creds.port)
 
 
 class IpmiPower:

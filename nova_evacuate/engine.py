@@ -457,7 +457,7 @@ class Engine:
         # one request each (two for the whole cloud's capacity), whatever the cloud's size.
         # Not a ``with`` block: its exit would wait for the capacity read, which
         # ``alongside`` leaves running while the first evacuations go out.
-        reads = ThreadPoolExecutor(max_workers=5, thread_name_prefix="inventory")
+        reads = ThreadPoolExecutor(max_workers=6, thread_name_prefix="inventory")
         try:
             capacity_read: Future[dict[str, Resources]] | None = None
             if capacity_check != "off":
@@ -479,12 +479,13 @@ class Engine:
             # Nova saves a server's new host before it marks its migration done, so a
             # migration done here has its server already off the host below, and one that
             # finishes in between is still seen under way (resumed, not sent again).
-            listed = nova.evacuation_migrations(None, since)
+            listed_read = reads.submit(nova.evacuation_migrations, None, since)
             # ...and those not started yet, which changes-since misses: an earlier run's
             # last requests, and the ones the host took and never started (a server sent on
             # elsewhere since is this host's too, so that the host returns only once it is
-            # settled there)
+            # settled there). Both before the servers, each in a thread.
             unstarted = nova.unstarted_evacuations(since)
+            listed = listed_read.result()
             migrations = list({m.id: m for m in [*listed, *unstarted]}.values())
             on_host = nova.servers(host=host)
             here = {s.id for s in on_host}
@@ -515,12 +516,17 @@ class Engine:
 
     # ------------------------------------------------------------------ run
 
-    def run(self, host: str, *, force: bool = False) -> Report:
+    def run(self, host: str, *, force: bool = False,
+            services: list[ComputeService] | None = None) -> Report:
         """Evacuate ``host`` to the end. Raises :class:`Refused` (a gate), :class:`ClaimLost`
-        (another engine has it), NovaError or LedgerError (cannot start)."""
+        (another engine has it), NovaError or LedgerError (cannot start).
+
+        ``services``: the whole compute service list, when the caller has just read it (the
+        worker's scan that found the request); otherwise it is read here."""
         # One read of the whole service list for the gates, the ledger's state and the
         # targets; the claim reads the host's record afresh, as a write must.
-        services = self.nova.compute_services()
+        if services is None:
+            services = self.nova.compute_services()
         service = self.check_gates(host, force=force, services=services)
         host = service.host
         entry = parse_marker(service.disabled_reason)
@@ -534,15 +540,25 @@ class Engine:
             if self.now() - entry.at >= expiry:
                 LOG.warning("%s: taking over the evacuation claimed by %s at %s", host,
                             entry.by, entry.at.isoformat())
-        try:
-            self.ledger.claim(host, self.by, self.now(), expiry)
-        except LedgerError as exc:
-            raise ClaimLost(str(exc)) from None
+        since = requested_at - LOOKBACK
+        # The claim (a write and its read-back) and the reads the plan is made from go side
+        # by side: the reads change nothing, and nothing is sent before the claim is ours.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="claim") as claiming:
+            claim = claiming.submit(self.ledger.claim, host, self.by, self.now(), expiry)
+            try:
+                inventory, migrations, capacity_read = self.inventory(
+                    host, since, self.settings.capacity_check, services)
+            except Exception:
+                if isinstance(claim.exception(), LedgerError):
+                    raise ClaimLost(str(claim.exception())) from None  # not ours after all
+                raise
+        if isinstance(claim.exception(), LedgerError):
+            if capacity_read is not None:
+                capacity_read.cancel()
+            raise ClaimLost(str(claim.exception())) from None
+        claim.result()  # anything else it raised
         LOG.info("%s: evacuation claimed by %s", host, self.by)
         timeline.record("claimed", host, by=self.by)
-        since = requested_at - LOOKBACK
-        inventory, migrations, capacity_read = self.inventory(
-            host, since, self.settings.capacity_check, services)
         plan = make_plan(inventory, self.settings.policy)
         if plan.shortfall:
             LOG.warning("%s: capacity shortfall: no surviving host has room for %d of %d"

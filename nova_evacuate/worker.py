@@ -5,7 +5,8 @@ instances takes tens of seconds to minutes, far past a monitor's timeout, and a 
 that returns and comes back 10 s later loses up to 10 s before a new request is seen (what
 the stock NovaEvacuate does). The worker watches the ``evacuate`` node attributes every
 quarter second (a local ``attrd_updater`` call, ~5 ms), so a request fence_nova writes
-starts within a quarter second, and it reads Nova's service list (the ledger's truth, which
+starts within a quarter second (at once when fence_nova ran on this node: its nudge,
+:mod:`openstack_ha.wake`), and it reads Nova's service list (the ledger's truth, which
 outlives a full cluster restart) every ``nova_interval`` seconds. Pacemaker still owns it:
 the agent's start spawns it, stop ends it, and monitor fails when it died or stopped writing
 its status file, so Pacemaker restarts or moves it. Evacuations run one thread per host,
@@ -90,7 +91,7 @@ from nova_evacuate.ledger import (
     parse_marker,
 )
 from nova_evacuate.nova import ComputeService, ForceUpRefused, Nova, NovaError, connect_from_conf
-from openstack_ha import pacemaker, timeline
+from openstack_ha import pacemaker, timeline, wake
 from openstack_ha.logsetup import setup_logging
 
 LOG = logging.getLogger(__name__)
@@ -113,7 +114,8 @@ class Worker:
                  unfence: Callable[[str], None] | None = None,
                  node_gone: Callable[[str], bool] | None = None,
                  recovery: recovery_mod.Settings | None = None,
-                 metrics: metrics_mod.Metrics | None = None) -> None:
+                 metrics: metrics_mod.Metrics | None = None,
+                 nudges: wake.Listener | None = None) -> None:
         self.nova_factory = nova_factory
         self.settings = settings
         self.leave_disabled = leave_disabled
@@ -155,24 +157,40 @@ class Worker:
         # A refused evacuation is asked again every scan: one timeline line a host a minute.
         self.refusal_lines = LineLimiter()
         self.metrics = metrics  # None: [metrics] off
+        # fence_nova's nudge on this node (openstack_ha.wake): scan at once, not at the next
+        # tick's attribute read. None: ticks only.
+        self.nudges = nudges
 
     # ------------------------------------------------------------------ loop
 
     def serve(self) -> None:
         LOG.info("evacuation worker %s started", self.by)
         self.write_status()  # "up" for the agent's start, before any Nova call
+        nudged = False
         while not self.stop_event.is_set():
-            self.step()
-            self.stop_event.wait(self.tick)
+            self.step(nudged)
+            nudged = self._pause()
         for thread in list(self.running.values()):
             thread.join(timeout=10)
         if self.recovery_thread is not None:
             self.recovery_thread.join(timeout=10)
         LOG.info("evacuation worker %s stopped", self.by)
 
-    def step(self) -> None:
-        woken = self._woken()
-        if woken or time.monotonic() - self.last_scan >= self.nova_interval:
+    def _pause(self) -> bool:
+        """One tick, cut short by a nudge; whether one came."""
+        if self.nudges is None:
+            self.stop_event.wait(self.tick)
+            return False
+        try:
+            return self.nudges.wait(self.tick)
+        except OSError as exc:  # the socket broke: ticks alone from now on
+            LOG.warning("nudges from fence_nova no longer heard (%s); polling only", exc)
+            self.nudges = None
+            return False
+
+    def step(self, nudged: bool = False) -> None:
+        woken = self._woken()  # read even when nudged: it keeps what was seen current
+        if woken or nudged or time.monotonic() - self.last_scan >= self.nova_interval:
             try:
                 self.scan()
                 self.last_error = ""
@@ -215,7 +233,7 @@ class Worker:
             if entry is None:
                 self._recheck(service)
             elif self._claimable(entry, now) and service.host not in self.running:
-                self._start(service.host)
+                self._start(service.host, services)
             elif entry.state in FINISHED:
                 self._host_return(service, entry)
         self._reap()
@@ -243,7 +261,11 @@ class Worker:
             LOG.debug("cannot tell whether %s is gone: %s", holder, exc)
             return False
 
-    def _start(self, host: str) -> None:
+    def _start(self, host: str, services: list[ComputeService]) -> None:
+        """Evacuate ``host`` in a thread of its own. ``services``: the scan's list, read
+        just now: the engine's gates and targets start from it, one Nova read fewer
+        between the request and the first evacuation (0.2 s at 1,000 hosts)."""
+
         def run() -> None:
             try:
                 nova = self.nova_factory()
@@ -252,7 +274,7 @@ class Worker:
                 engine = engine_mod.Engine(nova, ledger, self.settings, by=self.by,
                                            stopping=self.stop_event.is_set,
                                            holder_gone=self.holder_gone)
-                report = engine.run(host)
+                report = engine.run(host, services=services)
                 self.refused.pop(host, None)
                 LOG.info("%s: evacuation %s: %d done, %d failed or timed out", host,
                          "done" if report.ok else "failed", report.count(engine_mod.DONE),
@@ -611,14 +633,30 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_pacemaker:
         start_consul_watch(conf, worker.stop_event)
+        worker.nudges = listen_for_nudges()
 
     def stop(signum: int, frame: Any) -> None:
         worker.stop_event.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    worker.serve()
+    try:
+        worker.serve()
+    finally:
+        if worker.nudges is not None:
+            worker.nudges.close()
     return 0
+
+
+def listen_for_nudges(path: str = wake.SOCKET) -> wake.Listener | None:
+    """fence_nova's nudges on this node (:mod:`openstack_ha.wake`), or None: requests are
+    then found by the attribute poll alone, a quarter second later at most."""
+    try:
+        return wake.Listener(path)
+    except OSError as exc:
+        LOG.warning("not listening for fence_nova's nudges on %s (%s): requests are found by"
+                    " polling alone", path, exc)
+        return None
 
 
 if __name__ == "__main__":

@@ -190,6 +190,16 @@ def hold_connection(node: str, since: int, timeout: float = 10) -> bool:
     return True
 
 
+def drop_hold(node: str, timeout: float = 10) -> None:
+    """Undo :func:`hold_connection` of a fence that then failed: no returning mark, no
+    cleanup, the connection left as it was before the hold (Pacemaker fences the node
+    again, and that fence holds it anew)."""
+    for name in ("target-role", HOLD_META):  # the mark last: never stopped and unmarked
+        done = _exec(_meta(node, "--delete-parameter", name), timeout)
+        if done.returncode not in (0, _EXIT_NO_SUCH):
+            raise _failure(done)
+
+
 def handled_connections(now: float, timeout: float = 10) -> set[str]:
     """The nodes whose absence this suite explains: held off while evacuated
     (:func:`hold_connection`), or returning (released at ``now - RETURN_GRACE_SECONDS`` or

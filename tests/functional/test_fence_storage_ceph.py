@@ -157,6 +157,7 @@ def nova(ceph: CephLab, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Fake
     fake = FakeNova(ceph)
     monkeypatch.setattr(actions, "_nova", lambda options, target: fake)
     monkeypatch.setattr(actions.pacemaker, "hold_connection", lambda node, since, timeout=10: True)
+    monkeypatch.setattr(actions.pacemaker, "drop_hold", lambda node, timeout=10: None)
     monkeypatch.setattr(actions.pacemaker, "release_connection", lambda node, timeout=10: True)
     monkeypatch.setattr(actions, "pacemaker_mirror", lambda: AttributeMirror(
         set=lambda name, value, node: None, delete=lambda name, node: None))

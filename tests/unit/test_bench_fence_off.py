@@ -36,3 +36,13 @@ def test_the_table_shows_each_phases_median_per_row() -> None:
     text = fence_off.markdown(result)
     assert f"| {first} | 0.11 | 0.13 |" in text
     assert f"| {fence_off.PHASES[1][0]} | - | - |" in text
+
+
+def test_power_phases_that_waited_out_pyghmis_retransmit_timer_are_named() -> None:
+    power = fence_off.PHASES[1][0]
+    runs = [{"row": "ours", "round": 2, "phases_s": {power: 1.01}},
+            {"row": "ours_cold", "round": 0, "phases_s": {power: 0.35}},
+            {"row": "stock", "round": 1, "phases_s": {}}]
+    note = fence_off.slow_power_note(runs)
+    assert "Power phases over 0.6 s: round 2 ours 1.01 s." in note[1]
+    assert fence_off.slow_power_note(runs[1:]) == []

@@ -29,6 +29,7 @@ from nova_evacuate.engine import (
     FAILED,
     SUBMITTED,
     TIMED_OUT,
+    ClaimLost,
     Engine,
     Settings,
     Track,
@@ -1101,3 +1102,61 @@ def test_the_service_list_is_read_once_before_the_claim_and_once_by_the_claim(no
     before = names[:names.index("evacuate")]
     assert before.count("compute_services") == 1
     assert before.count("compute_service") == 2  # the claim's read and read-back
+
+
+def test_the_claim_and_the_reads_the_plan_needs_go_side_by_side(nova, timeline):
+    """The claim's write and read-back beside the migrations and servers reads: each waits
+    for the other to have begun (done one after the other, the first waits its 5 s in
+    vain). Nothing is sent before the claim is read back."""
+    nova.add_server("vm")
+    both_begun = threading.Barrier(2, timeout=5)
+    met: dict[str, bool] = {}
+
+    def meet(who: str) -> None:
+        if who in met:
+            return
+        try:
+            both_begun.wait()
+            met[who] = True
+        except threading.BrokenBarrierError:
+            met[who] = False
+
+    real_one, real_servers = nova.compute_service, nova.servers
+
+    def one(host: str, domain: str | None = None) -> ComputeService:
+        meet("claim")
+        nova.calls.append(("compute_service", host))
+        return real_one(host, domain)
+
+    def servers(**kw: Any) -> list[Server]:
+        meet("reads")
+        return real_servers(**kw)
+
+    nova.compute_service = one  # type: ignore[method-assign]
+    nova.servers = servers  # type: ignore[method-assign]
+    report = engine(nova, Clock()).run(HOST)
+    assert report.ok and met == {"claim": True, "reads": True}
+    names = [name for name, _ in nova.calls]
+    read_back = [i for i, n in enumerate(names) if n == "compute_service"][1]
+    assert names.index("evacuate") > read_back
+    assert [e["by"] for e in events(timeline, "claimed")] == ["ctl-1/1"]
+
+
+def test_a_claim_lost_to_another_engine_sends_nothing_though_the_reads_were_made(
+        nova, timeline):
+    nova.add_server("vm")
+    real_disable = nova.disable
+
+    def another_engine_wins(service_id: str, reason: str | None) -> ComputeService:
+        written = real_disable(service_id, reason)
+        if "evacuation=claimed" not in (reason or ""):
+            return written
+        won = (reason or "").replace("by=ctl-1/1", "by=ctl-2/7")  # written just after ours
+        real_disable(service_id, won)
+        return written
+
+    nova.disable = another_engine_wins  # type: ignore[method-assign]
+    with pytest.raises(ClaimLost, match="ctl-2/7"):
+        engine(nova, Clock()).run(HOST)
+    assert ("servers", HOST) in nova.calls and nova.count("evacuate") == 0
+    assert events(timeline, "claimed") == []

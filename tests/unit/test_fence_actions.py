@@ -301,6 +301,10 @@ def world(monkeypatch: pytest.MonkeyPatch) -> World:
         w.held.add(node)
         return True
 
+    def drop_hold(node: str, timeout: float = 10) -> None:
+        log.append(f"pacemaker:drop_hold {node}")
+        w.held.discard(node)
+
     def release_connection(node: str, timeout: float = 10) -> bool:
         log.append(f"pacemaker:release_connection {node}")
         if w.release_failure is not None:
@@ -333,6 +337,8 @@ def world(monkeypatch: pytest.MonkeyPatch) -> World:
     monkeypatch.setattr(actions.pacemaker, "handled_connections", handled_connections)
     monkeypatch.setattr(actions.pacemaker, "end_return", end_return)
     monkeypatch.setattr(actions.pacemaker, "hold_connection", hold_connection)
+    monkeypatch.setattr(actions.pacemaker, "drop_hold", drop_hold)
+    monkeypatch.setattr(actions.wake, "nudge", lambda: log.append("worker:nudge") or True)
     monkeypatch.setattr(actions.pacemaker, "release_connection", release_connection)
     monkeypatch.setattr(actions, "pacemaker_mirror",
                         lambda: AttributeMirror(set=set_attribute, delete=delete_attribute))
@@ -374,16 +380,25 @@ def collapsed(log: list[str]) -> list[str]:
 # An unfencing of a host that is not held (Pacemaker's, once the node rejoined): the
 # returning mark goes if there is one
 RELEASE_NOTHING_HELD = ["pacemaker:release_connection compute1", "pacemaker:end_return compute1"]
-BRAKE_READS = ["pacemaker:remote_nodes_down", "pacemaker:handled_connections"]
+# The brake's reads: which nodes are handled is read only when a node other than the
+# target is down (BRAKE_READS_OTHERS_DOWN).
+BRAKE_READS = ["pacemaker:remote_nodes_down"]
+BRAKE_READS_OTHERS_DOWN = ["pacemaker:remote_nodes_down", "pacemaker:handled_connections"]
 POWER_OFF = ["power:driver compute1", "power:state", "power:set off", "power:state", "power:close"]
 POWER_ON = ["power:driver compute1", "power:state", "power:set on", "power:state", "power:close"]
 POWER_ALREADY = ["power:driver compute1", "power:state", "power:close"]
 MARKED = ["nova:connect", "nova:compute_service compute1", "nova:force_down True",
           "timeline:forced_down", "nova:disable marker=requested",
-          "attribute:set evacuate=yes compute1", "timeline:evacuation_requested"]
+          "attribute:set evacuate=yes compute1", "timeline:evacuation_requested",
+          "worker:nudge"]
 OFF_SUCCESS = [*BRAKE_READS, "timeline:fence_start", *POWER_OFF,
                "timeline:power_off_confirmed", *MARKED, "pacemaker:hold_connection compute1"]
+OFF_SUCCESS_OTHERS_DOWN = [*BRAKE_READS_OTHERS_DOWN, *OFF_SUCCESS[len(BRAKE_READS):]]
 READ_NOVA = ["nova:connect", "nova:compute_service compute1"]
+# The connection is held beside Nova's part (a thread of its own), and dropped again when
+# the fence fails after all.
+HOLD = ["pacemaker:hold_connection compute1"]
+HOLD_DROPPED = [*HOLD, "pacemaker:drop_hold compute1"]
 
 
 def test_every_action_but_the_metadata_has_a_handler() -> None:
@@ -399,7 +414,7 @@ def test_off_with_the_brake_engaged_touches_neither_power_nor_nova(world, caplog
     world.down = {HOST: True, "compute2": True, "compute3": False}
     outcome = fence("off", caplog)
     assert outcome.rc == ExitCode.FAILURE
-    assert world.log == [*BRAKE_READS, "timeline:fence_start", "timeline:fence_failed"]
+    assert world.log == [*BRAKE_READS_OTHERS_DOWN, "timeline:fence_start", "timeline:fence_failed"]
     assert "2 of 3 compute nodes look down" in world.fields("fence_failed")["reason"]
     assert "power and Nova left untouched" in outcome.errors[0]
     assert world.bmc.state == "on" and not world.nova.service.forced_down
@@ -432,7 +447,7 @@ def test_a_node_already_fenced_and_held_is_not_counted_by_the_brake(world, caplo
     world.down = {HOST: True, "compute2": True, "compute3": False}
     world.held = {"compute2"}
     assert fence("off", caplog).rc == ExitCode.SUCCESS
-    assert world.log == OFF_SUCCESS
+    assert world.log == OFF_SUCCESS_OTHERS_DOWN
 
 
 @pytest.mark.parametrize("brake", ["no cluster", "max_down_percent=100"])
@@ -446,7 +461,7 @@ def test_without_a_cluster_or_with_the_brake_off_nothing_holds_the_fence_back(
     else:
         extra, reads = {"max_down_percent": "100"}, []
     assert fence("off", caplog, **extra).rc == ExitCode.SUCCESS
-    assert world.log == [*reads, "timeline:fence_start", *OFF_SUCCESS[3:]]
+    assert world.log == [*reads, "timeline:fence_start", *OFF_SUCCESS[len(BRAKE_READS) + 1:]]
 
 
 # ---------------------------------------------------------------------------- off: the power
@@ -484,7 +499,7 @@ def test_off_for_a_host_without_a_bmc_never_touches_nova(world, caplog, monkeypa
     outcome = fence("off", caplog, ip=None, bmc_map="compute2=192.0.2.12")
     assert outcome.rc == ExitCode.FAILURE
     assert outcome.errors == ["compute1 has no BMC in bmc_map"]
-    assert world.log[:3] == [*BRAKE_READS, "timeline:fence_start"]
+    assert world.log[:len(BRAKE_READS) + 1] == [*BRAKE_READS, "timeline:fence_start"]
     assert not any(e.startswith(("nova:", "power:")) for e in world.log)
 
 
@@ -536,7 +551,7 @@ def test_off_repeated_on_a_fenced_host_repeats_no_work(world, caplog) -> None:
                          "timeline:power_off_confirmed", *READ_NOVA,
                          "nova:compute_service compute1", "timeline:forced_down",
                          "attribute:set evacuate=yes compute1", "timeline:evacuation_requested",
-                         "pacemaker:hold_connection compute1"]
+                         "worker:nudge", "pacemaker:hold_connection compute1"]
 
 
 def test_off_without_a_power_driver_trusts_the_topology_level(world, caplog) -> None:
@@ -569,10 +584,11 @@ def test_off_whose_nova_steps_fail_after_the_power_off_fails_with_one_reason(
     outcome = fence("off", caplog)
     assert outcome.rc == ExitCode.FAILURE
     assert world.log == [*BRAKE_READS, "timeline:fence_start", *POWER_OFF,
-                         "timeline:power_off_confirmed", *done, "timeline:fence_failed"]
+                         "timeline:power_off_confirmed", *done, "timeline:fence_failed",
+                         *HOLD_DROPPED]
     assert len(outcome.errors) == 1 and outcome.errors[0].startswith(message)
     assert world.fields("fence_failed")["reason"] == outcome.errors[0]
-    assert world.bmc.state == "off"  # the host stays off; a retry completes the rest
+    assert not world.held and world.bmc.state == "off"  # the host stays off; a retry completes the rest
 
 
 def test_off_whose_marker_nova_does_not_keep_fails(world, caplog) -> None:
@@ -580,7 +596,8 @@ def test_off_whose_marker_nova_does_not_keep_fails(world, caplog) -> None:
     outcome = fence("off", caplog)
     assert outcome.rc == ExitCode.FAILURE
     assert world.log == [*BRAKE_READS, "timeline:fence_start", *POWER_OFF,
-                         "timeline:power_off_confirmed", *MARKED[:5], "timeline:fence_failed"]
+                         "timeline:power_off_confirmed", *MARKED[:5], "timeline:fence_failed",
+                         *HOLD_DROPPED]
     assert outcome.errors == ["compute1 is powered off, but LedgerError: Nova did not keep the"
                               " marker for compute1: disabled None"]
     assert world.bmc.state == "off" and world.attributes == {}
@@ -592,7 +609,7 @@ def test_off_whose_force_down_nova_does_not_keep_fails(world, caplog) -> None:
     assert outcome.rc == ExitCode.FAILURE
     assert world.log == [*BRAKE_READS, "timeline:fence_start", *POWER_OFF,
                          "timeline:power_off_confirmed", *READ_NOVA, "nova:force_down True",
-                         "timeline:fence_failed"]
+                         "timeline:fence_failed", *HOLD_DROPPED]
     assert outcome.errors == ["Nova did not keep compute1 forced down"]
     assert world.nova.service.status == "enabled" and world.bmc.state == "off"
 
@@ -620,7 +637,8 @@ def test_the_attribute_mirror_failing_does_not_fail_the_fence(world, caplog, mon
 # marker, node attribute, hold) before every fence is confirmed, nor ever by a fence that
 # stops before, and the agent's own steps keep their order.
 
-WRITES = ("nova:force_down", "nova:disable", "nova:enable", "attribute:", "pacemaker:hold")
+WRITES = ("nova:force_down", "nova:disable", "nova:enable", "attribute:", "pacemaker:hold",
+          "pacemaker:drop")
 
 
 def writes(log: list[str]) -> list[str]:
@@ -628,9 +646,10 @@ def writes(log: list[str]) -> list[str]:
 
 
 def main_thread(log: list[str]) -> list[str]:
-    """The log without the background read's entries (the first connect and service read)."""
+    """The log without the background threads' entries: the Nova read's (the first connect
+    and service read) and the connection hold's."""
     rest = list(log)
-    for entry in READ_NOVA:
+    for entry in [*READ_NOVA, *HOLD_DROPPED]:
         if entry in rest:
             rest.remove(entry)
     return rest
@@ -681,20 +700,27 @@ def keystone(how: str, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(actions, "_nova", hanging)
 
 
+class Meeting:
+    """Two calls that each wait for the other to have begun (``meet(who)``): made one after
+    the other, in either order, the first waits its 5 s in vain, and ``met`` says so."""
+
+    def __init__(self) -> None:
+        self._both_begun = threading.Barrier(2, timeout=5)
+        self.met: dict[str, bool] = {}
+
+    def __call__(self, who: str) -> None:
+        try:
+            self._both_begun.wait()
+            self.met[who] = True
+        except threading.BrokenBarrierError:
+            self.met[who] = False
+
+
 def test_off_authenticates_while_the_bmc_powers_off(world, caplog, monkeypatch,
                                                      threaded) -> None:
-    # Keystone and the power-off each wait for the other to have begun: done one after
-    # the other, in either order, the first waits its 5 s in vain
-    both_begun = threading.Barrier(2, timeout=5)
-    met: dict[str, bool] = {}
-
-    def meet(who: str) -> None:
-        try:
-            both_begun.wait()
-            met[who] = True
-        except threading.BrokenBarrierError:
-            met[who] = False
-
+    # Keystone and the power-off meet: they run side by side
+    meet = Meeting()
+    met = meet.met
     factory = actions._nova
 
     def authenticate(options: Options, target: actions.Target) -> FakeNova:
@@ -757,7 +783,7 @@ def test_a_refused_off_writes_nothing_and_waits_for_no_keystone(world, caplog, m
     assert time.monotonic() - started < 5  # a hanging Keystone holds up no refusal
     assert outcome.rc == ExitCode.FAILURE
     assert len(outcome.errors) == 1 and "power and Nova left untouched" in outcome.errors[0]
-    assert main_thread(world.log) == [*BRAKE_READS, "timeline:fence_start",
+    assert main_thread(world.log) == [*BRAKE_READS_OTHERS_DOWN, "timeline:fence_start",
                                       "timeline:fence_failed"]
     assert ("nova:compute_service compute1" in world.log) is (how == "answers")
     assert writes(world.log) == [] and world.bmc.state == "on"
@@ -801,7 +827,8 @@ def test_an_off_whose_nova_read_failed_fails_after_the_power_off_with_the_same_r
     assert world.fields("fence_failed")["reason"] == outcome.errors[0]
     assert main_thread(world.log) == [*BRAKE_READS, "timeline:fence_start", *POWER_OFF,
                                       "timeline:power_off_confirmed", "timeline:fence_failed"]
-    assert writes(world.log) == [] and world.bmc.state == "off"
+    assert writes(world.log) == HOLD_DROPPED and not world.held
+    assert world.bmc.state == "off"
 
 
 def test_an_off_whose_nova_read_outlasts_the_deadline_fails_without_writing(
@@ -814,7 +841,8 @@ def test_an_off_whose_nova_read_outlasts_the_deadline_fails_without_writing(
     assert outcome.rc == ExitCode.FAILURE
     assert outcome.errors == ["compute1 is powered off, but Nova: authenticate and find compute"
                               " service compute1: no answer before the fence's deadline"]
-    assert writes(world.log) == [] and world.bmc.state == "off"
+    assert writes(world.log) == HOLD_DROPPED and not world.held
+    assert world.bmc.state == "off"
 
 
 def test_off_reads_a_forced_down_service_again_after_the_power_off(world, caplog,
@@ -835,8 +863,7 @@ def test_off_reads_a_forced_down_service_again_after_the_power_off(world, caplog
     assert waited == [True]
     assert main_thread(world.log) == [*BRAKE_READS, "timeline:fence_start", *POWER_OFF,
                                       "timeline:power_off_confirmed",
-                                      "nova:compute_service compute1", *MARKED[2:],
-                                      "pacemaker:hold_connection compute1"]
+                                      "nova:compute_service compute1", *MARKED[2:]]
     svc = world.nova.service  # skipped on the first read, the host would not be forced down
     assert svc.forced_down and parse_marker(svc.disabled_reason).state is State.REQUESTED
 
@@ -855,6 +882,68 @@ def test_off_keeps_a_reason_given_while_the_bmc_powers_off(world, caplog, thread
     assert waited == [True] and main_thread(world.log) == main_thread(OFF_SUCCESS)
     entry = parse_marker(world.nova.service.disabled_reason)
     assert entry is not None and entry.prior == "RMA 4711"
+
+
+def test_off_holds_the_connection_while_it_tells_nova(world, caplog, monkeypatch,
+                                                     threaded) -> None:
+    # the hold and the force-down meet: they run side by side
+    meet = Meeting()
+    met = meet.met
+    hold, force_down = actions.pacemaker.hold_connection, world.nova.force_down
+
+    def holding(node: str, since: int, timeout: float = 10) -> bool:
+        meet("hold")
+        return hold(node, since, timeout)
+
+    def forcing_down(service_id: str, forced: bool) -> ComputeService:
+        meet("force-down")
+        return force_down(service_id, forced)
+
+    monkeypatch.setattr(actions.pacemaker, "hold_connection", holding)
+    monkeypatch.setattr(world.nova, "force_down", forcing_down)
+    outcome = fence("off", caplog)
+    assert outcome.rc == ExitCode.SUCCESS, outcome.errors
+    assert met == {"hold": True, "force-down": True}
+    assert world.log.index("pacemaker:hold_connection compute1") > world.log.index(
+        "timeline:power_off_confirmed")
+    assert world.held == {HOST}
+
+
+def test_a_hold_that_fails_leaves_the_fence_standing(world, caplog, monkeypatch) -> None:
+    def refused(node: str, since: int, timeout: float = 10) -> bool:
+        raise PacemakerError("crm_resource exited 1: CIB busy")
+
+    monkeypatch.setattr(actions.pacemaker, "hold_connection", refused)
+    outcome = fence("off", caplog)
+    assert outcome.rc == ExitCode.SUCCESS and outcome.errors == []
+    assert outcome.warnings == ["compute1: its cluster connection is not held (crm_resource"
+                                " exited 1: CIB busy): Pacemaker retries it while the host is"
+                                " off"]
+    assert world.nova.service.forced_down and world.attributes == {HOST: "yes"}
+
+
+def test_a_failed_fence_leaves_a_connection_it_could_not_hold_alone(world, caplog,
+                                                                    monkeypatch) -> None:
+    monkeypatch.setattr(actions.pacemaker, "hold_connection",
+                        lambda node, since, timeout=10: False)  # no such resource
+    world.nova.failures["force_down"] = NovaError("http", "force down service: HTTP 500")
+    assert fence("off", caplog).rc == ExitCode.FAILURE
+    assert "pacemaker:drop_hold compute1" not in world.log
+
+
+def test_a_failed_fence_whose_hold_cannot_be_dropped_says_how_to_release_it(
+        world, caplog, monkeypatch) -> None:
+    def refused(node: str, timeout: float = 10) -> None:
+        raise PacemakerError("crm_resource exited 1: CIB busy")
+
+    monkeypatch.setattr(actions.pacemaker, "drop_hold", refused)
+    world.nova.failures["force_down"] = NovaError("http", "force down service: HTTP 500")
+    outcome = fence("off", caplog)
+    assert outcome.rc == ExitCode.FAILURE
+    assert outcome.errors == ["compute1 is powered off, but Nova: force down service: HTTP 500"]
+    assert outcome.warnings == ["compute1: the fence failed, and its cluster connection stays"
+                                " held (crm_resource exited 1: CIB busy): pcs resource meta"
+                                " compute1 target-role= openstack-ha-hold= releases it"]
 
 
 @dataclass
@@ -952,7 +1041,7 @@ def test_a_node_returning_after_its_evacuation_is_not_counted_until_it_is_back(
     world.down = {HOST: True, "compute2": True, "compute3": False}
     world.returning = {"compute2"}
     assert fence("off", caplog).rc == ExitCode.SUCCESS
-    assert world.log == OFF_SUCCESS
+    assert world.log == OFF_SUCCESS_OTHERS_DOWN
 
 
 def test_the_returning_mark_lasts_from_the_power_on_until_the_node_is_back(
@@ -1082,7 +1171,7 @@ def test_reboot_whose_nova_steps_fail_fails(world, caplog) -> None:
     world.nova.failures["connect"] = KEYSTONE_DOWN
     outcome = fence("reboot", caplog)
     assert outcome.rc == ExitCode.FAILURE
-    assert world.log[-2:] == ["nova:connect", "timeline:fence_failed"]
+    assert world.log[-4:] == ["nova:connect", "timeline:fence_failed", *HOLD_DROPPED]
     assert "power:set on" not in world.log and world.bmc.state == "off"
 
 
@@ -1197,7 +1286,7 @@ def test_record_only_off_still_stops_at_the_mass_failure_brake(world, caplog) ->
     world.down = {HOST: True, "compute2": True, "compute3": False}
     outcome = fence("off", caplog, record_only="1")
     assert outcome.rc == ExitCode.FAILURE
-    assert world.log == [*BRAKE_READS, "timeline:fence_start", "timeline:fence_failed"]
+    assert world.log == [*BRAKE_READS_OTHERS_DOWN, "timeline:fence_start", "timeline:fence_failed"]
     assert not world.nova.service.forced_down
 
 

@@ -428,7 +428,7 @@ class RefusingEngine:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
 
-    def run(self, host: str) -> None:
+    def run(self, host: str, **kwargs: Any) -> None:
         raise engine_mod.Refused(f"mass-failure brake: {BRAKE} (nova-evacuate {host} --force"
                                  f" overrides)")
 

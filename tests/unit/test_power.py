@@ -380,10 +380,9 @@ def test_ipmi_refuses_what_pyghmi_cannot_speak():
 
 
 def test_ipmi_gives_pyghmi_bytes_credentials(monkeypatch: pytest.MonkeyPatch):
-    from pyghmi.ipmi.private import session
-
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(session, "Session", lambda **kw: seen.update(kw) or FakeSession())
+    monkeypatch.setattr("fence_compute.ipmi._session_class",
+                        lambda: lambda **kw: seen.update(kw) or FakeSession())
     IpmiPower(CREDS).power_state(soon())
     assert seen == {"bmc": "10.0.0.11", "port": 6231, "userid": b"admin", "password": PASSWORD.encode()}
 
@@ -393,9 +392,11 @@ def test_a_power_action_loads_pyghmis_session_but_not_its_command_layer():
     nothing for the two chassis commands sent."""
     code = ("import sys\n"
             "from pyghmi.ipmi.private import session\n"
-            "session.Session = lambda **kw: 'logged in'  # no BMC here\n"
+            "class Offline:  # no BMC here\n"
+            "    def __init__(self, **kw): pass\n"
+            "session.Session = Offline\n"
             "from fence_compute.ipmi import BmcCredentials, _pyghmi_session\n"
-            "print(_pyghmi_session(BmcCredentials('192.0.2.1')) == 'logged in',"
+            "print(isinstance(_pyghmi_session(BmcCredentials('192.0.2.1')), Offline),"
             " 'pyghmi.ipmi.command' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
