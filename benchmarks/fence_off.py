@@ -426,7 +426,7 @@ def main() -> int:
     return 0 if error is None and all(v["failed"] == 0 for v in rows.values()) else 1
 
 
-# A power phase this long waited out pyghmi's retransmit timer (0.5 to 1 s), see below.
+# A power phase this long once meant pyghmi's retransmit timer (0.5 to 1 s), see below.
 SLOW_POWER_S = 0.6
 
 
@@ -439,12 +439,11 @@ def slow_power_note(runs: list[dict[str, Any]]) -> list[str]:
         return []
     listed = ", ".join(f"round {r['round']} {r['row']} {r['phases_s'][power]:.2f} s"
                        for r in slow)
-    return ["", f"Power phases over {SLOW_POWER_S} s: {listed}. Traced on the lab (tcpdump in"
-            " the BMCs' namespace): the BMC answers each request within milliseconds, and"
-            " pyghmi sends its next one only when its retransmit timer (0.5 to 1 s) runs"
-            " out. The answer had arrived; the call waiting for it was not woken (a lost"
-            " wake-up between pyghmi's I/O thread and the caller, seen mostly while another"
-            " node of the lab boots). The library's, not the BMC's: the median is kept."]
+    return ["", f"Power phases over {SLOW_POWER_S} s: {listed}. Before fence_compute/ipmi.py"
+            " read pyghmi's queued answers first, this was pyghmi waiting out its retransmit"
+            " timer (0.5 to 1 s) for an answer it already had (tcpdump in the BMCs'"
+            " namespace: the BMC had answered within milliseconds). With that in place, the"
+            " run's stderr and the BMC's chassis.log say more."]
 
 
 def markdown(result: dict[str, Any]) -> str:
