@@ -548,14 +548,10 @@ class Engine:
             try:
                 inventory, migrations, capacity_read = self.inventory(
                     host, since, self.settings.capacity_check, services)
-            except Exception:
-                if isinstance(claim.exception(), LedgerError):
-                    raise ClaimLost(str(claim.exception())) from None  # not ours after all
-                raise
-        if isinstance(claim.exception(), LedgerError):
-            if capacity_read is not None:
-                capacity_read.cancel()
-            raise ClaimLost(str(claim.exception())) from None
+            finally:  # a lost claim says more than a failed read: the host is not ours
+                lost = claim.exception()
+                if isinstance(lost, LedgerError):
+                    raise ClaimLost(str(lost)) from None
         claim.result()  # anything else it raised
         LOG.info("%s: evacuation claimed by %s", host, self.by)
         timeline.record("claimed", host, by=self.by)

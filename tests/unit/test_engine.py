@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_fence_actions import Meeting
 
 from nova_evacuate import plan as planning
 from nova_evacuate.disks import DiskCheckError, Watcher, holder
@@ -1109,18 +1110,8 @@ def test_the_claim_and_the_reads_the_plan_needs_go_side_by_side(nova, timeline):
     for the other to have begun (done one after the other, the first waits its 5 s in
     vain). Nothing is sent before the claim is read back."""
     nova.add_server("vm")
-    both_begun = threading.Barrier(2, timeout=5)
-    met: dict[str, bool] = {}
-
-    def meet(who: str) -> None:
-        if who in met:
-            return
-        try:
-            both_begun.wait()
-            met[who] = True
-        except threading.BrokenBarrierError:
-            met[who] = False
-
+    meet = Meeting()
+    met = meet.met
     real_one, real_servers = nova.compute_service, nova.servers
 
     def one(host: str, domain: str | None = None) -> ComputeService:

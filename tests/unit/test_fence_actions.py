@@ -702,13 +702,16 @@ def keystone(how: str, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
 
 class Meeting:
     """Two calls that each wait for the other to have begun (``meet(who)``): made one after
-    the other, in either order, the first waits its 5 s in vain, and ``met`` says so."""
+    the other, in either order, the first waits its 5 s in vain, and ``met`` says so. Only
+    the first call of each ``who`` meets."""
 
     def __init__(self) -> None:
         self._both_begun = threading.Barrier(2, timeout=5)
         self.met: dict[str, bool] = {}
 
     def __call__(self, who: str) -> None:
+        if who in self.met:
+            return
         try:
             self._both_begun.wait()
             self.met[who] = True
