@@ -131,6 +131,7 @@ class Worker:
         # host → (the finished entry's time, monotonic time of the request, outcome or None
         # while it runs): one request per finished evacuation, again only after a failure.
         self.unfencing: dict[str, tuple[datetime, float, str | None]] = {}
+        self.return_waits: dict[str, str] = {}  # host → what its return waits for, last said
         self.status_file = status_file
         self.nova_interval = nova_interval
         self.tick = tick
@@ -321,7 +322,9 @@ class Worker:
         if self.rejoined is not None:
             try:
                 if not self.rejoined(service.host):
-                    return  # not back in the cluster yet: nothing to clear
+                    self._waiting(service.host, "not back in the cluster yet (Pacemaker has"
+                                  " no connection to it): nothing cleared until it is")
+                    return
             except Exception as exc:
                 LOG.warning("%s: cannot read the cluster's view of it: %s", service.host, exc)
                 return
@@ -333,22 +336,32 @@ class Worker:
                 service = self.nova.force_down(service.id, False)
                 LOG.info("%s: force-down cleared", service.host)
             except ForceUpRefused:
-                LOG.debug("%s: force-up still refused; nova-compute is not back yet",
-                          service.host)
+                self._waiting(service.host, "Nova refuses to clear force-down until its"
+                              " returning nova-compute has cleaned up the evacuated servers")
                 return
             step = host_return.next_step(
                 host_return.HostState(entry, service.forced_down, service.state == "up"),
                 leave_disabled=self.leave_disabled)
         if not step.clear_marker:
-            return  # not reporting yet: next scan
+            self._waiting(service.host, step.why)  # not reporting yet: next scan
+            return
         self.ledger.clear(service.host)
         if step.enable:
             self.nova.enable(service.id)
         self.unfencing.pop(service.host, None)
+        self.return_waits.pop(service.host, None)
         self.rechecks[service.host] = time.monotonic() + RECHECK_SECONDS
         self.fenced_at[service.host] = entry.at
         LOG.info("%s: returned: %s", service.host, step.why)
         timeline.record("host_back", service.host, enabled=step.enable)
+
+    def _waiting(self, host: str, why: str) -> None:
+        """Say once, at INFO, what a finished host's return waits for: a return that stalls
+        (a connection Pacemaker does not start, a nova-compute that does not report) is
+        then told in the log, not in silence."""
+        if self.return_waits.get(host) != why:
+            LOG.info("%s: its return waits: %s", host, why)
+            self.return_waits[host] = why
 
     def _ask_unfence(self, host: str, entry: LedgerEntry) -> None:
         """Ask Pacemaker once per finished evacuation to unfence ``host``, in a thread: the

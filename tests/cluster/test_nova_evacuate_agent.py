@@ -92,7 +92,18 @@ def test_a_fenced_host_is_evacuated_and_returned_by_the_agent(evacuator):
         svc = nova_service(lab, NODE)
         return svc.state == "up" and not svc.is_forced_down and svc.status == "enabled"
 
-    workload.wait_for(returned, 180, f"{NODE} back: up, enabled, not forced down", 2)
+    try:
+        workload.wait_for(returned, 180, f"{NODE} back: up, enabled, not forced down", 2)
+    except TimeoutError as exc:
+        svc = nova_service(lab, NODE)
+        cluster_view = sh("crm_mon", "-1", "--inactive", "--failcounts", check=False).stdout
+        raise AssertionError(
+            f"{exc}; Nova: {svc.state}, {svc.status}, forced_down={svc.is_forced_down},"
+            f" reason={svc.disabled_reason!r}; its migrations:"
+            f" {[(m.status, m.migration_type) for m in conn.compute.migrations(host=NODE)]};"
+            f" the cluster:\n{cluster_view}\nPacemaker's last lines on {NODE}:\n"
+            + "\n".join([line for line in pcmk.pacemaker_log.read_text(errors="replace")
+                          .splitlines() if NODE in line][-40:])) from None
     assert nova_service(lab, NODE).disabled_reason is None
     status = json.loads(Path(next(Path("/run/resource-agents").glob(
         "NovaEvacuate-nova-evacuate.status"))).read_text())

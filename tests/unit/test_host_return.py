@@ -161,6 +161,7 @@ def test_the_engine_starts_from_the_service_list_of_the_scan_that_found_the_requ
     monkeypatch.setattr(engine_module, "Engine", Engine)
     w = worker(nova, unfence)
     w.nova.adopt_token = lambda other: None  # type: ignore[attr-defined]
+    monkeypatch.setattr(w, "_reap", lambda: None)  # the engine's thread may end at once
     w.scan()
     w.running["compute1"].join(5)
     assert started == [("compute1", [nova.service])] and reads == ["list"]
@@ -185,6 +186,32 @@ def test_a_finished_evacuation_is_unfenced_once_and_the_return_completes() -> No
     assert nova.calls[1:] == ["force_down=False", "disable=None", "enable"]
     assert nova.service.status == "enabled" and not nova.service.forced_down
     assert nova.service.disabled_reason is None
+
+
+def test_what_a_stalled_return_waits_for_is_said_once_each_time_it_changes(caplog) -> None:
+    nova, unfence = fenced(State.DONE), Unfencer()
+    w = worker(nova, unfence, rejoined=False)
+    caplog.set_level("INFO", logger="nova_evacuate.worker")
+
+    def waits() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "its return waits" in r.getMessage()]
+
+    scan(w, unfence)
+    scan(w, unfence)
+    assert waits() == ["compute1: its return waits: not back in the cluster yet (Pacemaker"
+                       " has no connection to it): nothing cleared until it is"]
+    w.rejoined = lambda node: True
+    nova.refuse_force_up = True
+    scan(w, unfence)
+    scan(w, unfence)
+    assert len(waits()) == 2 and "cleaned up the evacuated servers" in waits()[1]
+    nova.refuse_force_up = False
+    scan(w, unfence)  # force-down cleared; Nova does not see it up yet
+    assert len(waits()) == 3 and "waiting for nova-compute to report up" in waits()[2]
+    nova.service = replace(nova.service, state="up")
+    scan(w, unfence)
+    assert len(waits()) == 3 and w.return_waits == {}
+    assert nova.service.status == "enabled"
 
 
 def test_a_failed_unfencing_is_asked_again_only_after_the_retry_delay(monkeypatch) -> None:
