@@ -197,3 +197,15 @@ pcs constraint location nova-evacuate rule score=-INFINITY '#kind' eq remote
 
 # The cluster's side of the recovery timeline (detection, fencing results).
 pcs alert create id=openstack-ha-timeline path=/usr/lib/openstack-ha/timeline_alert
+
+# The controllers' own fence devices (see the top): Pacemaker asks to unfence every node that
+# runs a device providing unfencing. For a member no device can unfence that step fails in
+# each transition, and Pacemaker abandons the rest of the transition with it: a compute node
+# back from its evacuation would rejoin only at the next unrelated change.
+for member in $(crm_node --list 2>/dev/null | awk '$3 == "member" { print $2 }'); do
+    if ! stonith_admin --list "$member" 2>/dev/null | grep -qv "fence devices\? found"; then
+        echo "warning: no fence device targets $member, so Pacemaker cannot unfence it:" \
+             "give it its own (its BMC's fence_ipmilan, pcmk_host_list=$member), or a" \
+             "compute node's return may wait for cluster-recheck-interval" >&2
+    fi
+done

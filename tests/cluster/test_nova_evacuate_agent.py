@@ -13,6 +13,7 @@ import pytest
 from cluster_helpers import attribute, nova_service, sh
 
 from lab import workload
+from lab.pacemaker import CONTROLLER
 from nova_evacuate.ledger import State, parse_marker
 
 pytestmark = [pytest.mark.cluster, pytest.mark.lab]
@@ -48,6 +49,7 @@ def evacuator(cluster, tmp_path):
         pcmk.pcs("resource", "delete", "nova-evacuate", "--force", check=False)
         # the unfencing device first: without it, no default asks for unfencing again
         pcmk.pcs("stonith", "delete", "fence-nova", check=False)
+        pcmk.pcs("stonith", "delete", f"fence-{CONTROLLER}", check=False)
         pcmk.pcs("resource", "defaults", "update", "requires=", check=False)
         print(log.read_text() if log.exists() else "(no worker log)")
 
@@ -61,6 +63,14 @@ def test_a_fenced_host_is_evacuated_and_returned_by_the_agent(evacuator):
     # With a device that provides unfencing, every resource would require it by default,
     # the controller's too: as in scripts/configure-cluster.sh, only what asks for it.
     pcmk.pcs("resource", "defaults", "update", "requires=fencing")
+    # Pacemaker unfences every node that runs a device providing unfencing, the controller
+    # too, through its own device, which every cluster has before instance HA (the lab's
+    # fence_labpower: ctl1 is always on). Without one, unfencing ctl1 fails in each
+    # transition and Pacemaker abandons the rest of it: compute1's connection start, at
+    # its return, ran only when it won that race.
+    pcmk.install_fence_labpower()
+    pcmk.pcs("stonith", "create", f"fence-{CONTROLLER}", "fence_labpower",
+             f"state_dir={pcmk.state_dir}", f"pcmk_host_list={CONTROLLER}")
     pcmk.pcs("stonith", "create", "fence-nova", "fence_nova", *keystone, *ipmi,
              f"pcmk_host_list={NODE}", "meta", "provides=unfencing")
     pcmk.pcs("property", "set", "stonith-enabled=true")

@@ -1,6 +1,7 @@
-"""scripts/configure-cluster.sh's Consul settings, run for real against a pcs that records
-its arguments (the e2e suite turns Consul on in a running configuration instead:
-lab/failover.py's Deployment.enable_consul, the same parameters)."""
+"""scripts/configure-cluster.sh's Consul settings and its check of the controllers' fence
+devices, run for real against a pcs that records its arguments (the e2e suite turns Consul
+on in a running configuration instead: lab/failover.py's Deployment.enable_consul, the
+same parameters)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,20 @@ SCRIPT = REPO / "scripts" / "configure-cluster.sh"
 
 def configure(tmp_path: Path, **settings: str) -> list[str]:
     """The pcs commands configure-cluster.sh runs with ``settings``, one line each."""
+    run(tmp_path, **settings)
+    return (tmp_path / "pcs.calls").read_text().splitlines()
+
+
+def run(tmp_path: Path, stubs: dict[str, str] | None = None,
+        **settings: str) -> subprocess.CompletedProcess[str]:
+    """configure-cluster.sh with ``settings``, against a pcs that records its arguments in
+    pcs.calls, and ``stubs``: other commands' shell bodies (the real ones otherwise)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "pcs.calls"
-    pcs = bin_dir / "pcs"
-    pcs.write_text(f'#!/bin/sh\necho "pcs $*" >> {calls}\n')
-    pcs.chmod(0o755)
+    for name, body in {"pcs": f'echo "pcs $*" >> {calls}', **(stubs or {})}.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
     values = {"COMPUTES": "compute1", "AUTH_URL": "http://keystone/v3", "OS_USERNAME": "admin",
               "OS_PROJECT": "admin", "OS_PASSWORD_FILE": "/etc/openstack-ha/keystone",
               "ENGINE_CONFIG": "/etc/openstack-ha/openstack-ha.conf",
@@ -33,7 +42,7 @@ def configure(tmp_path: Path, **settings: str) -> list[str]:
     done = subprocess.run(["bash", str(SCRIPT), str(file)], env=env, capture_output=True,
                           text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
-    return calls.read_text().splitlines()
+    return done
 
 
 def device(calls: list[str]) -> str:
@@ -61,3 +70,17 @@ def test_consul_config_reaches_every_fence_nova_and_pacemaker_keeps_asking(
     assert " partition_policy=storage=fence; *=fence; management=refuse " in line
     assert " pcmk_off_timeout=80s " in line  # the wait for Consul before the power step
     assert f"pcs property set stonith-max-attempts={attempts}" in calls
+
+
+def test_a_controller_no_fence_device_targets_is_warned_about(tmp_path: Path) -> None:
+    """Pacemaker unfences every node that runs fence_nova (provides=unfencing), through the
+    node's own device: where there is none, it abandons each transition that asks, a
+    returning compute node's connection start with it."""
+    crm_node = 'printf "1 ctl1 member\\n2 ctl2 member\\n3 ctl3 lost\\n"'
+    stonith_admin = ('if [ "$2" = ctl1 ]; then echo fence-ctl1; echo "1 fence device found";'
+                     ' else echo "0 fence devices found"; fi')
+    done = run(tmp_path, {"crm_node": crm_node, "stonith_admin": stonith_admin})
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, done.stderr
+    assert "no fence device targets ctl2, so Pacemaker cannot unfence it" in warnings[0]
+    assert "pcmk_host_list=ctl2" in warnings[0]
