@@ -191,9 +191,10 @@ def hold_connection(node: str, since: int, timeout: float = 10) -> bool:
 
 
 def drop_hold(node: str, timeout: float = 10) -> None:
-    """Undo :func:`hold_connection` of a fence that then failed: no returning mark, no
-    cleanup, the connection left as it was before the hold (Pacemaker fences the node
-    again, and that fence holds it anew)."""
+    """Undo :func:`hold_connection` alone: no returning mark, no cleanup, the connection
+    left as it was before the hold. Of a fence that then failed (Pacemaker fences the node
+    again, and that fence holds it anew), and the last step but one of
+    :func:`release_connection`."""
     for name in ("target-role", HOLD_META):  # the mark last: never stopped and unmarked
         done = _exec(_meta(node, "--delete-parameter", name), timeout)
         if done.returncode not in (0, _EXIT_NO_SUCH):
@@ -235,10 +236,7 @@ def release_connection(node: str, timeout: float = 10) -> bool:
                        str(int(time.time()))), timeout)
     if done.returncode != 0:
         raise _failure(done)
-    for name in ("target-role", HOLD_META):
-        done = _exec(_meta(node, "--delete-parameter", name), timeout)
-        if done.returncode not in (0, _EXIT_NO_SUCH):
-            raise _failure(done)
+    drop_hold(node, timeout)
     done = _exec(["crm_resource", "--cleanup", "--resource", node], timeout)
     if done.returncode != 0:
         raise _failure(done)
